@@ -65,16 +65,25 @@ def combine(op: ReduceOp, a: np.ndarray, b: np.ndarray, dtype: DType) -> np.ndar
 
 
 def average(a: np.ndarray, p: int, dtype: DType) -> np.ndarray:
-    """The one AVG division of the full sum, in A(T): floats divide, integers truncate toward 0."""
+    """The one AVG division of the full sum, in A(T): floats divide by p converted to A(T);
+    integers divide the (wrapped) sum by the integer p as C does (truncating toward zero) and
+    the quotient is stored back in T."""
     if dtype.kind == "float":
         return a / np.asarray(p, dtype=dtype.acc)
-    divisor = np.asarray(p, dtype=dtype.acc)
-    q = a // divisor
-    return q + ((a % divisor != 0) & (a < 0)).astype(dtype.acc)
+    wide = a.astype(np.int64)
+    q = wide // p
+    q = q + ((wide % p != 0) & (wide < 0))
+    return q.astype(dtype.acc)
 
 
 def premultiply(x: np.ndarray, factor: float, dtype: DType) -> np.ndarray:
-    """PREMUL_SUM's local step: round_T(x * f) with f in A(T) (cast to T for integers)."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    """PREMUL_SUM's local step: round_T(x * f) with f in A(T); for integer T, f must be an
+    integer and is cast to T as C does (wrapping)."""
+    if dtype.kind == "int":
+        if int(factor) != factor:
+            raise ValueError(f"premul_sum on {dtype.name} needs an integer factor, got {factor!r}")
+        f = np.asarray(int(factor), dtype=np.int64).astype(dtype.acc)
+    else:
         f = np.asarray(factor, dtype=dtype.acc)
+    with np.errstate(over="ignore", invalid="ignore"):
         return dtype.from_acc(dtype.to_acc(x) * f)
