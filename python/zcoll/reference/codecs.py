@@ -112,14 +112,16 @@ def encode(codec: Codec | str, x: np.ndarray, key: int, base: int = 0,
         return float32_to_bf16_bits(x).view(np.uint8)
     check_block(block)
     scale, q = _quantize_blocks(codec, x, uniform(key, base, x.size), block)
-    out = np.empty(encoded_bytes(codec, x.size, block), np.uint8)
-    pos = 0
-    for j in range(scale.size):
-        codes = _pack_codes(codec, q[j * block:(j + 1) * block])
-        out[pos:pos + 4] = scale[j:j + 1].view(np.uint8)
-        out[pos + 4:pos + 4 + codes.size] = codes
-        pos += 4 + codes.size
-    return out
+    full, tail = divmod(x.size, block)
+    parts = []
+    if full:  # full blocks as rows: [scale | codes]
+        rows = np.empty((full, 4 + _code_bytes(codec, block)), np.uint8)
+        rows[:, :4] = scale[:full].view(np.uint8).reshape(full, 4)
+        rows[:, 4:] = _pack_codes(codec, q[: full * block]).reshape(full, -1)
+        parts.append(rows.reshape(-1))
+    if tail:
+        parts += [scale[full:].view(np.uint8), _pack_codes(codec, q[full * block:])]
+    return np.concatenate(parts) if parts else np.empty(0, np.uint8)
 
 
 def decode(codec: Codec | str, buf: np.ndarray, n: int, block: int = DEFAULT_BLOCK) -> np.ndarray:
@@ -132,17 +134,20 @@ def decode(codec: Codec | str, buf: np.ndarray, n: int, block: int = DEFAULT_BLO
         return float16_to_float32(buf.view(np.float16))
     if codec.name == "bf16":
         return bf16_bits_to_float32(buf.view(np.uint16))
-    out = np.empty(n, np.float32)
-    pos = 0
-    for start in range(0, n, block):
-        count = min(block, n - start)
-        scale = buf[pos:pos + 4].view(np.float32)[0]
-        nbytes = _code_bytes(codec, count)
-        q = _unpack_codes(codec, buf[pos + 4:pos + 4 + nbytes], count)
-        with np.errstate(invalid="ignore", over="ignore"):  # NaN scales; absmax ~ FLT_MAX
-            out[start:start + count] = q.astype(np.float32) * scale
-        pos += 4 + nbytes
-    return out
+    full, tail = divmod(n, block)
+    row = 4 + _code_bytes(codec, block)
+    scales = np.empty(full + (1 if tail else 0), np.float32)
+    codes = np.empty(n, np.int8)
+    if full:
+        rows = buf[: full * row].reshape(full, row)
+        scales[:full] = np.ascontiguousarray(rows[:, :4]).view(np.float32).reshape(-1)
+        codes[: full * block] = _unpack_codes(codec, np.ascontiguousarray(rows[:, 4:]).reshape(-1),
+                                              full * block)
+    if tail:
+        scales[full] = buf[full * row: full * row + 4].view(np.float32)[0]
+        codes[full * block:] = _unpack_codes(codec, buf[full * row + 4:], tail)
+    with np.errstate(invalid="ignore", over="ignore"):  # NaN scales; absmax ~ FLT_MAX
+        return codes.astype(np.float32) * np.repeat(scales, block)[:n]
 
 
 def roundtrip(codec: Codec | str, x: np.ndarray, key: int, base: int = 0,
