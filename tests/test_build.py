@@ -1,0 +1,102 @@
+"""The build and the house layout: build_info tells the truth, CUDA kernels are compiled
+whenever nvcc is present, every .cu is built, and layers include only what they may."""
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+import zcoll
+from native import _C
+from zcoll import reference as R
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+
+
+def test_build_info_fields():
+    info = zcoll.build_info()
+    assert info["version"] == zcoll.__version__
+    assert info["torch_version"] == torch.__version__.split("+")[0]
+    assert info["fp_contract_off"] is True and "-ffp-contract=off" in info["cxx_flags"]
+    assert "fast-math" not in info["cxx_flags"].replace("-fno-fast-math", "")
+    assert info["cuda_threads_per_block"] == 256
+
+
+def test_cuda_kernels_built_when_nvcc_is_present():
+    """CI has nvcc: a .cu that stops compiling fails the build, and a build that silently
+    dropped CUDA fails here."""
+    info = zcoll.build_info()
+    if os.environ.get("ZCOLL_CUDA", "auto") == "off":
+        assert info["cuda"] is False
+        return
+    if shutil.which("nvcc") is None:
+        assert os.environ.get("ZCOLL_CUDA") != "on"
+        return
+    assert info["cuda"] is True, "nvcc is on PATH but the CUDA kernels were not built"
+    assert info["cuda_archs"] == ["80", "90"]
+    assert "-fmad=false" in info["cuda_flags"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", info["cuda_version"])
+    assert _C.cuda_device_count() >= 0  # no driver here: 0, not an exception
+
+
+def test_every_cuda_file_is_built_and_twinned():
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    cu_files = sorted((CSRC / "kernels" / "cuda").glob("*.cu"))
+    assert cu_files
+    for cu in cu_files:
+        assert str(cu.relative_to(ROOT)) in cmake, f"{cu.name} is not compiled by CMakeLists.txt"
+        twin = CSRC / "kernels" / "cpu" / cu.name.replace("_cuda.cu", "_cpu.cc")
+        assert twin.exists(), f"{cu.name} has no CPU twin {twin.name}"
+
+
+def _includes(path):
+    return re.findall(r'#include\s*[<"]([^>"]+)[>"]', path.read_text())
+
+
+def test_layering_of_includes():
+    """Only csrc/backend and csrc/bindings see torch; only bindings see pybind11."""
+    for path in CSRC.rglob("*"):
+        if path.suffix not in (".h", ".cc", ".cu", ".cuh", ".in"):
+            continue
+        layer = path.relative_to(CSRC).parts[0]
+        for inc in _includes(path):
+            if inc.split("/")[0] in ("torch", "c10", "ATen"):
+                assert layer in ("backend", "bindings"), f"{path} includes {inc}"
+            if inc.startswith("pybind11"):
+                assert layer == "bindings", f"{path} includes {inc}"
+
+
+def test_reference_needs_no_torch():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "import numpy as np, zcoll.reference as R\n"
+            "print(R.all_reduce([np.ones(4, np.float32)] * 3, 'sum', codec='int8')[0].sum())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) == 12.0
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = re.search(r"^TEST_COMMAND='(.+)'$", ci, re.M).group(1)
+    assert command in readme
+
+
+def test_demo_main_job_runs():
+    out = subprocess.run([sys.executable, "-m", "zcoll.demo", "-n", "4096", "--worlds", "2,3",
+                          "--speed-elements", "65536", "--repeat", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("bit-exact") == len(R.CODECS)
+    assert "int4   twoshot" in out.stdout
+
+
+def test_demo_rejects_bad_flags():
+    out = subprocess.run([sys.executable, "-m", "zcoll.demo", "--worlds", "two"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--worlds must be comma-separated integers" in out.stderr
+
