@@ -3,22 +3,13 @@
     python bench/codec_throughput.py [--mib 64] [--repeat 7] [--blocks 64,256,1024]
 """
 import argparse
-import time
 
 import numpy as np
 import torch  # noqa: F401  (the extension links libtorch)
 
 from zcoll import _C
 from zcoll import reference as R
-
-
-def median_seconds(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from zcoll.timing import median_seconds
 
 
 def main():

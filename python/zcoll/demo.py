@@ -7,20 +7,11 @@ same bytes as the reference on that data, and times the native codecs against a 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 from zcoll import reference as R
-
-
-def _median_seconds(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from zcoll.timing import median_seconds
 
 
 def error_table(n: int, worlds: list[int], seed: int) -> list[str]:
@@ -48,15 +39,15 @@ def native_check_and_speed(n: int, repeat: int) -> list[str]:
     x = np.random.default_rng(1).standard_normal(n).astype(np.float32)
     key = R.stream_key(0, 0, 0, 0)
     dst = np.empty_like(x)
-    copy_s = _median_seconds(lambda: np.copyto(dst, x), repeat)
+    copy_s = median_seconds(lambda: np.copyto(dst, x), repeat)
     lines = [f"native codecs on {n * 4 >> 20} MiB of float32 (median of {repeat}); memcpy "
              f"{x.nbytes / copy_s / 1e9:.1f} GB/s",
              f"{'codec':6} {'== reference':>13} {'encode GB/s':>12} {'decode GB/s':>12} {'wire/fp32':>10}"]
     for codec in R.CODECS:
         wire = _C.codec_encode(codec, x, key=key)
         same = np.array_equal(wire, R.encode(codec, x, key))
-        enc_s = _median_seconds(lambda: _C.codec_encode(codec, x, key=key), repeat)
-        dec_s = _median_seconds(lambda: _C.codec_decode(codec, wire, n), repeat)
+        enc_s = median_seconds(lambda: _C.codec_encode(codec, x, key=key), repeat)
+        dec_s = median_seconds(lambda: _C.codec_decode(codec, wire, n), repeat)
         lines.append(f"{codec:6} {'bit-exact' if same else 'MISMATCH':>13} {x.nbytes / enc_s / 1e9:12.2f} "
                      f"{x.nbytes / dec_s / 1e9:12.2f} {wire.nbytes / x.nbytes:10.3f}")
         if not same:
