@@ -13,7 +13,10 @@
 #include "kernels/common/codec_math.h"
 #include "kernels/common/float_convert.h"
 #include "kernels/common/hash.h"
+#include "algorithms/partition.h"
+#include "kernels/common/dtypes.h"
 #include "kernels/cpu/codec_cpu.h"
+#include "kernels/cpu/reduce_cpu.h"
 #include "kernels/cpu/cuda_grid_emulator.h"
 #if ZCOLL_WITH_CUDA
 #include "kernels/cuda/codec_cuda.h"
@@ -33,6 +36,50 @@ Codec parseCodec(const std::string& name) {
   if (name == "int8") return Codec::kInt8;
   if (name == "int4") return Codec::kInt4;
   throw std::invalid_argument("unknown codec '" + name + "'; supported: fp16, bf16, int8, int4");
+}
+
+zcoll::DType parseDType(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(zcoll::DType::kBool); ++i)
+    if (name == zcoll::dtypeName(static_cast<zcoll::DType>(i))) return static_cast<zcoll::DType>(i);
+  throw std::invalid_argument("unsupported dtype '" + name + "'");
+}
+
+zcoll::RedOp parseRedOp(const std::string& name) {
+  for (int i = 0; i <= static_cast<int>(zcoll::RedOp::kPremulSum); ++i)
+    if (name == zcoll::redOpName(static_cast<zcoll::RedOp>(i))) return static_cast<zcoll::RedOp>(i);
+  throw std::invalid_argument("unknown reduce op '" + name + "'");
+}
+
+// Checks that `a` is a contiguous array of the storage size of `dtype` and returns its element count.
+size_t checkStorage(const py::array& a, zcoll::DType dtype, const char* what) {
+  if (static_cast<size_t>(a.itemsize()) != zcoll::dtypeSize(dtype) || !(a.flags() & py::array::c_style))
+    throw std::invalid_argument(std::string(what) + ": expected a contiguous array of " +
+                                zcoll::dtypeName(dtype) + " storage");
+  return static_cast<size_t>(a.size());
+}
+
+py::array reduceSourcesPy(const std::string& dtypeName, const std::string& opName, const std::vector<py::array>& srcs,
+                          int64_t divisor) {
+  const zcoll::DType dtype = parseDType(dtypeName);
+  const zcoll::RedOp op = parseRedOp(opName);
+  if (srcs.empty()) throw std::invalid_argument("reduce_sources needs at least one source");
+  const size_t n = checkStorage(srcs[0], dtype, "source 0");
+  std::vector<const void*> ptrs;
+  for (const auto& s : srcs) {
+    if (checkStorage(s, dtype, "source") != n) throw std::invalid_argument("sources differ in size");
+    ptrs.push_back(s.data());
+  }
+  py::array out(srcs[0].dtype(), static_cast<py::ssize_t>(n));
+  cpu::reduceSources(dtype, op, ptrs.data(), static_cast<int>(ptrs.size()), out.mutable_data(), n, divisor);
+  return out;
+}
+
+py::array premultiplyPy(const std::string& dtypeName, const py::array& x, double factor) {
+  const zcoll::DType dtype = parseDType(dtypeName);
+  const size_t n = checkStorage(x, dtype, "input");
+  py::array out(x.dtype(), static_cast<py::ssize_t>(n));
+  cpu::premultiply(dtype, x.data(), out.mutable_data(), n, factor);
+  return out;
 }
 
 // Bad arguments from Python are ValueErrors, checked before any size is computed from them.
@@ -143,6 +190,16 @@ PYBIND11_MODULE(_C, m) {
         "Encode float32 x; emulate_cuda_threads > 0 runs the CUDA kernel bodies on a host grid.");
   m.def("codec_decode", &codecDecode, py::arg("codec"), py::arg("buf"), py::arg("n"), py::kw_only(),
         py::arg("block") = kDefaultBlock, py::arg("emulate_cuda_threads") = 0);
+  // Test surface of the reduction primitive and the partition (docs/arithmetic.md §1, §3-4).
+  m.def("reduce_sources", &reduceSourcesPy, py::arg("dtype"), py::arg("op"), py::arg("srcs"),
+        py::arg("divisor") = 0, "dst = round_T(src0 ⊕ src1 ⊕ ... (/ divisor)), accumulated in A(T).");
+  m.def("premultiply", &premultiplyPy, py::arg("dtype"), py::arg("x"), py::arg("factor"));
+  m.def("partition", [](size_t n, size_t parts, size_t align) {
+    if (parts < 1 || align < 1) throw std::invalid_argument("partition needs parts >= 1 and align >= 1");
+    std::vector<std::pair<size_t, size_t>> out;
+    for (const auto& s : zcoll::partition(n, parts, align)) out.emplace_back(s.begin, s.end);
+    return out;
+  }, py::arg("n"), py::arg("parts"), py::arg("align"));
   m.attr("GATHER_STAGE") = kGatherStage;
   m.attr("DEFAULT_BLOCK") = kDefaultBlock;
 }
