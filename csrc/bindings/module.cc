@@ -14,6 +14,7 @@
 #include "kernels/common/float_convert.h"
 #include "kernels/common/hash.h"
 #include "algorithms/partition.h"
+#include "bindings/names.h"
 #include "kernels/common/dtypes.h"
 #include "kernels/cpu/codec_cpu.h"
 #include "kernels/cpu/reduce_cpu.h"
@@ -24,6 +25,11 @@
 
 namespace py = pybind11;
 using namespace zcoll::kernels;
+using zcoll::bindings::parseDType;
+using zcoll::bindings::parseRedOp;
+
+void bindTransport(py::module_& m);  // transport_bindings.cc
+void bindBackend(py::module_& m);    // backend_bindings.cc
 
 namespace {
 
@@ -36,18 +42,6 @@ Codec parseCodec(const std::string& name) {
   if (name == "int8") return Codec::kInt8;
   if (name == "int4") return Codec::kInt4;
   throw std::invalid_argument("unknown codec '" + name + "'; supported: fp16, bf16, int8, int4");
-}
-
-zcoll::DType parseDType(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(zcoll::DType::kBool); ++i)
-    if (name == zcoll::dtypeName(static_cast<zcoll::DType>(i))) return static_cast<zcoll::DType>(i);
-  throw std::invalid_argument("unsupported dtype '" + name + "'");
-}
-
-zcoll::RedOp parseRedOp(const std::string& name) {
-  for (int i = 0; i <= static_cast<int>(zcoll::RedOp::kPremulSum); ++i)
-    if (name == zcoll::redOpName(static_cast<zcoll::RedOp>(i))) return static_cast<zcoll::RedOp>(i);
-  throw std::invalid_argument("unknown reduce op '" + name + "'");
 }
 
 // Checks that `a` is a contiguous array of the storage size of `dtype` and returns its element count.
@@ -201,5 +195,7 @@ PYBIND11_MODULE(_C, m) {
     return out;
   }, py::arg("n"), py::arg("parts"), py::arg("align"));
   m.attr("GATHER_STAGE") = kGatherStage;
+  bindTransport(m);
+  bindBackend(m);
   m.attr("DEFAULT_BLOCK") = kDefaultBlock;
 }

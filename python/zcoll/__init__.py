@@ -1,9 +1,21 @@
 """zcoll: fast (and optionally compressed) collectives for torch.distributed.
 
-``zcoll.reference`` (numpy only) is importable without torch; ``build_info()`` loads the native
-extension, which needs torch.
+``import zcoll`` registers the "zcoll" backend when torch is installed; ``zcoll.reference``
+(numpy only) works without torch.
 """
 __version__ = "0.1.0"
+
+try:
+    import torch.distributed as _dist  # noqa: F401
+except ImportError:  # the numpy reference alone needs no torch
+    _dist = None
+
+from .config import Options  # noqa: E402
+
+if _dist is not None:
+    from .backend import register as _register
+
+    _register()
 
 
 def build_info() -> dict:
@@ -15,3 +27,6 @@ def build_info() -> dict:
     info = dict(_C.build_info())
     info["version"] = __version__
     return info
+
+
+__all__ = ["Options", "build_info", "__version__"]

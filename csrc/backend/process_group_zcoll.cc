@@ -1,0 +1,265 @@
+#include "backend/process_group_zcoll.h"
+
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "algorithms/ring.h"
+#include "kernels/cpu/reduce_cpu.h"
+
+namespace zcoll {
+namespace {
+
+// Op codes in message tags (algorithms/ring.h packs them): distinct per collective kind.
+constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3;
+
+// zcoll::Store over the group's c10d store (already prefixed per group by torch).
+class C10dStore : public Store {
+ public:
+  explicit C10dStore(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
+  void set(const std::string& key, const std::vector<uint8_t>& value) override { s_->set(key, value); }
+  std::vector<uint8_t> get(const std::string& key) override { return s_->get(key); }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> s_;
+};
+
+DType toDType(at::ScalarType t, const char* op) {
+  switch (t) {
+    case at::kDouble: return DType::kFloat64;
+    case at::kFloat: return DType::kFloat32;
+    case at::kHalf: return DType::kFloat16;
+    case at::kBFloat16: return DType::kBFloat16;
+    case at::kChar: return DType::kInt8;
+    case at::kShort: return DType::kInt16;
+    case at::kInt: return DType::kInt32;
+    case at::kLong: return DType::kInt64;
+    case at::kByte: return DType::kUInt8;
+    case at::kBool: return DType::kBool;
+    default:
+      TORCH_CHECK_TYPE(false, "zcoll ", op, ": unsupported dtype ", t,
+                       " (supported: float64/32/16, bfloat16, int8/16/32/64, uint8, bool)");
+  }
+}
+
+RedOp toRedOp(const c10d::ReduceOp& op, double* premul) {
+  switch (op.op_) {
+    case c10d::ReduceOp::SUM: return RedOp::kSum;
+    case c10d::ReduceOp::AVG: return RedOp::kAvg;
+    case c10d::ReduceOp::PRODUCT: return RedOp::kProduct;
+    case c10d::ReduceOp::MIN: return RedOp::kMin;
+    case c10d::ReduceOp::MAX: return RedOp::kMax;
+    case c10d::ReduceOp::BAND: return RedOp::kBand;
+    case c10d::ReduceOp::BOR: return RedOp::kBor;
+    case c10d::ReduceOp::BXOR: return RedOp::kBxor;
+    case c10d::ReduceOp::PREMUL_SUM: {
+      auto* s = dynamic_cast<c10d::PreMulSumSupplement*>(op.supplement_.get());
+      TORCH_CHECK_VALUE(s != nullptr, "zcoll allreduce: PREMUL_SUM without a factor");
+      *premul = s->tensor_factor.defined() ? s->tensor_factor.to(at::kDouble).item<double>() : s->double_factor;
+      return RedOp::kPremulSum;
+    }
+    default: TORCH_CHECK_VALUE(false, "zcoll: unsupported reduce op ", static_cast<int>(op.op_));
+  }
+}
+
+void checkTensor(const at::Tensor& t, const char* op) {
+  TORCH_CHECK_VALUE(t.defined(), "zcoll ", op, ": undefined tensor");
+  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "zcoll ", op, ": only dense tensors are supported");
+  TORCH_CHECK(!t.is_cuda(), "zcoll ", op, ": CUDA tensors are not supported by this build yet (CUDA path not enabled)");
+  TORCH_CHECK_VALUE(t.is_cpu(), "zcoll ", op, ": tensors must be on the CPU, got ", t.device());
+}
+
+}  // namespace
+
+ZcollWork::ZcollWork(c10d::OpType type, std::vector<at::Tensor> outputs, std::function<void()> run)
+    : c10d::Work(-1, type),
+      outputs_(std::move(outputs)),
+      run_(std::move(run)),
+      future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+
+bool ZcollWork::isCompleted() { return future_->completed(); }
+bool ZcollWork::isSuccess() const { return future_->completed() && !future_->hasError(); }
+std::exception_ptr ZcollWork::exception() const { return future_->hasError() ? future_->exception_ptr() : nullptr; }
+
+bool ZcollWork::wait(std::chrono::milliseconds /*timeout: the group timeout bounds every wait inside*/) {
+  future_->waitAndThrow();
+  return true;
+}
+
+void ZcollWork::execute() {
+  try {
+    run_();
+    future_->markCompleted(c10::IValue(outputs_));
+  } catch (...) {
+    future_->setError(std::current_exception());
+  }
+}
+
+ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                                     std::chrono::milliseconds timeout, BackendConfig config)
+    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout),
+      store_(std::make_unique<C10dStore>(store)) {
+  TransportOptions topt;
+  topt.timeout = timeout;
+  topt.socketIfname = config_.socketIfname;
+  topt.storeHost = config_.storeHost;
+  topt.shmRingBytes = config_.shmRingBytes;
+  transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
+  if (config_.debug && rank == 0)
+    std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s, chunk %zu bytes\n", size,
+                 transport_->name(), config_.chunkBytes);
+  thread_ = std::thread([this] { progressLoop(); });
+}
+
+ProcessGroupZcoll::~ProcessGroupZcoll() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void ProcessGroupZcoll::progressLoop() {
+  std::string failure;  // after a failed collective the ranks are out of step: fail the rest fast
+  while (true) {
+    c10::intrusive_ptr<ZcollWork> work;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      work = std::move(queue_.front());
+      queue_.pop_front();
+      if (stop_) transport_->abort("zcoll: process group destroyed with collectives pending");
+    }
+    work->execute();
+    if (!work->isSuccess() && failure.empty()) {
+      try {
+        std::rethrow_exception(work->exception());
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      transport_->abort("zcoll: an earlier collective failed: " + failure);
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    finished_.push_back(std::move(work));
+  }
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
+                                                          std::function<void(uint64_t seq)> run) {
+  const uint64_t seq = nextSeq_++;
+  auto work = c10::make_intrusive<ZcollWork>(type, std::move(outputs), [run = std::move(run), seq] { run(seq); });
+  std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    queue_.push_back(work);
+    done.swap(finished_);
+  }
+  cv_.notify_one();
+  return work;
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
+                                                            const c10d::AllreduceOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
+  at::Tensor t = tensors[0];
+  checkTensor(t, "allreduce");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  const DType dtype = toDType(t.scalar_type(), "allreduce");
+  kernels::cpu::checkReduceOp(dtype, op);
+  return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, t, op, dtype, premul](uint64_t seq) {
+    at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
+    const size_t n = static_cast<size_t>(buf.numel());
+    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
+    CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+    ringAllReduce(*transport_, buf.data_ptr(), n, a);
+    if (!buf.is_same(t)) t.copy_(buf);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
+                                                            const c10d::BroadcastOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
+  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
+                    " is not a rank of a group of ", getSize());
+  at::Tensor t = tensors[0];
+  checkTensor(t, "broadcast");
+  toDType(t.scalar_type(), "broadcast");
+  const int root = static_cast<int>(opts.rootRank);
+  return enqueue(c10d::OpType::BROADCAST, {t}, [this, t, root](uint64_t seq) {
+    at::Tensor buf = t.contiguous();
+    const size_t bytes = buf.nbytes();
+    const uint64_t tag = makeTag(kOpBroadcast, seq, 0, 0);
+    std::vector<RequestId> reqs;
+    if (getRank() == root) {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) reqs.push_back(transport_->isend(p, tag, buf.data_ptr(), bytes));
+    } else {
+      reqs.push_back(transport_->irecv(root, tag, buf.data_ptr(), bytes));
+    }
+    const Deadline d = deadline();
+    for (RequestId r : reqs) transport_->wait(r, d);
+    if (!buf.is_same(t)) t.copy_(buf);
+  });
+}
+
+// Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
+void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq) {
+  const size_t part = input.nbytes();
+  const int p = getSize();
+  std::vector<size_t> b(p), e(p);
+  for (int r = 0; r < p; ++r) b[r] = r * part, e[r] = (r + 1) * part;
+  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + b[getRank()], input.contiguous().data_ptr(), part);
+  CollectiveArgs a{DType::kUInt8, RedOp::kSum, seq, config_.chunkBytes, deadline()};
+  ringAllGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a, kOpAllGather);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                            std::vector<at::Tensor>& inputs,
+                                                            const c10d::AllgatherOptions&) {
+  TORCH_CHECK_VALUE(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
+  at::Tensor in = inputs[0];
+  checkTensor(in, "allgather");
+  toDType(in.scalar_type(), "allgather");
+  auto outs = outputs[0];
+  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
+                    " tensors for a group of ", getSize());
+  for (const auto& o : outs) {
+    checkTensor(o, "allgather");
+    TORCH_CHECK_VALUE(o.numel() == in.numel() && o.scalar_type() == in.scalar_type(),
+                      "zcoll allgather: every output must match the input's size and dtype");
+  }
+  return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) {
+    at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
+    gatherInto(flat, in, seq);
+    for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& output, at::Tensor& input,
+                                                                  const c10d::AllgatherOptions&) {
+  checkTensor(input, "allgather_into_tensor");
+  checkTensor(output, "allgather_into_tensor");
+  toDType(input.scalar_type(), "allgather_into_tensor");
+  TORCH_CHECK_VALUE(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * getSize(),
+                    "zcoll allgather_into_tensor: output must hold world_size x input elements of the input's dtype");
+  at::Tensor out = output, in = input;
+  return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, out, in](uint64_t seq) {
+    at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
+    gatherInto(flat, in, seq);
+    if (!flat.is_same(out)) out.copy_(flat);
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions&) {
+  at::Tensor token = at::zeros({1}, at::kInt);
+  return enqueue(c10d::OpType::BARRIER, {token}, [this, token](uint64_t seq) {
+    CollectiveArgs a{DType::kInt32, RedOp::kSum, seq, config_.chunkBytes, deadline()};
+    ringAllReduce(*transport_, token.data_ptr(), 1, a);
+  });
+}
+
+}  // namespace zcoll

@@ -1,0 +1,97 @@
+// ProcessGroupZcoll: zcoll as a torch.distributed backend (c10d::Backend).
+//
+// Three phases per collective, as in ProcessGroupGloo: the caller's thread checks arguments and
+// builds a ZcollWork; the group's progress thread runs works in issue order on the transport;
+// the caller waits on the Work or its Future (DDP comm hooks use the Future). Errors raised on
+// the progress thread are set on the future and rethrown by wait().
+#pragma once
+
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "transport/transport.h"
+
+namespace zcoll {
+
+// Per-group configuration: zcoll.Options in Python fills it from pg_options and ZCOLL_* env.
+struct BackendConfig {
+  std::string transport = "shm";  // resolved by Python: "shm" or "tcp"
+  size_t chunkBytes = 1u << 19;
+  size_t shmRingBytes = 4u << 20;
+  std::string socketIfname;
+  std::string storeHost;
+  bool debug = false;
+};
+
+class ZcollWork : public c10d::Work {
+ public:
+  ZcollWork(c10d::OpType type, std::vector<at::Tensor> outputs, std::function<void()> run);
+  bool isCompleted() override;
+  bool isSuccess() const override;
+  std::exception_ptr exception() const override;
+  std::vector<at::Tensor> result() override { return outputs_; }
+  bool wait(std::chrono::milliseconds timeout) override;
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+
+  void execute();  // on the progress thread
+
+ private:
+  std::vector<at::Tensor> outputs_;
+  std::function<void()> run_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
+class ProcessGroupZcoll : public c10d::Backend {
+ public:
+  ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                    std::chrono::milliseconds timeout, BackendConfig config);
+  ~ProcessGroupZcoll() override;
+
+  const std::string getBackendName() const override { return "zcoll"; }
+  const BackendConfig& config() const { return config_; }
+  const char* transportName() const { return transport_->name(); }
+
+  c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
+                                           const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
+                                           const c10d::BroadcastOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                           std::vector<at::Tensor>& inputs,
+                                           const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
+                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+
+ private:
+  c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
+                                         std::function<void(uint64_t seq)> run);
+  void progressLoop();
+  void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
+  Deadline deadline() const { return Clock::now() + timeout_; }
+
+  BackendConfig config_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<Transport> transport_;
+  uint64_t nextSeq_ = 0;  // issue order; the progress thread runs works in this order
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<c10::intrusive_ptr<ZcollWork>> queue_;
+  // Finished works are released by the caller's next enqueue or the destructor, never by the
+  // progress thread: dropping the last reference to a Python-visible tensor needs the GIL,
+  // which a Python thread may hold while it waits for this thread (destroy_process_group).
+  std::vector<c10::intrusive_ptr<ZcollWork>> finished_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+}  // namespace zcoll

@@ -1,0 +1,32 @@
+// Python surface of ProcessGroupZcoll: constructed by zcoll's backend creator (python/zcoll/
+// backend.py), bound as a subclass of torch's Backend so pg._get_backend(device) exposes it.
+#include <pybind11/chrono.h>
+#include <pybind11/pybind11.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include "backend/process_group_zcoll.h"
+
+namespace py = pybind11;
+
+void bindBackend(py::module_& m) {
+  py::class_<zcoll::ProcessGroupZcoll, c10d::Backend, c10::intrusive_ptr<zcoll::ProcessGroupZcoll>>(
+      m, "ProcessGroupZcoll", "zcoll's c10d backend (use torch.distributed, not this class).")
+      .def(py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                       std::chrono::milliseconds timeout, const std::string& transport, size_t chunkBytes,
+                       size_t shmRingBytes, const std::string& socketIfname, const std::string& storeHost,
+                       bool debug) {
+             zcoll::BackendConfig c;
+             c.transport = transport;
+             c.chunkBytes = chunkBytes;
+             c.shmRingBytes = shmRingBytes;
+             c.socketIfname = socketIfname;
+             c.storeHost = storeHost;
+             c.debug = debug;
+             return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
+           }),
+           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
+           py::arg("chunk_bytes"), py::arg("shm_ring_bytes"), py::arg("socket_ifname"), py::arg("store_host"),
+           py::arg("debug"), py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
+      .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; });
+}

@@ -1,0 +1,372 @@
+// Shared-memory transport.
+//
+// Each rank owns one POSIX shared-memory segment holding an inbound ring buffer per sender
+// (itself included). Sender q writes rank r's ring[q]; only r reads it: single producer, single
+// consumer, no locks. A ring is a byte stream: `head` counts bytes ever written, `tail` bytes
+// ever read (each on its own cache line, so producer and consumer never share a line). Messages
+// in the stream are a MessageHeader (tag, bytes) followed by the payload.
+//
+// Bootstrap: every rank creates its segment under a unique name, publishes the name in the
+// store, maps every peer's segment, says so in the store, and once all ranks have mapped
+// everything, unlinks its own name: from then on nothing is left in /dev/shm even if a process
+// is killed (the kernel frees the memory when the last mapping goes).
+//
+// Waiting: spin briefly (lowest latency when ranks have their own cores), then sched_yield, then
+// sleep in short naps, so 8 ranks on 2 cores still progress. A peer whose process is gone is
+// detected through the pid in its segment header, long before the deadline.
+#include "transport/shm/shm_transport.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+namespace zcoll {
+namespace {
+
+constexpr uint64_t kSegmentMagic = 0x7a636f6c6c73686dULL;  // "zcollshm"
+constexpr uint64_t kMessageMagic = 0x7a636d7367ULL;
+constexpr size_t kLine = 64;
+
+struct alignas(kLine) SegmentHeader {
+  uint64_t magic;
+  int64_t pid;
+  uint64_t ringBytes;
+  uint64_t size;
+};
+
+struct alignas(kLine) RingControl {
+  alignas(kLine) std::atomic<uint64_t> head;  // written by the producer
+  alignas(kLine) std::atomic<uint64_t> tail;  // written by the consumer
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "process-shared atomics must be lock-free");
+
+struct MessageHeader {
+  uint64_t magic;
+  uint64_t tag;
+  uint64_t bytes;
+};
+
+size_t roundUpPow2(size_t v) {
+  size_t p = 4096;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+// One mapped segment: header, `size` ring controls, then `size` data areas.
+struct Segment {
+  void* base = nullptr;
+  size_t bytes = 0;
+  size_t ringBytes = 0;
+
+  SegmentHeader* header() const { return static_cast<SegmentHeader*>(base); }
+  RingControl* control(int sender) const {
+    return reinterpret_cast<RingControl*>(static_cast<char*>(base) + sizeof(SegmentHeader)) + sender;
+  }
+  char* data(int sender, int size) const {
+    char* first = reinterpret_cast<char*>(control(size));
+    return first + static_cast<size_t>(sender) * ringBytes;
+  }
+  static size_t totalBytes(int size, size_t ringBytes) {
+    return sizeof(SegmentHeader) + size * sizeof(RingControl) + size * ringBytes;
+  }
+};
+
+struct Request {
+  RequestId id;
+  bool send;
+  uint64_t tag;
+  char* data;
+  size_t bytes;
+  size_t done = 0;  // header + payload bytes moved so far
+};
+
+class ShmTransport : public Transport {
+ public:
+  ShmTransport(Store& store, const std::string& prefix, int rank, int size, const TransportOptions& opt);
+  ~ShmTransport() override;
+
+  const char* name() const override { return "shm"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
+  RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  void wait(RequestId req, Deadline deadline) override;
+  void abort(const std::string& why) override {
+    std::lock_guard<std::mutex> lock(abortMutex_);
+    abortReason_ = why.empty() ? "aborted" : why;
+    aborted_.store(true, std::memory_order_release);
+  }
+
+ private:
+  bool progressSend(int peer);
+  bool progressRecv(int peer);
+  void checkPeerAlive(int peer) const;
+  void checkPeer(int peer) const;
+  std::string pendingSummary() const;
+
+  int rank_, size_;
+  size_t ringBytes_;
+  std::vector<Segment> segs_;  // segs_[r]: rank r's segment (inbound rings of r)
+  std::vector<std::deque<Request>> sendq_, recvq_;
+  std::unordered_map<RequestId, int> owner_;  // pending request -> peer (for messages)
+  RequestId nextId_ = 1;
+  std::atomic<bool> aborted_{false};  // abort() may come from another thread
+  std::mutex abortMutex_;
+  std::string abortReason_;
+};
+
+std::string uniqueName(int rank) {
+  std::random_device rd;
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "/zcoll-%d-r%d-%08x%08x", static_cast<int>(getpid()), rank, rd(), rd());
+  return buf;
+}
+
+std::vector<uint8_t> bytesOf(const std::string& s) { return {s.begin(), s.end()}; }
+
+ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
+                           const TransportOptions& opt)
+    : rank_(rank), size_(size), ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
+      segs_(size), sendq_(size), recvq_(size) {
+  // 1. Create and publish this rank's segment.
+  const std::string mine = uniqueName(rank);
+  const size_t total = Segment::totalBytes(size, ringBytes_);
+  const int fd = shm_open(mine.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  ZCOLL_CHECK(fd >= 0, "rank ", rank, " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
+  const bool sized = ftruncate(fd, static_cast<off_t>(total)) == 0;
+  void* base = sized ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  const int err = errno;
+  close(fd);
+  if (base == MAP_FAILED) {
+    shm_unlink(mine.c_str());
+    ZCOLL_CHECK(false, "rank ", rank, " shm: cannot map ", total, " bytes for ", mine, ": ", std::strerror(err),
+                " (is /dev/shm large enough? lower ZCOLL_SHM_RING_BYTES)");
+  }
+  segs_[rank] = {base, total, ringBytes_};
+  for (int s = 0; s < size; ++s) {
+    new (segs_[rank].control(s)) RingControl();
+    segs_[rank].control(s)->head.store(0);
+    segs_[rank].control(s)->tail.store(0);
+  }
+  *segs_[rank].header() = {kSegmentMagic, static_cast<int64_t>(getpid()), ringBytes_, static_cast<uint64_t>(size)};
+  std::atomic_thread_fence(std::memory_order_release);
+  const std::string key = prefix + "/shm/";
+  try {
+    store.set(key + "name/" + std::to_string(rank), bytesOf(mine));
+    // 2. Map every peer's segment.
+    for (int p = 0; p < size; ++p) {
+      if (p == rank) continue;
+      const auto nameBytes = store.get(key + "name/" + std::to_string(p));
+      const std::string name(nameBytes.begin(), nameBytes.end());
+      const int pfd = shm_open(name.c_str(), O_RDWR, 0600);
+      ZCOLL_CHECK(pfd >= 0, "rank ", rank, " shm: cannot open rank ", p, "'s segment ", name, ": ",
+                  std::strerror(errno), " (are all ranks on one host? else use ZCOLL_TRANSPORT=tcp)");
+      void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+      close(pfd);
+      ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", rank, " shm: cannot map rank ", p, "'s segment: ", std::strerror(errno));
+      segs_[p] = {pbase, total, ringBytes_};
+      const SegmentHeader h = *segs_[p].header();
+      ZCOLL_CHECK(h.magic == kSegmentMagic && h.ringBytes == ringBytes_ && h.size == static_cast<uint64_t>(size),
+                  "rank ", rank, " shm: rank ", p, "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
+                  ringBytes_, ", group size ", h.size, " vs ", size, ")");
+    }
+    // 3. Everyone mapped everything: unlink our name so nothing outlives the processes.
+    store.set(key + "mapped/" + std::to_string(rank), bytesOf("1"));
+    for (int p = 0; p < size; ++p) store.get(key + "mapped/" + std::to_string(p));
+  } catch (...) {
+    shm_unlink(mine.c_str());
+    for (auto& s : segs_)
+      if (s.base) munmap(s.base, s.bytes);
+    throw;
+  }
+  shm_unlink(mine.c_str());
+}
+
+ShmTransport::~ShmTransport() {
+  for (auto& s : segs_)
+    if (s.base) munmap(s.base, s.bytes);
+}
+
+void ShmTransport::checkPeer(int peer) const {
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " shm: peer ", peer, " is not in a group of ", size_);
+}
+
+RequestId ShmTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
+  checkPeer(peer);
+  const RequestId id = nextId_++;
+  sendq_[peer].push_back({id, true, tag, const_cast<char*>(static_cast<const char*>(data)), bytes});
+  owner_[id] = peer;
+  return id;
+}
+
+RequestId ShmTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
+  checkPeer(peer);
+  const RequestId id = nextId_++;
+  recvq_[peer].push_back({id, false, tag, static_cast<char*>(data), bytes});
+  owner_[id] = peer;
+  return id;
+}
+
+// Copies n bytes into / out of a ring at stream position pos, wrapping at the end.
+void ringWrite(char* ring, size_t cap, uint64_t pos, const char* src, size_t n) {
+  const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
+  std::memcpy(ring + at, src, first);
+  std::memcpy(ring, src + first, n - first);
+}
+void ringRead(const char* ring, size_t cap, uint64_t pos, char* dst, size_t n) {
+  const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
+  std::memcpy(dst, ring + at, first);
+  std::memcpy(dst + first, ring, n - first);
+}
+
+// Moves as much of peer's send queue as fits into peer's ring[rank_]. Returns true on progress.
+bool ShmTransport::progressSend(int peer) {
+  auto& q = sendq_[peer];
+  if (q.empty()) return false;
+  RingControl* ctl = segs_[peer].control(rank_);
+  char* ring = segs_[peer].data(rank_, size_);
+  uint64_t head = ctl->head.load(std::memory_order_relaxed);
+  const uint64_t tail = ctl->tail.load(std::memory_order_acquire);
+  bool moved = false;
+  while (!q.empty()) {
+    Request& r = q.front();
+    const size_t space = ringBytes_ - static_cast<size_t>(head - tail);
+    if (r.done < sizeof(MessageHeader)) {  // headers go in whole, so the reader sees them whole
+      if (space < sizeof(MessageHeader)) break;
+      const MessageHeader h{kMessageMagic, r.tag, r.bytes};
+      ringWrite(ring, ringBytes_, head, reinterpret_cast<const char*>(&h), sizeof h);
+      head += sizeof h;
+      r.done = sizeof h;
+      moved = true;
+      continue;
+    }
+    const size_t n = std::min(space, sizeof(MessageHeader) + r.bytes - r.done);
+    if (n > 0) {
+      ringWrite(ring, ringBytes_, head, r.data + (r.done - sizeof(MessageHeader)), n);
+      head += n;
+      r.done += n;
+      moved = true;
+    }
+    if (r.done < sizeof(MessageHeader) + r.bytes) break;
+    owner_.erase(r.id);
+    q.pop_front();
+  }
+  if (moved) ctl->head.store(head, std::memory_order_release);
+  return moved;
+}
+
+// Moves what peer has written into our ring[peer] into the posted receives. True on progress.
+bool ShmTransport::progressRecv(int peer) {
+  auto& q = recvq_[peer];
+  if (q.empty()) return false;
+  RingControl* ctl = segs_[rank_].control(peer);
+  const char* ring = segs_[rank_].data(peer, size_);
+  uint64_t tail = ctl->tail.load(std::memory_order_relaxed);
+  const uint64_t head = ctl->head.load(std::memory_order_acquire);
+  bool moved = false;
+  while (!q.empty()) {
+    Request& r = q.front();
+    const size_t avail = static_cast<size_t>(head - tail);
+    if (r.done < sizeof(MessageHeader)) {
+      if (avail < sizeof(MessageHeader)) break;
+      MessageHeader h;
+      ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
+      ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", rank_, " shm: corrupt message header from rank ", peer);
+      ZCOLL_CHECK(h.tag == r.tag && h.bytes == r.bytes, "rank ", rank_, " shm: expected a message of ", r.bytes,
+                  " bytes with tag 0x", std::hex, r.tag, std::dec, " from rank ", peer, ", got ", h.bytes,
+                  " bytes with tag 0x", std::hex, h.tag, std::dec, " (do the ranks run the same collectives?)");
+      tail += sizeof h;
+      r.done = sizeof h;
+      moved = true;
+      continue;
+    }
+    const size_t n = std::min(avail, sizeof(MessageHeader) + r.bytes - r.done);
+    if (n > 0) {
+      ringRead(ring, ringBytes_, tail, r.data + (r.done - sizeof(MessageHeader)), n);
+      tail += n;
+      r.done += n;
+      moved = true;
+    }
+    if (r.done < sizeof(MessageHeader) + r.bytes) break;
+    owner_.erase(r.id);
+    q.pop_front();
+  }
+  if (moved) ctl->tail.store(tail, std::memory_order_release);
+  return moved;
+}
+
+void ShmTransport::checkPeerAlive(int peer) const {
+  const auto pid = static_cast<pid_t>(segs_[peer].header()->pid);
+  ZCOLL_CHECK(!(kill(pid, 0) != 0 && errno == ESRCH), "rank ", rank_, " shm: rank ", peer, " (pid ", pid,
+              ") has exited; ", pendingSummary());
+}
+
+std::string ShmTransport::pendingSummary() const {
+  std::string s = "pending:";
+  for (int p = 0; p < size_; ++p) {
+    for (const auto& r : sendq_[p])
+      s += " send " + std::to_string(r.bytes) + " B to rank " + std::to_string(p) + ";";
+    for (const auto& r : recvq_[p])
+      s += " recv " + std::to_string(r.bytes) + " B from rank " + std::to_string(p) + ";";
+  }
+  return s;
+}
+
+void ShmTransport::wait(RequestId req, Deadline deadline) {
+  auto it = owner_.find(req);
+  if (it == owner_.end()) {
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " shm: wait on unknown request ", req);
+    return;  // already complete
+  }
+  const int peer = it->second;
+  unsigned idle = 0;
+  auto nextLivenessCheck = Clock::now();
+  while (true) {
+    if (aborted_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> lock(abortMutex_);
+      ZCOLL_CHECK(false, "rank ", rank_, " shm: ", abortReason_);
+    }
+    bool moved = false;
+    for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);
+    if (!owner_.count(req)) return;
+    if (moved) {
+      idle = 0;
+      continue;
+    }
+    ++idle;
+    if (idle < 4096) continue;  // spin: a neighbour on its own core answers within microseconds
+    const auto now = Clock::now();
+    if (now >= deadline)
+      throw TimeoutError("rank " + std::to_string(rank_) + " shm: timed out waiting on rank " + std::to_string(peer) +
+                         "; " + pendingSummary());
+    if (now >= nextLivenessCheck) {
+      for (int p = 0; p < size_; ++p)
+        if (p != rank_ && (!sendq_[p].empty() || !recvq_[p].empty())) checkPeerAlive(p);
+      nextLivenessCheck = now + std::chrono::milliseconds(10);
+    }
+    if (idle < 4096 + 256) sched_yield();  // oversubscribed cores: let the peer run
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> makeShmTransport(Store& store, const std::string& prefix, int rank, int size,
+                                            const TransportOptions& options) {
+  return std::make_unique<ShmTransport>(store, prefix, rank, size, options);
+}
+
+}  // namespace zcoll

@@ -1,0 +1,420 @@
+// TCP transport.
+//
+// Full mesh: one connection per pair of ranks, carrying both directions. Rank i dials every
+// lower rank and accepts every higher one, so each pair gets exactly one connection with no
+// negotiation over who dials. Bootstrap through the store: listen on an ephemeral port, publish
+// "host:port" under <prefix>/tcp/addr/<rank>, dial, and swap a Hello {magic, group, from, to,
+// size} on each connection so a misrouted or foreign connection fails at creation, not mid-run.
+//
+// Wire format of each direction: frames, a FrameHeader {magic, tag, bytes} then the payload.
+// TCP keeps order, so messages between a pair are FIFO for free; the receiver checks each
+// header against the irecv posted at the same position in its queue.
+//
+// Progress: isend/irecv only queue. wait() runs every queue (all peers, both directions) with
+// non-blocking gather/scatter I/O, then sleeps in poll() on the sockets with pending work. Since
+// any wait drains everything, a ring (send to next, recv from prev, wait) cannot deadlock with
+// both ends' socket buffers full: each rank keeps reading while its own send is stuck.
+#include "transport/tcp/tcp_transport.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <iomanip>
+#include <mutex>
+#include <sstream>
+#include <unordered_map>
+
+#include "transport/tcp/socket.h"
+
+namespace zcoll {
+namespace {
+
+constexpr uint64_t kHelloMagic = 0x7a636f6c6c746370ULL;  // "zcolltcp"
+constexpr uint64_t kFrameMagic = 0x7a63746672616d65ULL;  // "zctframe"
+constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (2 per frame)
+
+struct Hello {
+  uint64_t magic;
+  uint64_t group;  // hash of the store prefix: both ends belong to the same transport
+  int32_t from, to, size, reserved;
+};
+
+struct FrameHeader {
+  uint64_t magic, tag, bytes;
+};
+constexpr size_t kHeaderBytes = sizeof(FrameHeader);
+
+struct Request {
+  RequestId id;
+  uint64_t tag;
+  char* data;
+  size_t bytes;
+  FrameHeader header;  // sends: the header to write; receives: the header as it arrives
+  size_t done = 0;     // header + payload bytes moved so far
+  size_t total() const { return kHeaderBytes + bytes; }
+};
+
+struct Peer {
+  tcp::Fd fd;  // none for ourselves: self messages are copied in memory
+  std::deque<Request> sends, recvs;
+};
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
+  return h;
+}
+
+std::string hex(uint64_t v) {
+  std::ostringstream os;
+  os << "0x" << std::hex << v;
+  return os.str();
+}
+
+// Appends to iov what r still has to move (rest of the header, rest of the payload).
+int remainingParts(Request& r, iovec* iov, size_t& total) {
+  int n = 0;
+  if (r.done < kHeaderBytes) iov[n++] = {reinterpret_cast<char*>(&r.header) + r.done, kHeaderBytes - r.done};
+  const size_t payloadDone = r.done > kHeaderBytes ? r.done - kHeaderBytes : 0;
+  if (r.bytes > payloadDone) iov[n++] = {r.data + payloadDone, r.bytes - payloadDone};
+  for (int i = 0; i < n; ++i) total += iov[i].iov_len;
+  return n;
+}
+
+class TcpTransport : public Transport {
+ public:
+  TcpTransport(Store& store, const std::string& prefix, int rank, int size, const TransportOptions& options);
+
+  const char* name() const override { return "tcp"; }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
+  RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  void wait(RequestId req, Deadline deadline) override;
+  void abort(const std::string& why) override;
+
+ private:
+  void connectMesh(Store& store, const std::string& prefix, Deadline deadline, const TransportOptions& options);
+  void checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const;
+  RequestId enqueue(int peer, std::deque<Request>& q, uint64_t tag, char* data, size_t bytes);
+  void progressAll();
+  void pollAndProgress(Deadline deadline);
+  void progressSend(int peer);
+  void progressRecv(int peer);
+  void progressSelf();
+  void advance(int peer, std::deque<Request>& q, size_t n, bool receiving);
+  void complete(std::deque<Request>& q);
+  void checkFrame(int peer, const Request& r) const;
+  [[noreturn]] void connectionLost(int peer, const char* op, const std::string& why) const;
+  [[noreturn]] void timedOut(RequestId req, Clock::time_point start) const;
+  void throwIfStopped() const;
+  std::string direction(int peer, bool sending) const;
+  std::string progressText(const Request& r) const;
+
+  const int rank_, size_;
+  const uint64_t group_;
+  std::vector<Peer> peers_;
+  std::unordered_map<RequestId, int> pending_;  // queued request -> peer
+  RequestId nextId_ = 1;
+  std::string failure_;  // first lost connection / bad frame: the streams are unusable after it
+  std::vector<pollfd> pollFds_;
+  std::vector<int> pollPeers_;
+  // abort() may come from another thread while wait() sleeps in poll(): the eventfd wakes it.
+  tcp::Fd wakeFd_;
+  std::atomic<bool> aborted_{false};
+  mutable std::mutex abortMu_;
+  std::string abortWhy_;
+};
+
+TcpTransport::TcpTransport(Store& store, const std::string& prefix, int rank, int size,
+                           const TransportOptions& options)
+    : rank_(rank), size_(size), group_(fnv1a(prefix)), peers_(size) {
+  wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  ZCOLL_CHECK(wakeFd_, "rank ", rank, " tcp: eventfd failed: ", tcp::errnoText(errno));
+  if (size > 1) connectMesh(store, prefix, Clock::now() + options.timeout, options);
+}
+
+// Nobody waits on anybody while dialing: a lower rank publishes its address only once it
+// listens, so the kernel completes our connection before the peer calls accept and our hello
+// waits in its buffer. Replies are read only after we have accepted all higher ranks.
+void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline deadline,
+                               const TransportOptions& options) {
+  const std::string ctx = "rank " + std::to_string(rank_) + " tcp: ";
+  const std::string host = tcp::advertisedAddress(options, ctx);
+  int port = 0;
+  const tcp::Fd listener = tcp::listenOn(host, port, ctx);
+  const std::string me = tcp::Endpoint{host, port}.str();
+  const auto key = [&](int r) { return prefix + "/tcp/addr/" + std::to_string(r); };
+  store.set(key(rank_), std::vector<uint8_t>(me.begin(), me.end()));
+
+  std::vector<std::string> dialCtx(rank_);
+  for (int p = 0; p < rank_; ++p) {
+    const auto value = store.get(key(p));
+    const tcp::Endpoint to = tcp::Endpoint::parse(std::string(value.begin(), value.end()), ctx);
+    dialCtx[p] = ctx + "connecting to rank " + std::to_string(p) + " at " + to.str() + ": ";
+    peers_[p].fd = tcp::connectTo(to, deadline, dialCtx[p]);
+    const Hello h{kHelloMagic, group_, rank_, p, size_, 0};
+    tcp::sendAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p]);
+  }
+  for (int got = 0; got < size_ - 1 - rank_; ++got) {  // higher ranks arrive in any order
+    const std::string actx = ctx + "accepting higher ranks on " + me + " (" + std::to_string(got) + " of " +
+                             std::to_string(size_ - 1 - rank_) + " connected): ";
+    tcp::Fd fd = tcp::acceptBy(listener.get(), deadline, actx);
+    Hello h{};
+    tcp::recvAllBy(fd.get(), &h, sizeof h, deadline, actx);
+    checkHello(h, -1, rank_, actx);
+    const Hello reply{kHelloMagic, group_, rank_, h.from, size_, 0};
+    tcp::sendAllBy(fd.get(), &reply, sizeof reply, deadline, actx);
+    peers_[h.from].fd = std::move(fd);
+  }
+  for (int p = 0; p < rank_; ++p) {  // the reply proves we reached rank p of this group
+    Hello h{};
+    tcp::recvAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p]);
+    checkHello(h, p, rank_, dialCtx[p]);
+  }
+}
+
+// expectFrom < 0: any higher rank not connected yet (the accepting side).
+void TcpTransport::checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const {
+  ZCOLL_CHECK(h.magic == kHelloMagic, ctx, "the peer is not a zcoll tcp transport (hello magic ", hex(h.magic), ")");
+  ZCOLL_CHECK(h.group == group_, ctx, "rank ", h.from, " belongs to another group (store prefixes differ)");
+  ZCOLL_CHECK(h.size == size_, ctx, "group sizes differ: ", size_, " here, ", h.size, " at rank ", h.from);
+  ZCOLL_CHECK(h.to == expectTo, ctx, "rank ", h.from, " meant to reach rank ", h.to, ", not ", expectTo);
+  if (expectFrom >= 0) {
+    ZCOLL_CHECK(h.from == expectFrom, ctx, "reached rank ", h.from, " instead (stale address in the store?)");
+  } else {
+    ZCOLL_CHECK(h.from > rank_ && h.from < size_ && !peers_[h.from].fd, ctx, "unexpected hello from rank ", h.from,
+                " (only higher ranks dial, once each)");
+  }
+}
+
+RequestId TcpTransport::enqueue(int peer, std::deque<Request>& q, uint64_t tag, char* data, size_t bytes) {
+  const RequestId id = nextId_++;
+  q.push_back({id, tag, data, bytes, FrameHeader{kFrameMagic, tag, bytes}});
+  pending_[id] = peer;
+  return id;
+}
+
+RequestId TcpTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: send to rank ", peer, ", not in a group of ", size_);
+  return enqueue(peer, peers_[peer].sends, tag, const_cast<char*>(static_cast<const char*>(data)), bytes);
+}
+
+RequestId TcpTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: recv from rank ", peer, ", not in a group of ", size_);
+  return enqueue(peer, peers_[peer].recvs, tag, static_cast<char*>(data), bytes);
+}
+
+void TcpTransport::abort(const std::string& why) {
+  {
+    std::lock_guard<std::mutex> lock(abortMu_);
+    if (abortWhy_.empty()) abortWhy_ = why.empty() ? "aborted" : why;  // the first cause is the useful one
+  }
+  aborted_.store(true, std::memory_order_release);
+  const uint64_t one = 1;
+  [[maybe_unused]] const ssize_t n = ::write(wakeFd_.get(), &one, sizeof one);  // full counter: already awake
+}
+
+void TcpTransport::throwIfStopped() const {
+  if (aborted_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(abortMu_);
+    ZCOLL_CHECK(!aborted_, "rank ", rank_, " tcp: aborted: ", abortWhy_);
+  }
+  ZCOLL_CHECK(failure_.empty(), "rank ", rank_, " tcp: unusable after an earlier error: ", failure_);
+}
+
+void TcpTransport::wait(RequestId req, Deadline deadline) {
+  throwIfStopped();
+  if (!pending_.count(req)) {
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " tcp: wait on unknown request ", req);
+    return;  // completed earlier
+  }
+  const auto start = Clock::now();
+  try {
+    progressAll();
+    while (pending_.count(req)) {
+      throwIfStopped();
+      if (Clock::now() >= deadline) timedOut(req, start);
+      pollAndProgress(deadline);
+    }
+  } catch (const TimeoutError&) {
+    throw;  // the streams are intact: a later wait may still succeed
+  } catch (const Error& e) {
+    if (failure_.empty() && !aborted_.load()) failure_ = e.what();
+    throw;
+  }
+}
+
+// One non-blocking pass over every queue.
+void TcpTransport::progressAll() {
+  progressSelf();
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    progressRecv(p);  // first: draining the peer makes room for its sends to us
+    progressSend(p);
+  }
+}
+
+// Sleeps until a socket with pending work is ready (or abort/deadline), then serves the ready ones.
+void TcpTransport::pollAndProgress(Deadline deadline) {
+  pollFds_.assign(1, pollfd{wakeFd_.get(), POLLIN, 0});
+  pollPeers_.clear();
+  for (int p = 0; p < size_; ++p) {
+    const Peer& peer = peers_[p];
+    const short events = static_cast<short>((peer.recvs.empty() ? 0 : POLLIN) | (peer.sends.empty() ? 0 : POLLOUT));
+    if (p == rank_ || events == 0) continue;
+    pollFds_.push_back({peer.fd.get(), events, 0});
+    pollPeers_.push_back(p);
+  }
+  const int rc = ::poll(pollFds_.data(), pollFds_.size(), tcp::pollMillis(deadline));
+  if (rc < 0) {
+    ZCOLL_CHECK(errno == EINTR, "rank ", rank_, " tcp: poll failed: ", tcp::errnoText(errno));
+    return;
+  }
+  for (size_t i = 1; i < pollFds_.size(); ++i) {
+    const short ready = pollFds_[i].revents;
+    // POLLHUP/POLLERR: let the next recv/send report what happened to the connection.
+    if (ready & (POLLIN | POLLHUP | POLLERR)) progressRecv(pollPeers_[i - 1]);
+    if (ready & (POLLOUT | POLLHUP | POLLERR)) progressSend(pollPeers_[i - 1]);
+  }
+}
+
+// Writes as much of the peer's send queue as its socket takes, gathering the unsent parts of
+// several frames into one sendmsg so many small messages cost few system calls.
+void TcpTransport::progressSend(int peer) {
+  Peer& p = peers_[peer];
+  while (!p.sends.empty()) {
+    iovec iov[kMaxIov];
+    int n = 0;
+    size_t want = 0;
+    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(n);
+    const ssize_t k = ::sendmsg(p.fd.get(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      connectionLost(peer, "send", tcp::errnoText(errno));
+    }
+    advance(peer, p.sends, static_cast<size_t>(k), false);
+    if (static_cast<size_t>(k) < want) return;  // the socket buffer is full
+  }
+}
+
+// Reads straight into the posted receive buffers, several frames per recvmsg. The scatter list
+// ends at the last posted byte, so we never consume a frame nobody has asked for yet. A frame
+// whose header does not match lands partly in the wrong buffer, but that error is fatal anyway.
+void TcpTransport::progressRecv(int peer) {
+  Peer& p = peers_[peer];
+  while (!p.recvs.empty()) {
+    iovec iov[kMaxIov];
+    int n = 0;
+    size_t want = 0;
+    for (auto it = p.recvs.begin(); it != p.recvs.end() && n + 2 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = static_cast<size_t>(n);
+    const ssize_t k = ::recvmsg(p.fd.get(), &msg, MSG_DONTWAIT);
+    if (k == 0) connectionLost(peer, "recv", "closed by the peer");
+    if (k < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      connectionLost(peer, "recv", tcp::errnoText(errno));
+    }
+    advance(peer, p.recvs, static_cast<size_t>(k), true);
+    if (static_cast<size_t>(k) < want) return;  // drained what has arrived
+  }
+}
+
+// Messages to ourselves: pair queued sends with posted receives in order and copy.
+void TcpTransport::progressSelf() {
+  Peer& self = peers_[rank_];
+  while (!self.sends.empty() && !self.recvs.empty()) {
+    Request& s = self.sends.front();
+    Request& r = self.recvs.front();
+    r.header = s.header;
+    checkFrame(rank_, r);
+    if (r.bytes > 0) std::memcpy(r.data, s.data, r.bytes);
+    complete(self.sends);
+    complete(self.recvs);
+  }
+}
+
+// Credits n transferred bytes to the queue's front requests, completing those that are done.
+void TcpTransport::advance(int peer, std::deque<Request>& q, size_t n, bool receiving) {
+  while (n > 0) {
+    Request& r = q.front();
+    const size_t before = r.done;
+    const size_t step = std::min(n, r.total() - r.done);
+    r.done += step;
+    n -= step;
+    if (receiving && before < kHeaderBytes && r.done >= kHeaderBytes) checkFrame(peer, r);
+    if (r.done < r.total()) break;
+    complete(q);
+  }
+}
+
+void TcpTransport::complete(std::deque<Request>& q) {
+  pending_.erase(q.front().id);
+  q.pop_front();
+}
+
+void TcpTransport::checkFrame(int peer, const Request& r) const {
+  const FrameHeader& h = r.header;
+  ZCOLL_CHECK(h.magic == kFrameMagic, "rank ", rank_, " tcp: corrupt frame from rank ", peer, " (magic ", hex(h.magic),
+              ") where a message of ", r.bytes, " bytes with tag ", hex(r.tag), " was expected");
+  ZCOLL_CHECK(h.tag == r.tag && h.bytes == r.bytes, "rank ", rank_, " tcp: expected a message of ", r.bytes,
+              " bytes with tag ", hex(r.tag), " from rank ", peer, ", got ", h.bytes, " bytes with tag ", hex(h.tag),
+              " (collectives differ across ranks?)");
+}
+
+// "recv from rank 2", "send to rank 1": what a request is, for error messages.
+std::string TcpTransport::direction(int peer, bool sending) const {
+  return std::string(sending ? "send to" : "recv from") + " rank " + std::to_string(peer);
+}
+
+// "1048576 bytes, tag 0x..., 4096 moved": how far a request got, for error messages.
+std::string TcpTransport::progressText(const Request& r) const {
+  const size_t moved = r.done > kHeaderBytes ? r.done - kHeaderBytes : 0;
+  return std::to_string(r.bytes) + " bytes, tag " + hex(r.tag) + ", " + std::to_string(moved) + " moved";
+}
+
+void TcpTransport::connectionLost(int peer, const char* op, const std::string& why) const {
+  std::string inflight;
+  for (const auto* q : {&peers_[peer].sends, &peers_[peer].recvs})
+    if (!q->empty())
+      inflight += "; pending " + direction(peer, q == &peers_[peer].sends) + ": " + progressText(q->front());
+  ZCOLL_CHECK(false, "rank ", rank_, " tcp: connection to rank ", peer, " lost (", op, ": ", why, inflight, ")");
+  __builtin_unreachable();
+}
+
+void TcpTransport::timedOut(RequestId req, Clock::time_point start) const {
+  const int peer = pending_.at(req);
+  std::string what, detail;
+  for (const auto* q : {&peers_[peer].sends, &peers_[peer].recvs})
+    for (const Request& r : *q)
+      if (r.id == req) what = direction(peer, q == &peers_[peer].sends), detail = progressText(r);
+  std::ostringstream os;
+  os << "rank " << rank_ << " tcp: " << what << " timed out (waited " << std::setprecision(3)
+     << std::chrono::duration<double>(Clock::now() - start).count() << " s; " << detail << "; "
+     << pending_.size() << " requests pending in all)";
+  throw TimeoutError(os.str());
+}
+
+}  // namespace
+
+std::unique_ptr<Transport> makeTcpTransport(Store& store, const std::string& prefix, int rank, int size,
+                                            const TransportOptions& options) {
+  return std::make_unique<TcpTransport>(store, prefix, rank, size, options);
+}
+
+}  // namespace zcoll

@@ -1,0 +1,77 @@
+// Moves bytes between the ranks of a group; knows nothing of dtypes or reductions.
+//
+// Between each ordered pair of ranks, messages travel in order. Every message carries a tag
+// (op | seq | step, see algorithms) and its size; the receiver checks both against what it
+// posted, so ranks that run different collectives fail with a clear error instead of mixing
+// data. All requests progress whenever any wait() runs, so a rank can post a send to one
+// neighbour and a receive from another and wait for both without deadlock (full duplex).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "util/error.h"
+
+namespace zcoll {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+// A wait ran past its deadline; the message names the rank, peer and message.
+class TimeoutError : public Error {
+ public:
+  using Error::Error;
+};
+
+// Key-value rendezvous: the c10d store in the backend, any set/get object in tests.
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual void set(const std::string& key, const std::vector<uint8_t>& value) = 0;
+  // Blocks until `key` exists; throws on the store's own timeout.
+  virtual std::vector<uint8_t> get(const std::string& key) = 0;
+};
+
+using RequestId = uint64_t;
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual const char* name() const = 0;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // Queue a message of `bytes` from `data` to `peer`; `data` must stay valid until waited for.
+  virtual RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) = 0;
+  // Queue the receipt of the next message from `peer` into `data` (exactly `bytes`, same tag).
+  virtual RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) = 0;
+  // Progress every outstanding request until `req` completes (an already completed request
+  // returns at once; an unknown one throws). Throws TimeoutError past the deadline, Error when a
+  // peer is gone, a message does not match, or abort() was called. After a throw, other queued
+  // requests still point into their callers' buffers: abort() the transport before freeing
+  // them (the backend does), since a later wait() would otherwise keep moving their bytes.
+  virtual void wait(RequestId req, Deadline deadline) = 0;
+  // Make every current and future wait() throw with `why` (group shutdown, an earlier failure).
+  // The one method that may be called from any thread.
+  virtual void abort(const std::string& why) = 0;
+};
+
+// What a transport needs besides the group; filled from zcoll.Options / ZCOLL_* by the backend
+// (nothing below csrc/backend reads the environment).
+struct TransportOptions {
+  std::chrono::milliseconds timeout{std::chrono::seconds(300)};  // bounds the bootstrap
+  std::string socketIfname;          // tcp: advertise this interface's IPv4 address
+  std::string storeHost;             // tcp: else advertise the local address that routes here
+  size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer
+};
+
+// Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host) and "tcp" (any host).
+// `prefix` namespaces the store keys (one transport per group and creation).
+std::unique_ptr<Transport> makeTransport(const std::string& kind, Store& store, const std::string& prefix,
+                                         int rank, int size, const TransportOptions& options);
+
+}  // namespace zcoll

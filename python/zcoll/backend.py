@@ -1,0 +1,37 @@
+"""Registration of "zcoll" as a torch.distributed backend."""
+from __future__ import annotations
+
+import os
+
+import torch.distributed as dist
+
+from . import _C
+from .config import Options, host_identity
+
+
+def _pick_transport(store, rank: int, size: int, requested: str) -> str:
+    """auto: shm when every rank reports the same host identity, else tcp."""
+    if requested != "auto":
+        return requested
+    store.set(f"zcoll/host/{rank}", host_identity())
+    hosts = {store.get(f"zcoll/host/{r}").decode() for r in range(size)}
+    return "shm" if len(hosts) == 1 else "tcp"
+
+
+def _create_backend(dist_opts, pg_options):
+    if pg_options is not None and not isinstance(pg_options, Options):
+        raise TypeError(f"zcoll pg_options must be zcoll.Options, got {type(pg_options).__name__}")
+    opts = (pg_options or Options()).resolved()
+    store, rank, size = dist_opts.store, dist_opts.group_rank, dist_opts.group_size
+    transport = _pick_transport(store, rank, size, opts.transport)
+    if opts.debug and rank == 0:
+        print(f"zcoll INFO: transport {transport} (requested {opts.transport}), "
+              f"chunk {opts.chunk_bytes} bytes, group of {size}", flush=True)
+    return _C.ProcessGroupZcoll(
+        store, rank, size, dist_opts.timeout, transport, opts.chunk_bytes, opts.shm_ring_bytes,
+        opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug)
+
+
+def register() -> None:
+    if "zcoll" not in dist.Backend.backend_list:
+        dist.Backend.register_backend("zcoll", _create_backend, extended_api=True, devices=["cpu"])

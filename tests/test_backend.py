@@ -1,0 +1,185 @@
+"""init_process_group("zcoll") in real processes: results equal zcoll.reference bit for bit,
+async works and futures, groups, bad input, and a clean shutdown."""
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from contract_cases import assert_matches, bits_of, nan_of
+from multiproc import run_ranks
+
+from zcoll import reference as R
+
+TORCH_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16", "bfloat16": "bfloat16",
+                "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool"}
+
+
+def init(rank, world, store, transport="auto", timeout=60):
+    import torch.distributed as dist
+
+    import zcoll
+    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=timeout), pg_options=zcoll.Options(transport=transport))
+    return dist
+
+
+def rank_input(t, rank, n, salt=0):
+    """Deterministic per-rank data (torch tensor) and its numpy twin for the reference."""
+    import torch
+    rng = np.random.default_rng([rank, n, salt])
+    if t == "bool":
+        x = rng.random(n) < 0.5
+        return torch.from_numpy(x.copy()), x
+    if t.startswith(("int", "uint")):
+        x = rng.integers(-50 if t.startswith("int") else 0, 50, n).astype(t)
+        return torch.from_numpy(x.copy()), x
+    x = rng.standard_normal(n).astype(np.float32)
+    tt = torch.from_numpy(x.copy()).to(getattr(torch, t))
+    if t == "bfloat16":
+        return tt, tt.view(torch.uint16).numpy().copy()
+    return tt, tt.numpy().copy()
+
+
+def to_numpy(t_name, tensor):
+    import torch
+    if t_name == "bfloat16":
+        return tensor.view(torch.uint16).numpy().copy()
+    return tensor.numpy().copy()
+
+
+ALLREDUCE_CASES = [("float32", "sum"), ("float32", "avg"), ("float32", "max"), ("float32", "product"),
+                   ("float16", "sum"), ("bfloat16", "avg"), ("float64", "min"), ("int64", "sum"),
+                   ("int32", "avg"), ("uint8", "bxor"), ("bool", "sum"), ("float32", "premul_sum")]
+
+
+def ranks_allreduce(rank, world, store, transport, n):
+    import torch
+    dist = init(rank, world, store, transport)
+    ops = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
+           "min": dist.ReduceOp.MIN, "product": dist.ReduceOp.PRODUCT, "bxor": dist.ReduceOp.BXOR,
+           "premul_sum": dist._make_nccl_premul_sum(0.25)}
+    out = []
+    for i, (t, op) in enumerate(ALLREDUCE_CASES):
+        x, _ = rank_input(t, rank, n, i)
+        dist.all_reduce(x, op=ops[op])
+        out.append(to_numpy(t, x))
+    # non-contiguous input, async with future
+    y = torch.arange(2 * n, dtype=torch.float32).reshape(n, 2)[:, 1] * (rank + 1)
+    work = dist.all_reduce(y, async_op=True)
+    fut_value = work.get_future().wait()[0]
+    work.wait()
+    out.append((y.numpy().copy(), fut_value.numpy().copy()))
+    backend = dist.group.WORLD._get_backend(torch.device("cpu"))
+    out.append(backend.transport)
+    dist.destroy_process_group()
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("world,transport", [(2, "shm"), (3, "shm"), (4, "auto"), (2, "tcp"), (3, "tcp")])
+def test_allreduce_equals_reference(world, transport):
+    n = 1000
+    res = run_ranks(ranks_allreduce, world, transport, n, timeout=100)
+    for i, (t, op) in enumerate(ALLREDUCE_CASES):
+        inputs = [rank_input(t, r, n, i)[1] for r in range(world)]
+        kw = {"dtype": "bfloat16"} if t == "bfloat16" else {}
+        want = R.all_reduce(inputs, op, "ring", premul=0.25 if op == "premul_sum" else None, **kw)[0]
+        for r in range(world):
+            assert_matches(t, res[r][i], (bits_of(t, want), nan_of(t, want)), f"{t} {op} rank {r}")
+    base = np.arange(2 * n, dtype=np.float32).reshape(n, 2)[:, 1]
+    want = R.all_reduce([base * (r + 1) for r in range(world)], "sum", "ring")[0]
+    for r in range(world):
+        y, fut = res[r][len(ALLREDUCE_CASES)]
+        np.testing.assert_array_equal(y, want)
+        np.testing.assert_array_equal(fut, want)
+        assert res[r][-1] == ("tcp" if transport == "tcp" else "shm")
+
+
+def ranks_other_collectives(rank, world, store):
+    import torch
+    dist = init(rank, world, store)
+    x = torch.full((5, 3), float(rank)) if rank == 1 else torch.zeros(5, 3)
+    dist.broadcast(x, src=1)
+    gathered = [torch.empty(7, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(gathered, torch.arange(7) + 100 * rank)
+    flat = torch.empty(world * 4, dtype=torch.bfloat16)
+    dist.all_gather_into_tensor(flat, torch.full((4,), rank + 0.5, dtype=torch.bfloat16))
+    dist.barrier()
+    sub = dist.new_group([0, 2], backend="zcoll") if world >= 3 else None
+    sub_result = None
+    if sub is not None and rank in (0, 2):
+        s = torch.tensor([rank + 1.0])
+        dist.all_reduce(s, group=sub)
+        sub_result = s.item()
+    dist.barrier()
+    dist.destroy_process_group()
+    return x.numpy(), [g.numpy() for g in gathered], flat.float().numpy(), sub_result
+
+
+@pytest.mark.timeout(120)
+def test_broadcast_allgather_barrier_and_subgroups():
+    world = 3
+    res = run_ranks(ranks_other_collectives, world, timeout=100)
+    for r in range(world):
+        bcast, gathered, flat, sub = res[r]
+        assert (bcast == 1.0).all()
+        for q in range(world):
+            np.testing.assert_array_equal(gathered[q], np.arange(7) + 100 * q)
+        np.testing.assert_array_equal(flat, np.repeat(np.arange(world) + 0.5, 4))
+        assert sub == (4.0 if r in (0, 2) else None)
+
+
+def ranks_bad_input(rank, world, store):
+    import torch
+    dist = init(rank, world, store, timeout=5)
+    errors = []
+    for bad in (lambda: dist.all_reduce(torch.zeros(3, dtype=torch.uint32)),
+                lambda: dist.all_reduce(torch.zeros(3), op=dist.ReduceOp.BAND),
+                lambda: dist.broadcast(torch.zeros(3), src=world + 2)):
+        try:
+            bad()
+            errors.append(None)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{type(e).__name__}: {e}")
+    try:  # sizes differ across ranks: must raise, not corrupt or hang
+        dist.all_reduce(torch.ones(100 + 50 * rank))
+        errors.append(None)
+    except Exception as e:  # noqa: BLE001
+        errors.append(f"{type(e).__name__}: {e}")
+    return errors
+
+
+@pytest.mark.timeout(120)
+def test_bad_input_raises_clear_errors_on_every_rank():
+    res = run_ranks(ranks_bad_input, 2, timeout=100)
+    for r, errs in res.items():
+        assert "unsupported dtype" in errs[0], errs[0]
+        assert "band is bitwise and not defined for float32" in errs[1], errs[1]
+        assert errs[2] is not None and ("root" in errs[2] or "rank" in errs[2]), errs[2]
+        assert errs[3] is not None, f"rank {r}: mismatched sizes did not raise"
+
+
+def _zcoll_segments():
+    return sorted(p.name for p in Path("/dev/shm").glob("zcoll-*"))
+
+
+def ranks_dies(rank, world, store):
+    import torch
+    dist = init(rank, world, store, timeout=20)
+    dist.all_reduce(torch.ones(10))
+    if rank == 1:
+        os._exit(7)
+    try:
+        dist.all_reduce(torch.ones(1 << 16))
+    except Exception as e:  # noqa: BLE001
+        return str(e)
+    return "no error"
+
+
+@pytest.mark.timeout(120)
+def test_dead_peer_raises_and_nothing_left_in_dev_shm():
+    before = _zcoll_segments()
+    res = run_ranks(ranks_dies, 2, allow_failure=True, timeout=100)
+    assert "has exited" in res[0] or "lost" in res[0], res[0]
+    assert _zcoll_segments() == before
