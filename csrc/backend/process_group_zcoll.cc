@@ -12,7 +12,7 @@ namespace zcoll {
 namespace {
 
 // Op codes in message tags (algorithms/ring.h packs them): distinct per collective kind.
-constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3;
+constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3, kOpReduceScatter = 4;
 
 // zcoll::Store over the group's c10d store (already prefixed per group by torch).
 class C10dStore : public Store {
@@ -239,19 +239,97 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   });
 }
 
+namespace {
+
+void checkGatherPair(const at::Tensor& output, const at::Tensor& input, int size, const char* op) {
+  checkTensor(input, op);
+  checkTensor(output, op);
+  toDType(input.scalar_type(), op);
+  TORCH_CHECK_VALUE(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * size, "zcoll ",
+                    op, ": output must hold world_size x input elements of the input's dtype");
+}
+
+}  // namespace
+
+void ProcessGroupZcoll::gatherIntoTensor(const at::Tensor& out, const at::Tensor& in, uint64_t seq) {
+  at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
+  gatherInto(flat, in, seq);
+  if (!flat.is_same(out)) out.copy_(flat);
+}
+
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& output, at::Tensor& input,
                                                                   const c10d::AllgatherOptions&) {
-  checkTensor(input, "allgather_into_tensor");
-  checkTensor(output, "allgather_into_tensor");
-  toDType(input.scalar_type(), "allgather_into_tensor");
-  TORCH_CHECK_VALUE(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * getSize(),
-                    "zcoll allgather_into_tensor: output must hold world_size x input elements of the input's dtype");
+  checkGatherPair(output, input, getSize(), "allgather_into_tensor");
   at::Tensor out = output, in = input;
-  return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, out, in](uint64_t seq) {
-    at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
-    gatherInto(flat, in, seq);
-    if (!flat.is_same(out)) out.copy_(flat);
+  return enqueue(c10d::OpType::_ALLGATHER_BASE, {out},
+                 [this, out, in](uint64_t seq) { gatherIntoTensor(out, in, seq); });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::AllgatherOptions&) {
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_into_tensor_coalesced: ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  for (size_t i = 0; i < inputs.size(); ++i)
+    checkGatherPair(outputs[i], inputs[i], getSize(), "allgather_into_tensor_coalesced");
+  std::vector<at::Tensor> outs = outputs, ins = inputs;
+  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins](uint64_t seq) {
+    // One sequence number for the whole call; the tensors go one after another, so every rank
+    // sends and receives them in the same order.
+    for (size_t i = 0; i < ins.size(); ++i) gatherIntoTensor(outs[i], ins[i], seq);
   });
+}
+
+// Ring reduce-scatter of a flat (world_size x output) input: rank r keeps the reduction of slice
+// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` runs on the progress thread and
+// returns a scratch copy the schedule may overwrite.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
+                                                                    std::function<at::Tensor()> flatInput,
+                                                                    const c10d::ReduceOp& reduceOp) {
+  checkTensor(output, "reduce_scatter");
+  double premul = 1.0;
+  const RedOp op = toRedOp(reduceOp, &premul);
+  const DType dtype = toDType(output.scalar_type(), "reduce_scatter");
+  kernels::cpu::checkReduceOp(dtype, op);
+  return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
+    at::Tensor scratch = flatInput();
+    const size_t m = static_cast<size_t>(output.numel());
+    if (op == RedOp::kPremulSum)
+      kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
+    std::vector<size_t> b(getSize()), e(getSize());
+    for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
+    CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+    ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
+    output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
+                                                                       const c10d::ReduceScatterOptions& opts) {
+  checkTensor(input, "reduce_scatter_tensor");
+  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type() && input.numel() == output.numel() * getSize(),
+                    "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
+  at::Tensor in = input;
+  return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output,
+                           [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<std::vector<at::Tensor>>& inputs,
+                                                                 const c10d::ReduceScatterOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == 1 && inputs.size() == 1, "zcoll reduce_scatter: expects one output and one input list");
+  TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == getSize(), "zcoll reduce_scatter: input list has ",
+                    inputs[0].size(), " tensors for a group of ", getSize());
+  for (const auto& t : inputs[0]) {
+    checkTensor(t, "reduce_scatter");
+    TORCH_CHECK_VALUE(t.numel() == outputs[0].numel() && t.scalar_type() == outputs[0].scalar_type(),
+                      "zcoll reduce_scatter: every input must match the output's size and dtype");
+  }
+  std::vector<at::Tensor> parts = inputs[0];
+  return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], [parts] {
+    std::vector<at::Tensor> flat;
+    for (const auto& t : parts) flat.push_back(t.reshape(-1));
+    return at::cat(flat);
+  }, opts.reduceOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions&) {

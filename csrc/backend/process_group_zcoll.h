@@ -68,6 +68,14 @@ class ProcessGroupZcoll : public c10d::Backend {
                                            const c10d::AllgatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
                                                  const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<at::Tensor>& inputs,
+                                                                 const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter(std::vector<at::Tensor>& outputs,
+                                                std::vector<std::vector<at::Tensor>>& inputs,
+                                                const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
+                                                      const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
 
  private:
@@ -75,6 +83,10 @@ class ProcessGroupZcoll : public c10d::Backend {
                                          std::function<void(uint64_t seq)> run);
   void progressLoop();
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
+  void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
+  c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
+                                                   std::function<at::Tensor()> flatInput,
+                                                   const c10d::ReduceOp& reduceOp);
   Deadline deadline() const { return Clock::now() + timeout_; }
 
   BackendConfig config_;
