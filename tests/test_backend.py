@@ -298,3 +298,62 @@ def test_fsdp2_trains_like_gloo():
     for r in range(2):
         for z, g in zip(res[r]["zcoll"], res[r]["gloo"]):
             np.testing.assert_allclose(z, g, rtol=1e-6, atol=1e-7)
+
+
+def ranks_rooted_and_alltoall(rank, world, store):
+    import torch
+    dist = init(rank, world, store)
+    out = {}
+    # reduce to each root: the root reduces every input in rank order (reference "oneshot")
+    for root in range(world):
+        for i, (t, op) in enumerate([("float32", "sum"), ("bfloat16", "avg"), ("int32", "max")]):
+            x, _ = rank_input(t, rank, 257, 10 * root + i)
+            opv = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX}[op]
+            dist.reduce(x, dst=root, op=opv)
+            if rank == root:
+                out[("reduce", root, t, op)] = to_numpy(t, x)
+    # gather / scatter
+    g = [torch.empty(5, dtype=torch.int64) for _ in range(world)] if rank == 1 else None
+    dist.gather(torch.arange(5) + 10 * rank, g, dst=1)
+    out["gather"] = [t.numpy().copy() for t in g] if g else None
+    s = torch.empty(3)
+    dist.scatter(s, [torch.full((3,), float(q)) for q in range(world)] if rank == 0 else None, src=0)
+    out["scatter"] = s.numpy().copy()
+    # all_to_all_single, even and uneven splits; all_to_all with lists
+    even = torch.empty(2 * world)
+    dist.all_to_all_single(even, torch.arange(2 * world, dtype=torch.float32) + 100 * rank)
+    out["even"] = even.numpy().copy()
+    in_splits = [q + 1 for q in range(world)]           # rank sends q+1 rows to rank q
+    out_splits = [rank + 1] * world                      # and receives rank+1 rows from each
+    src = torch.full((sum(in_splits), 2), float(rank))
+    dst = torch.empty(sum(out_splits), 2)
+    dist.all_to_all_single(dst, src, out_splits, in_splits)
+    out["uneven"] = dst.numpy().copy()
+    outs = [torch.empty(2, dtype=torch.int32) for _ in range(world)]
+    dist.all_to_all(outs, [torch.tensor([rank, q], dtype=torch.int32) for q in range(world)])
+    out["lists"] = [o.numpy().copy() for o in outs]
+    dist.destroy_process_group()
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("world", [2, 3])
+def test_reduce_gather_scatter_alltoall(world):
+    res = run_ranks(ranks_rooted_and_alltoall, world, timeout=100)
+    for root in range(world):
+        for i, (t, op) in enumerate([("float32", "sum"), ("bfloat16", "avg"), ("int32", "max")]):
+            inputs = [rank_input(t, r, 257, 10 * root + i)[1] for r in range(world)]
+            kw = {"dtype": "bfloat16"} if t == "bfloat16" else {}
+            want = R.reduce(inputs, root, op, "oneshot", **kw)
+            got = res[root][("reduce", root, t, op)]
+            assert_matches(t, got, (bits_of(t, want), nan_of(t, want)), f"reduce root {root} {t} {op}")
+    for q, g in enumerate(res[1]["gather"]):
+        np.testing.assert_array_equal(g, np.arange(5) + 10 * q)
+    for r in range(world):
+        np.testing.assert_array_equal(res[r]["scatter"], np.full(3, float(r)))
+        np.testing.assert_array_equal(res[r]["even"], np.concatenate(
+            [np.arange(2 * r, 2 * r + 2) + 100 * q for q in range(world)]))
+        np.testing.assert_array_equal(res[r]["uneven"], np.repeat(np.arange(world, dtype=np.float32), r + 1)[:, None]
+                                      .repeat(2, axis=1))
+        for q, o in enumerate(res[r]["lists"]):
+            np.testing.assert_array_equal(o, [q, r])

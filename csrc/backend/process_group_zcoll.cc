@@ -12,7 +12,8 @@ namespace zcoll {
 namespace {
 
 // Op codes in message tags (algorithms/ring.h packs them): distinct per collective kind.
-constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3, kOpReduceScatter = 4;
+constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3, kOpReduceScatter = 4, kOpGather = 5, kOpScatter = 6,
+                  kOpAllToAll = 7, kOpReduce = 8;
 
 // zcoll::Store over the group's c10d store (already prefixed per group by torch).
 class C10dStore : public Store {
@@ -330,6 +331,188 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
     for (const auto& t : parts) flat.push_back(t.reshape(-1));
     return at::cat(flat);
   }, opts.reduceOp);
+}
+
+void ProcessGroupZcoll::checkRoot(int64_t root, const char* op) const {
+  TORCH_CHECK_VALUE(root >= 0 && root < getSize(), "zcoll ", op, ": root ", root, " is not a rank of a group of ",
+                    getSize());
+}
+
+// sendTo[p] / recvFrom[p]: contiguous buffers for rank p (undefined: nothing with p).
+void ProcessGroupZcoll::exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom,
+                                 uint64_t tag) {
+  std::vector<RequestId> reqs;
+  for (int p = 0; p < getSize(); ++p) {
+    if (p < static_cast<int>(recvFrom.size()) && recvFrom[p].defined())
+      reqs.push_back(transport_->irecv(p, tag, recvFrom[p].data_ptr(), recvFrom[p].nbytes()));
+    if (p < static_cast<int>(sendTo.size()) && sendTo[p].defined())
+      reqs.push_back(transport_->isend(p, tag, sendTo[p].data_ptr(), sendTo[p].nbytes()));
+  }
+  const Deadline d = deadline();
+  for (RequestId r : reqs) transport_->wait(r, d);
+}
+
+// Root reduces every rank's input in rank order in A(T), rounding once (docs/arithmetic.md §4,
+// reduce "oneshot"); other ranks' tensors are left as they were.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>& tensors,
+                                                         const c10d::ReduceOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
+  checkRoot(opts.rootRank, "reduce");
+  at::Tensor t = tensors[0];
+  checkTensor(t, "reduce");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  const DType dtype = toDType(t.scalar_type(), "reduce");
+  kernels::cpu::checkReduceOp(dtype, op);
+  const int root = static_cast<int>(opts.rootRank);
+  return enqueue(c10d::OpType::REDUCE, {t}, [this, t, op, dtype, premul, root](uint64_t seq) {
+    at::Tensor mine = t.contiguous().clone();
+    const size_t n = static_cast<size_t>(mine.numel());
+    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
+    const uint64_t tag = makeTag(kOpReduce, seq, 0, 0);
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    if (getRank() != root) {
+      sendTo[root] = mine;
+      exchange(sendTo, recvFrom, tag);
+      return;
+    }
+    std::vector<const void*> srcs(getSize());
+    for (int p = 0; p < getSize(); ++p) {
+      if (p != root) recvFrom[p] = at::empty_like(mine);
+      srcs[p] = (p == root ? mine : recvFrom[p]).data_ptr();
+    }
+    exchange(sendTo, recvFrom, tag);
+    at::Tensor result = at::empty_like(mine);
+    kernels::cpu::reduceSources(dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, srcs.data(), getSize(),
+                                result.data_ptr(), n, op == RedOp::kAvg ? getSize() : 0);
+    t.copy_(result.view(t.sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                         std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) {
+  checkRoot(opts.rootRank, "gather");
+  TORCH_CHECK_VALUE(inputs.size() == 1, "zcoll gather: expects one input tensor");
+  at::Tensor in = inputs[0];
+  checkTensor(in, "gather");
+  toDType(in.scalar_type(), "gather");
+  const int root = static_cast<int>(opts.rootRank);
+  std::vector<at::Tensor> outs;
+  if (getRank() == root) {
+    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == getSize(),
+                      "zcoll gather: the root needs a list of world_size output tensors");
+    outs = outputs[0];
+    for (const auto& o : outs)
+      TORCH_CHECK_VALUE(o.numel() == in.numel() && o.scalar_type() == in.scalar_type(),
+                        "zcoll gather: every output must match the input's size and dtype");
+  }
+  return enqueue(c10d::OpType::GATHER, outs, [this, in, outs, root](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    if (getRank() != root) {
+      sendTo[root] = in.contiguous();
+    } else {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) recvFrom[p] = at::empty({in.numel()}, in.options());
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpGather, seq, 0, 0));
+    for (int p = 0; p < static_cast<int>(outs.size()); ++p)
+      outs[p].copy_(p == root ? in : recvFrom[p].view(outs[p].sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor>& outputs,
+                                                          std::vector<std::vector<at::Tensor>>& inputs,
+                                                          const c10d::ScatterOptions& opts) {
+  checkRoot(opts.rootRank, "scatter");
+  TORCH_CHECK_VALUE(outputs.size() == 1, "zcoll scatter: expects one output tensor");
+  at::Tensor out = outputs[0];
+  checkTensor(out, "scatter");
+  toDType(out.scalar_type(), "scatter");
+  const int root = static_cast<int>(opts.rootRank);
+  std::vector<at::Tensor> ins;
+  if (getRank() == root) {
+    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == getSize(),
+                      "zcoll scatter: the root needs a list of world_size input tensors");
+    ins = inputs[0];
+    for (const auto& i : ins)
+      TORCH_CHECK_VALUE(i.numel() == out.numel() && i.scalar_type() == out.scalar_type(),
+                        "zcoll scatter: every input must match the output's size and dtype");
+  }
+  return enqueue(c10d::OpType::SCATTER, {out}, [this, out, ins, root](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    at::Tensor buf = at::empty({out.numel()}, out.options());
+    if (getRank() == root) {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) sendTo[p] = ins[p].contiguous();
+    } else {
+      recvFrom[root] = buf;
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpScatter, seq, 0, 0));
+    out.copy_(getRank() == root ? ins[root].view(out.sizes()) : buf.view(out.sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& output, at::Tensor& input,
+                                                                std::vector<int64_t>& outputSplitSizes,
+                                                                std::vector<int64_t>& inputSplitSizes,
+                                                                const c10d::AllToAllOptions&) {
+  checkTensor(input, "all_to_all_single");
+  checkTensor(output, "all_to_all_single");
+  toDType(input.scalar_type(), "all_to_all_single");
+  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type(), "zcoll all_to_all_single: dtypes differ");
+  const int p = getSize();
+  // Splits are in rows of dim 0; none given means equal parts.
+  auto splits = [p](const at::Tensor& t, const std::vector<int64_t>& given, const char* what) {
+    std::vector<int64_t> rows = given;
+    const int64_t dim0 = t.dim() ? t.size(0) : 1;
+    if (rows.empty()) {
+      TORCH_CHECK_VALUE(dim0 % p == 0, "zcoll all_to_all_single: ", what, " dim 0 (", dim0,
+                        ") does not split evenly over ", p, " ranks");
+      rows.assign(p, dim0 / p);
+    }
+    TORCH_CHECK_VALUE(static_cast<int>(rows.size()) == p, "zcoll all_to_all_single: ", what, " has ", rows.size(),
+                      " split sizes for ", p, " ranks");
+    int64_t total = 0;
+    for (int64_t r : rows) total += r;
+    TORCH_CHECK_VALUE(total == dim0, "zcoll all_to_all_single: ", what, " split sizes add up to ", total,
+                      ", not dim 0 = ", dim0);
+    return rows;
+  };
+  const auto inRows = splits(input, inputSplitSizes, "input"), outRows = splits(output, outputSplitSizes, "output");
+  at::Tensor in = input, out = output;
+  return enqueue(c10d::OpType::ALLTOALL_BASE, {out}, [this, in, out, inRows, outRows](uint64_t seq) {
+    at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
+    at::Tensor dst = at::empty_like(out, at::MemoryFormat::Contiguous).view({out.dim() ? out.size(0) : 1, -1});
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    for (int64_t q = 0, si = 0, so = 0; q < getSize(); si += inRows[q], so += outRows[q], ++q) {
+      sendTo[q] = src.narrow(0, si, inRows[q]);
+      recvFrom[q] = dst.narrow(0, so, outRows[q]);  // contiguous: rows of a contiguous matrix
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    out.copy_(dst.view(out.sizes()));
+  });
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tensor>& outputs,
+                                                           std::vector<at::Tensor>& inputs, const c10d::AllToAllOptions&) {
+  TORCH_CHECK_VALUE(static_cast<int>(inputs.size()) == getSize() && static_cast<int>(outputs.size()) == getSize(),
+                    "zcoll all_to_all: needs world_size input and output tensors");
+  for (int q = 0; q < getSize(); ++q) {
+    checkTensor(inputs[q], "all_to_all");
+    checkTensor(outputs[q], "all_to_all");
+    toDType(inputs[q].scalar_type(), "all_to_all");
+    TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
+  }
+  std::vector<at::Tensor> ins = inputs, outs = outputs;
+  return enqueue(c10d::OpType::ALLTOALL, outs, [this, ins, outs](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    for (int q = 0; q < getSize(); ++q) {
+      sendTo[q] = ins[q].contiguous();
+      recvFrom[q] = at::empty({outs[q].numel()}, outs[q].options());
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    for (int q = 0; q < getSize(); ++q) outs[q].copy_(recvFrom[q].view(outs[q].sizes()));
+  });
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions&) {

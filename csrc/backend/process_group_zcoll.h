@@ -76,6 +76,17 @@ class ProcessGroupZcoll : public c10d::Backend {
                                                 const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> _reduce_scatter_base(at::Tensor& output, at::Tensor& input,
                                                       const c10d::ReduceScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce(std::vector<at::Tensor>& tensors, const c10d::ReduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> gather(std::vector<std::vector<at::Tensor>>& outputs, std::vector<at::Tensor>& inputs,
+                                        const c10d::GatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> scatter(std::vector<at::Tensor>& outputs, std::vector<std::vector<at::Tensor>>& inputs,
+                                         const c10d::ScatterOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall_base(at::Tensor& output, at::Tensor& input,
+                                               std::vector<int64_t>& outputSplitSizes,
+                                               std::vector<int64_t>& inputSplitSizes,
+                                               const c10d::AllToAllOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
+                                          const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
 
  private:
@@ -88,6 +99,9 @@ class ProcessGroupZcoll : public c10d::Backend {
                                                    std::function<at::Tensor()> flatInput,
                                                    const c10d::ReduceOp& reduceOp);
   Deadline deadline() const { return Clock::now() + timeout_; }
+  void checkRoot(int64_t root, const char* op) const;
+  // Posts one message per (peer, buffer) pair and waits for all of them.
+  void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);
 
   BackendConfig config_;
   std::chrono::milliseconds timeout_;
