@@ -1,8 +1,7 @@
-"""The tcp transport (csrc/transport/tcp) between real processes on 127.0.0.1: exact bytes in
-rings (64 MiB, far beyond socket buffers), all-to-all, ordering, framing checks, dead peers,
-timeouts, abort, and the address options."""
+"""What only the tcp transport (csrc/transport/tcp) does, between processes on 127.0.0.1: lost
+connections, recoverable timeouts, and the address options. Shared behaviour:
+tests/test_transport.py."""
 import os
-import threading
 import time
 
 import numpy as np
@@ -19,87 +18,6 @@ def transport(rank, world, store, prefix="test", **kw):
 
 def payload(src, dst, nbytes, salt=0):
     return np.random.default_rng([src, dst, nbytes, salt]).integers(0, 256, nbytes, dtype=np.uint8)
-
-
-def ring_exchange(rank, world, store, sizes):
-    t = transport(rank, world, store)
-    nxt, prv = (rank + 1) % world, (rank - 1) % world
-    for i, n in enumerate(sizes):
-        out = payload(rank, nxt, n)
-        got = np.empty(n, np.uint8)
-        r = t.irecv(prv, 0x100 + i, got)
-        s = t.isend(nxt, 0x100 + i, out)
-        t.wait(s)  # send first: a big send completes only if this wait also drains the recv
-        t.wait(r)
-        assert np.array_equal(got, payload(prv, rank, n)), f"message {i} ({n} bytes) corrupted"
-    return t.name
-
-
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("world", [2, 3, 4])
-def test_ring_exchange(world):
-    sizes = [0, 1, 4095, 1 << 20] + ([64 << 20] if world == 2 else [])
-    res = run_ranks(ring_exchange, world, sizes, timeout=50)
-    assert set(res.values()) == {"tcp"}
-
-
-def all_to_all(rank, world, store):
-    t = transport(rank, world, store)
-    bufs = {peer: np.empty(1000 + 37 * peer, np.uint8) for peer in range(world)}
-    reqs = [t.irecv(peer, 7, bufs[peer]) for peer in range(world)]  # self included
-    sends = [payload(rank, peer, 1000 + 37 * rank) for peer in range(world)]
-    reqs += [t.isend(peer, 7, sends[peer]) for peer in range(world)]
-    for r in reversed(reqs):  # any wait order completes: every wait progresses everything
-        t.wait(r)
-    for peer in range(world):
-        assert np.array_equal(bufs[peer], payload(peer, rank, 1000 + 37 * peer))
-
-
-@pytest.mark.timeout(60)
-def test_all_to_all_including_self():
-    run_ranks(all_to_all, 4)
-
-
-def many_small(rank, world, store):
-    t = transport(rank, world, store)
-    peer = 1 - rank
-    n = 3000
-    if rank == 0:  # all queued before any wait: frames are gathered many per sendmsg
-        msgs = [np.full(i % 50, i % 256, np.uint8) for i in range(n)]
-        ids = [t.isend(peer, (i << 8) | 0x5, m) for i, m in enumerate(msgs)]
-        t.wait(ids[-1])  # FIFO: the last done means all done
-        for i in ids:
-            t.wait(i)
-    else:  # half posted up front (scattered many per recvmsg), then one at a time
-        bufs = [np.empty(i % 50, np.uint8) for i in range(n)]
-        ids = [t.irecv(peer, (i << 8) | 0x5, bufs[i]) for i in range(n // 2)]
-        for i in reversed(ids):
-            t.wait(i)
-        for i in range(n // 2, n):
-            t.wait(t.irecv(peer, (i << 8) | 0x5, bufs[i]))
-        for i, b in enumerate(bufs):
-            assert (b == i % 256).all(), f"message {i} out of order or corrupted"
-
-
-@pytest.mark.timeout(60)
-def test_many_small_messages_in_order():
-    run_ranks(many_small, 2)
-
-
-def mismatch(rank, world, store):
-    t = transport(rank, world, store)
-    if rank == 0:
-        t.wait(t.isend(1, 5, np.zeros(16, np.uint8)))
-        return "sent"
-    t.wait(t.irecv(0, 6, np.zeros(16, np.uint8)))
-
-
-@pytest.mark.timeout(60)
-def test_tag_mismatch_is_a_clear_error():
-    res = run_ranks(mismatch, 2, allow_failure=True)
-    assert res[0] == "sent"
-    assert "RuntimeError: rank 1 tcp: expected a message of 16 bytes with tag 0x6 from rank 0, got 16 bytes " \
-           "with tag 0x5 (collectives differ across ranks?)" in res[1]
 
 
 def peer_dies(rank, world, store):
@@ -160,28 +78,6 @@ def test_timeout_raises_timeout_error_and_is_recoverable():
     assert 0.45 < elapsed < 3
     assert recovered
     assert is_zcoll_timeout and is_builtin_timeout, f"wait raised {name}, not zcoll._C.TimeoutError"
-
-
-def aborted(rank, world, store):
-    t = transport(rank, world, store)
-    peer = 1 - rank
-    blocked = t.irecv(peer, 0, np.zeros(8, np.uint8))
-    # abort from another thread wakes a wait sleeping in poll()
-    threading.Timer(0.3, t.abort, args=("group destroyed",)).start()
-    start = time.monotonic()
-    with pytest.raises(RuntimeError) as during:
-        t.wait(blocked, timeout=20)
-    elapsed = time.monotonic() - start
-    with pytest.raises(RuntimeError) as after:  # and every later wait, even on a new request
-        t.wait(t.isend(peer, 1, np.zeros(8, np.uint8)), timeout=20)
-    return str(during.value), str(after.value), elapsed
-
-
-@pytest.mark.timeout(60)
-def test_abort_makes_wait_raise():
-    for during, after, elapsed in run_ranks(aborted, 2).values():
-        assert "tcp: aborted: group destroyed" in during and "group destroyed" in after
-        assert elapsed < 5
 
 
 def options_and_ids(rank, world, store):

@@ -287,7 +287,7 @@ bool ShmTransport::progressRecv(int peer) {
       ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", rank_, " shm: corrupt message header from rank ", peer);
       ZCOLL_CHECK(h.tag == r.tag && h.bytes == r.bytes, "rank ", rank_, " shm: expected a message of ", r.bytes,
                   " bytes with tag 0x", std::hex, r.tag, std::dec, " from rank ", peer, ", got ", h.bytes,
-                  " bytes with tag 0x", std::hex, h.tag, std::dec, " (do the ranks run the same collectives?)");
+                  " bytes with tag 0x", std::hex, h.tag, std::dec, " (collectives differ across ranks?)");
       tail += sizeof h;
       r.done = sizeof h;
       moved = true;
@@ -337,7 +337,7 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
   while (true) {
     if (aborted_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(abortMutex_);
-      ZCOLL_CHECK(false, "rank ", rank_, " shm: ", abortReason_);
+      ZCOLL_CHECK(false, "rank ", rank_, " shm: aborted: ", abortReason_);
     }
     bool moved = false;
     for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);
