@@ -100,3 +100,16 @@ def test_demo_rejects_bad_flags():
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--worlds must be comma-separated integers" in out.stderr
 
+
+
+def test_main_job_benchmark_runs():
+    """The README's main job, on small sizes: a zcoll / gloo / MPI table with ratios."""
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "allreduce_compare.py"), "--nproc", "2",
+                          "--sizes", "4K,64K", "--iters", "3"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert "gloo/zcoll" in lines[1]
+    rows = [line.split() for line in lines[2:4]]
+    assert [r[0] for r in rows] == ["4096", "65536"]
+    for r in rows:
+        assert all(float(v) > 0 for v in r[1:4]), r  # zcoll, gloo and MPI all measured
