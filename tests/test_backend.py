@@ -220,6 +220,16 @@ def test_reduce_scatter_equals_reference(world):
                 assert_matches(t, got, (bits_of(t, want[r]), nan_of(t, want[r])), f"{t} {op} rank {r}")
 
 
+def quiesce_gloo(dist, gloo):
+    """Let gloo's worker thread release its last works before the group is destroyed.
+    ProcessGroupGloo's destructor joins that thread with the GIL held, while the thread may still
+    be dropping a finished work whose thread-local state holds a Python object (needs the GIL):
+    a deadlock in torch itself, seen here once in a CI run of the DDP comparison."""
+    import time
+    dist.barrier(group=gloo)
+    time.sleep(0.5)
+
+
 def ranks_ddp(rank, world, store, steps):
     """The same MLP trained with DDP over zcoll and over gloo, from the same seed."""
     import torch
@@ -242,6 +252,7 @@ def ranks_ddp(rank, world, store, steps):
             torch.nn.functional.cross_entropy(ddp(xb), yb).backward()
             opt.step()
         params[name] = [p.detach().numpy().copy() for p in model.parameters()]
+    quiesce_gloo(dist, gloo)
     dist.destroy_process_group()
     return params
 
@@ -288,6 +299,7 @@ def ranks_fsdp2(rank, world, store, steps):
             torch.nn.functional.mse_loss(model(xb), yb).backward()
             opt.step()
         out[name] = [p.full_tensor().detach().numpy().copy() for p in model.parameters()]
+    quiesce_gloo(dist, gloo)
     dist.destroy_process_group()
     return out
 

@@ -122,43 +122,60 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   thread_.join();
 }
 
+// After a failed collective the ranks are out of step: abort the transport so every later
+// collective of the group fails at once with the first error.
+void ProcessGroupZcoll::afterExecute(ZcollWork& work) {
+  if (work.isSuccess() || !failure_.empty()) return;
+  try {
+    std::rethrow_exception(work.exception());
+  } catch (const std::exception& e) {
+    failure_ = e.what();
+  }
+  transport_->abort("zcoll: an earlier collective failed: " + failure_);
+}
+
 void ProcessGroupZcoll::progressLoop() {
-  std::string failure;  // after a failed collective the ranks are out of step: fail the rest fast
   while (true) {
     c10::intrusive_ptr<ZcollWork> work;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      cv_.wait(lock, [&] { return (stop_ || !queue_.empty()) && !running_; });
       if (queue_.empty()) return;
       work = std::move(queue_.front());
       queue_.pop_front();
+      running_ = true;
       if (stop_) transport_->abort("zcoll: process group destroyed with collectives pending");
     }
     work->execute();
-    if (!work->isSuccess() && failure.empty()) {
-      try {
-        std::rethrow_exception(work->exception());
-      } catch (const std::exception& e) {
-        failure = e.what();
-      }
-      transport_->abort("zcoll: an earlier collective failed: " + failure);
-    }
+    afterExecute(*work);
     std::lock_guard<std::mutex> lock(mutex_);
+    running_ = false;
     finished_.push_back(std::move(work));
   }
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
-                                                          std::function<void(uint64_t seq)> run) {
+                                                          std::function<void(uint64_t seq)> run, bool asyncOp) {
   const uint64_t seq = nextSeq_++;
   auto work = c10::make_intrusive<ZcollWork>(type, std::move(outputs), [run = std::move(run), seq] { run(seq); });
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    queue_.push_back(work);
+    std::unique_lock<std::mutex> lock(mutex_);
     done.swap(finished_);
+    if (!asyncOp && queue_.empty() && !running_) {
+      running_ = true;
+      lock.unlock();
+      work->execute();
+      afterExecute(*work);
+      lock.lock();
+      running_ = false;
+      lock.unlock();
+      cv_.notify_all();
+      return work;
+    }
+    queue_.push_back(work);
   }
-  cv_.notify_one();
+  cv_.notify_all();
   return work;
 }
 
@@ -178,7 +195,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
     CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
     ringAllReduce(*transport_, buf.data_ptr(), n, a);
     if (!buf.is_same(t)) t.copy_(buf);
-  });
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
@@ -204,7 +221,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
     const Deadline d = deadline();
     for (RequestId r : reqs) transport_->wait(r, d);
     if (!buf.is_same(t)) t.copy_(buf);
-  });
+  }, opts.asyncOp);
 }
 
 // Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
@@ -220,7 +237,7 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                                             std::vector<at::Tensor>& inputs,
-                                                            const c10d::AllgatherOptions&) {
+                                                            const c10d::AllgatherOptions& opts) {
   TORCH_CHECK_VALUE(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
   at::Tensor in = inputs[0];
   checkTensor(in, "allgather");
@@ -237,7 +254,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
     at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
     gatherInto(flat, in, seq);
     for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
-  });
+  }, opts.asyncOp);
 }
 
 namespace {
@@ -259,15 +276,15 @@ void ProcessGroupZcoll::gatherIntoTensor(const at::Tensor& out, const at::Tensor
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& output, at::Tensor& input,
-                                                                  const c10d::AllgatherOptions&) {
+                                                                  const c10d::AllgatherOptions& opts) {
   checkGatherPair(output, input, getSize(), "allgather_into_tensor");
   at::Tensor out = output, in = input;
   return enqueue(c10d::OpType::_ALLGATHER_BASE, {out},
-                 [this, out, in](uint64_t seq) { gatherIntoTensor(out, in, seq); });
+                 [this, out, in](uint64_t seq) { gatherIntoTensor(out, in, seq); }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
-    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::AllgatherOptions&) {
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::AllgatherOptions& opts) {
   TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_into_tensor_coalesced: ", outputs.size(),
                     " outputs for ", inputs.size(), " inputs");
   for (size_t i = 0; i < inputs.size(); ++i)
@@ -277,7 +294,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
     // One sequence number for the whole call; the tensors go one after another, so every rank
     // sends and receives them in the same order.
     for (size_t i = 0; i < ins.size(); ++i) gatherIntoTensor(outs[i], ins[i], seq);
-  });
+  }, opts.asyncOp);
 }
 
 // Ring reduce-scatter of a flat (world_size x output) input: rank r keeps the reduction of slice
@@ -285,7 +302,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
 // returns a scratch copy the schedule may overwrite.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
                                                                     std::function<at::Tensor()> flatInput,
-                                                                    const c10d::ReduceOp& reduceOp) {
+                                                                    const c10d::ReduceOp& reduceOp, bool asyncOp) {
   checkTensor(output, "reduce_scatter");
   double premul = 1.0;
   const RedOp op = toRedOp(reduceOp, &premul);
@@ -301,7 +318,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
     CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
     ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
     output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
-  });
+  }, asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
@@ -311,7 +328,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tenso
                     "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
   at::Tensor in = input;
   return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output,
-                           [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp);
+                           [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at::Tensor>& outputs,
@@ -330,7 +347,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
     std::vector<at::Tensor> flat;
     for (const auto& t : parts) flat.push_back(t.reshape(-1));
     return at::cat(flat);
-  }, opts.reduceOp);
+  }, opts.reduceOp, opts.asyncOp);
 }
 
 void ProcessGroupZcoll::checkRoot(int64_t root, const char* op) const {
@@ -386,7 +403,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
     kernels::cpu::reduceSources(dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, srcs.data(), getSize(),
                                 result.data_ptr(), n, op == RedOp::kAvg ? getSize() : 0);
     t.copy_(result.view(t.sizes()));
-  });
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -417,7 +434,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
     exchange(sendTo, recvFrom, makeTag(kOpGather, seq, 0, 0));
     for (int p = 0; p < static_cast<int>(outs.size()); ++p)
       outs[p].copy_(p == root ? in : recvFrom[p].view(outs[p].sizes()));
-  });
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor>& outputs,
@@ -449,13 +466,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
     }
     exchange(sendTo, recvFrom, makeTag(kOpScatter, seq, 0, 0));
     out.copy_(getRank() == root ? ins[root].view(out.sizes()) : buf.view(out.sizes()));
-  });
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& output, at::Tensor& input,
                                                                 std::vector<int64_t>& outputSplitSizes,
                                                                 std::vector<int64_t>& inputSplitSizes,
-                                                                const c10d::AllToAllOptions&) {
+                                                                const c10d::AllToAllOptions& opts) {
   checkTensor(input, "all_to_all_single");
   checkTensor(output, "all_to_all_single");
   toDType(input.scalar_type(), "all_to_all_single");
@@ -490,11 +507,11 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
     }
     exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
     out.copy_(dst.view(out.sizes()));
-  });
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tensor>& outputs,
-                                                           std::vector<at::Tensor>& inputs, const c10d::AllToAllOptions&) {
+                                                           std::vector<at::Tensor>& inputs, const c10d::AllToAllOptions& opts) {
   TORCH_CHECK_VALUE(static_cast<int>(inputs.size()) == getSize() && static_cast<int>(outputs.size()) == getSize(),
                     "zcoll all_to_all: needs world_size input and output tensors");
   for (int q = 0; q < getSize(); ++q) {
@@ -512,15 +529,15 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
     }
     exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
     for (int q = 0; q < getSize(); ++q) outs[q].copy_(recvFrom[q].view(outs[q].sizes()));
-  });
+  }, opts.asyncOp);
 }
 
-c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions&) {
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions& opts) {
   at::Tensor token = at::zeros({1}, at::kInt);
   return enqueue(c10d::OpType::BARRIER, {token}, [this, token](uint64_t seq) {
     CollectiveArgs a{DType::kInt32, RedOp::kSum, seq, config_.chunkBytes, deadline()};
     ringAllReduce(*transport_, token.data_ptr(), 1, a);
-  });
+  }, opts.asyncOp);
 }
 
 }  // namespace zcoll
