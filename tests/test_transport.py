@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 from multiproc import run_ranks
+from transports import open_transport, payload
 
 KINDS = ["shm", "tcp"]
 # shm with a small ring: every larger message wraps around and waits for the reader
@@ -14,14 +15,7 @@ SMALL_RING = {"shm_ring_bytes": 1 << 16}
 
 
 def transport(rank, world, store, kind, **kw):
-    import torch  # noqa: F401  (before zcoll._C: it links against torch's libraries)
-    from zcoll import _C
-    kw.setdefault("timeout", 30.0)
-    return _C.Transport(kind, store, "test", rank, world, **kw)
-
-
-def payload(src, dst, nbytes, salt=0):
-    return np.random.default_rng([src, dst, nbytes, salt]).integers(0, 256, nbytes, dtype=np.uint8)
+    return open_transport(kind, rank, world, store, **kw)
 
 
 def ring_exchange(rank, world, store, kind, sizes):

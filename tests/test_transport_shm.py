@@ -7,18 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from multiproc import run_ranks
+from transports import open_transport, payload
 
 
 def transport(rank, world, store, **kw):
-    import torch  # noqa: F401
-
-    from zcoll import _C
-    kw.setdefault("timeout", 30.0)
-    return _C.Transport("shm", store, "test", rank, world, **kw)
-
-
-def payload(src, dst, nbytes, salt=0):
-    return np.random.default_rng([src, dst, nbytes, salt]).integers(0, 256, nbytes, dtype=np.uint8)
+    return open_transport("shm", rank, world, store, **kw)
 
 
 def dies(rank, world, store):

@@ -7,17 +7,11 @@ import time
 import numpy as np
 import pytest
 from multiproc import run_ranks
+from transports import open_transport, payload
 
 
 def transport(rank, world, store, prefix="test", **kw):
-    import torch  # noqa: F401  (before zcoll._C: it links against torch's libraries)
-    from zcoll import _C
-    kw.setdefault("timeout", 30.0)
-    return _C.Transport("tcp", store, prefix, rank, world, **kw)
-
-
-def payload(src, dst, nbytes, salt=0):
-    return np.random.default_rng([src, dst, nbytes, salt]).integers(0, 256, nbytes, dtype=np.uint8)
+    return open_transport("tcp", rank, world, store, prefix, **kw)
 
 
 def peer_dies(rank, world, store):
