@@ -1,0 +1,77 @@
+"""zcoll over tcp between "hosts": each rank in its own network namespace, joined by veth pairs
+on a bridge (docs/architecture.md, transports). Needs root and iproute2; where namespaces cannot
+be made the test is skipped with the reason."""
+import os
+import shutil
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+RANK = str(Path(__file__).with_name("netns_rank.py"))
+BRIDGE, SUBNET = "zcbr0", "10.231.77"
+WORLD = 3
+
+
+def sh(*cmd, check=True):
+    return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)
+
+
+def namespace(i):
+    return f"zcoll-t{os.getpid() % 10000}-{i}"
+
+
+@pytest.fixture
+def hosts():
+    if shutil.which("ip") is None or os.geteuid() != 0:
+        pytest.skip("network namespaces need root and iproute2 (ip)")
+    made = []
+    try:
+        sh("ip", "link", "add", BRIDGE, "type", "bridge")
+        made.append(("link", BRIDGE))
+        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
+        sh("ip", "link", "set", BRIDGE, "up")
+        for i in range(WORLD):
+            ns, veth = namespace(i), f"zcv{os.getpid() % 10000}{i}"
+            sh("ip", "netns", "add", ns)
+            made.append(("netns", ns))
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            made.append(("link", veth))
+            sh("ip", "link", "set", veth, "master", BRIDGE)
+            sh("ip", "link", "set", veth, "up")
+            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{SUBNET}.{10 + i}/24", "dev", "eth0")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
+            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+    except (subprocess.CalledProcessError, OSError) as e:
+        for kind, name in reversed(made):
+            sh("ip", kind, "del", name, check=False)
+        pytest.skip(f"cannot make network namespaces here: {getattr(e, 'stderr', e)}")
+    yield [namespace(i) for i in range(WORLD)]
+    for kind, name in reversed(made):
+        sh("ip", kind, "del", name, check=False)
+
+
+@pytest.mark.timeout(180)
+def test_tcp_across_network_namespaces(hosts):
+    import torch.distributed as dist
+    server = dist.TCPStore(f"{SUBNET}.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
+    env["MASTER_ADDR"] = f"{SUBNET}.1"  # the tcp transport advertises the address routing there
+    procs = [subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, RANK, "--store",
+                               f"{SUBNET}.1:{server.port}", "--rank", str(r), "--world", str(WORLD)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r, ns in enumerate(hosts)]
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=150)
+            outs.append((p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for r, (code, out, err) in enumerate(outs):
+        assert code == 0, f"rank {r}: {out}\n{err[-3000:]}"
+        assert f"rank {r} transport=tcp ok" in out
