@@ -369,3 +369,38 @@ def test_reduce_gather_scatter_alltoall(world):
                                       .repeat(2, axis=1))
         for q, o in enumerate(res[r]["lists"]):
             np.testing.assert_array_equal(o, [q, r])
+
+
+def ranks_coalesced(rank, world, store):
+    import torch
+    dist = init(rank, world, store)
+    pg = dist.group.WORLD
+    a, _ = rank_input("float32", rank, 300, 1)
+    b, _ = rank_input("bfloat16", rank, 77, 2)
+    opts = dist.AllreduceCoalescedOptions()
+    opts.reduceOp = dist.ReduceOp.SUM
+    pg.allreduce_coalesced([a, b], opts).wait()
+    ins = [rank_input("float32", rank, world * 50, 3)[0], rank_input("int64", rank, world * 20, 4)[0]]
+    outs = [torch.empty(50), torch.empty(20, dtype=torch.int64)]
+    rs = dist.ReduceScatterOptions()
+    rs.reduceOp = dist.ReduceOp.SUM
+    pg.reduce_scatter_tensor_coalesced(outs, ins, rs).wait()
+    dist.destroy_process_group()
+    return to_numpy("float32", a), to_numpy("bfloat16", b), outs[0].numpy().copy(), outs[1].numpy().copy()
+
+
+@pytest.mark.timeout(120)
+def test_coalesced_calls_equal_one_call_per_tensor():
+    world = 3
+    res = run_ranks(ranks_coalesced, world, timeout=100)
+    want_a = R.all_reduce([rank_input("float32", r, 300, 1)[1] for r in range(world)], "sum", "ring")[0]
+    want_b = R.all_reduce([rank_input("bfloat16", r, 77, 2)[1] for r in range(world)], "sum", "ring",
+                          dtype="bfloat16")[0]
+    rs_f = R.reduce_scatter([rank_input("float32", r, world * 50, 3)[1] for r in range(world)], "sum", "ring")
+    rs_i = R.reduce_scatter([rank_input("int64", r, world * 20, 4)[1] for r in range(world)], "sum", "ring")
+    for r in range(world):
+        a, b, of, oi = res[r]
+        np.testing.assert_array_equal(a.view(np.uint32), want_a.view(np.uint32))
+        np.testing.assert_array_equal(b, want_b)
+        np.testing.assert_array_equal(of.view(np.uint32), rs_f[r].view(np.uint32))
+        np.testing.assert_array_equal(oi, rs_i[r])

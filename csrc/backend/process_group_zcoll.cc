@@ -188,13 +188,33 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   const DType dtype = toDType(t.scalar_type(), "allreduce");
   kernels::cpu::checkReduceOp(dtype, op);
-  return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, t, op, dtype, premul](uint64_t seq) {
-    at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
-    const size_t n = static_cast<size_t>(buf.numel());
-    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
-    CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
-    ringAllReduce(*transport_, buf.data_ptr(), n, a);
-    if (!buf.is_same(t)) t.copy_(buf);
+  return enqueue(c10d::OpType::ALLREDUCE, {t},
+                 [this, t, op, dtype, premul](uint64_t seq) { allreduceNow(t, op, dtype, premul, seq); }, opts.asyncOp);
+}
+
+void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq) {
+  at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
+  const size_t n = static_cast<size_t>(buf.numel());
+  if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
+  CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+  ringAllReduce(*transport_, buf.data_ptr(), n, a);
+  if (!buf.is_same(t)) t.copy_(buf);
+}
+
+// Each tensor is all-reduced on its own (so each equals a lone allreduce), in one work.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                                      const c10d::AllreduceCoalescedOptions& opts) {
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  std::vector<DType> dtypes;
+  for (const auto& t : tensors) {
+    checkTensor(t, "allreduce_coalesced");
+    dtypes.push_back(toDType(t.scalar_type(), "allreduce_coalesced"));
+    kernels::cpu::checkReduceOp(dtypes.back(), op);
+  }
+  std::vector<at::Tensor> ts = tensors;
+  return enqueue(c10d::OpType::ALLREDUCE_COALESCED, ts, [this, ts, dtypes, op, premul](uint64_t seq) {
+    for (size_t i = 0; i < ts.size(); ++i) allreduceNow(ts[i], op, dtypes[i], premul, seq);
   }, opts.asyncOp);
 }
 
@@ -309,16 +329,44 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
   const DType dtype = toDType(output.scalar_type(), "reduce_scatter");
   kernels::cpu::checkReduceOp(dtype, op);
   return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
-    at::Tensor scratch = flatInput();
-    const size_t m = static_cast<size_t>(output.numel());
-    if (op == RedOp::kPremulSum)
-      kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
-    std::vector<size_t> b(getSize()), e(getSize());
-    for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
-    CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
-    ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
-    output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
+    reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
   }, asyncOp);
+}
+
+void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype,
+                                         double premul, uint64_t seq) {
+  const size_t m = static_cast<size_t>(output.numel());
+  if (op == RedOp::kPremulSum)
+    kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
+  std::vector<size_t> b(getSize()), e(getSize());
+  for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
+  CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+  ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
+  output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::ReduceScatterOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll reduce_scatter_tensor_coalesced: ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  std::vector<DType> dtypes;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    checkTensor(inputs[i], "reduce_scatter_tensor_coalesced");
+    checkTensor(outputs[i], "reduce_scatter_tensor_coalesced");
+    dtypes.push_back(toDType(outputs[i].scalar_type(), "reduce_scatter_tensor_coalesced"));
+    kernels::cpu::checkReduceOp(dtypes.back(), op);
+    TORCH_CHECK_VALUE(inputs[i].scalar_type() == outputs[i].scalar_type() &&
+                          inputs[i].numel() == outputs[i].numel() * getSize(),
+                      "zcoll reduce_scatter_tensor_coalesced: input ", i,
+                      " must hold world_size x output elements of the output's dtype");
+  }
+  std::vector<at::Tensor> outs = outputs, ins = inputs;
+  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
+    for (size_t i = 0; i < ins.size(); ++i)
+      reduceScatterNow(outs[i], ins[i].contiguous().view(-1).clone(), op, dtypes[i], premul, seq);
+  }, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,

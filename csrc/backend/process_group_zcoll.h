@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "kernels/common/dtypes.h"
 #include "transport/transport.h"
 
 namespace zcoll {
@@ -61,6 +62,11 @@ class ProcessGroupZcoll : public c10d::Backend {
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                     const c10d::AllreduceCoalescedOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> reduce_scatter_tensor_coalesced(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<at::Tensor>& inputs,
+                                                                 const c10d::ReduceScatterOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> broadcast(std::vector<at::Tensor>& tensors,
                                            const c10d::BroadcastOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -97,6 +103,10 @@ class ProcessGroupZcoll : public c10d::Backend {
                                          std::function<void(uint64_t seq)> run, bool asyncOp);
   void afterExecute(ZcollWork& work);
   void progressLoop();
+  // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
+  void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
+  void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
+                        uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
   void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
