@@ -404,3 +404,28 @@ def test_coalesced_calls_equal_one_call_per_tensor():
         np.testing.assert_array_equal(b, want_b)
         np.testing.assert_array_equal(of.view(np.uint32), rs_f[r].view(np.uint32))
         np.testing.assert_array_equal(oi, rs_i[r])
+
+
+def ranks_mismatch(rank, world, store, transport):
+    import time
+
+    import torch
+    dist = init(rank, world, store, transport, timeout=60)
+    start = time.monotonic()
+    try:
+        dist.all_reduce(torch.ones(1000 + 512 * rank))  # sizes differ across ranks
+        return "no error", 0.0
+    except Exception as e:  # noqa: BLE001
+        return str(e), time.monotonic() - start
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_mismatch_raises_on_every_rank_long_before_the_timeout(transport):
+    """The rank that sees a wrong message aborts its transport; the others learn it at once
+    (shm: the flag in its segment; tcp: the shut-down connection) instead of waiting 60 s."""
+    res = run_ranks(ranks_mismatch, 3, transport, timeout=100)
+    assert any("collectives differ across ranks" in msg for msg, _ in res.values()), res
+    for rank, (msg, seconds) in res.items():
+        assert msg != "no error", f"rank {rank} did not raise"
+        assert seconds < 15, (rank, seconds, msg)

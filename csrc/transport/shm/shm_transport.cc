@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <mutex>
@@ -40,11 +41,16 @@ constexpr uint64_t kSegmentMagic = 0x7a636f6c6c73686dULL;  // "zcollshm"
 constexpr uint64_t kMessageMagic = 0x7a636d7367ULL;
 constexpr size_t kLine = 64;
 
+constexpr size_t kAbortReasonBytes = 240;
+
 struct alignas(kLine) SegmentHeader {
   uint64_t magic;
   int64_t pid;
   uint64_t ringBytes;
   uint64_t size;
+  // Set by abort(): peers waiting on this rank raise with the reason instead of timing out.
+  std::atomic<uint32_t> aborted;
+  char abortReason[kAbortReasonBytes];
 };
 
 struct alignas(kLine) RingControl {
@@ -106,7 +112,11 @@ class ShmTransport : public Transport {
   void wait(RequestId req, Deadline deadline) override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
+    if (aborted_.load()) return;  // the first cause is the useful one
     abortReason_ = why.empty() ? "aborted" : why;
+    SegmentHeader* h = segs_[rank_].header();
+    std::snprintf(h->abortReason, kAbortReasonBytes, "%s", abortReason_.c_str());
+    h->aborted.store(1, std::memory_order_release);
     aborted_.store(true, std::memory_order_release);
   }
 
@@ -161,7 +171,13 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
     segs_[rank].control(s)->head.store(0);
     segs_[rank].control(s)->tail.store(0);
   }
-  *segs_[rank].header() = {kSegmentMagic, static_cast<int64_t>(getpid()), ringBytes_, static_cast<uint64_t>(size)};
+  SegmentHeader* own = segs_[rank].header();
+  own->magic = kSegmentMagic;
+  own->pid = static_cast<int64_t>(getpid());
+  own->ringBytes = ringBytes_;
+  own->size = static_cast<uint64_t>(size);
+  own->aborted.store(0);
+  own->abortReason[0] = '\0';
   std::atomic_thread_fence(std::memory_order_release);
   const std::string key = prefix + "/shm/";
   try {
@@ -178,7 +194,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       close(pfd);
       ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", rank, " shm: cannot map rank ", p, "'s segment: ", std::strerror(errno));
       segs_[p] = {pbase, total, ringBytes_};
-      const SegmentHeader h = *segs_[p].header();
+      const SegmentHeader& h = *segs_[p].header();
       ZCOLL_CHECK(h.magic == kSegmentMagic && h.ringBytes == ringBytes_ && h.size == static_cast<uint64_t>(size),
                   "rank ", rank, " shm: rank ", p, "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
                   ringBytes_, ", group size ", h.size, " vs ", size, ")");
@@ -309,7 +325,10 @@ bool ShmTransport::progressRecv(int peer) {
 }
 
 void ShmTransport::checkPeerAlive(int peer) const {
-  const auto pid = static_cast<pid_t>(segs_[peer].header()->pid);
+  const SegmentHeader* h = segs_[peer].header();
+  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", rank_, " shm: rank ", peer,
+              " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+  const auto pid = static_cast<pid_t>(h->pid);
   ZCOLL_CHECK(!(kill(pid, 0) != 0 && errno == ESRCH), "rank ", rank_, " shm: rank ", peer, " (pid ", pid,
               ") has exited; ", pendingSummary());
 }

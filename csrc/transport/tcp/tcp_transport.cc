@@ -219,6 +219,11 @@ void TcpTransport::abort(const std::string& why) {
     if (abortWhy_.empty()) abortWhy_ = why.empty() ? "aborted" : why;  // the first cause is the useful one
   }
   aborted_.store(true, std::memory_order_release);
+  // Tell the peers too: a shut-down connection reaches them at once as "connection lost", so a
+  // rank that found a mismatch does not leave the others waiting for the group timeout.
+  // shutdown() leaves the descriptors open, so a wait() in another thread never sees them reused.
+  for (auto& peer : peers_)
+    if (peer.fd.get() >= 0) ::shutdown(peer.fd.get(), SHUT_RDWR);
   const uint64_t one = 1;
   [[maybe_unused]] const ssize_t n = ::write(wakeFd_.get(), &one, sizeof one);  // full counter: already awake
 }
@@ -248,7 +253,8 @@ void TcpTransport::wait(RequestId req, Deadline deadline) {
   } catch (const TimeoutError&) {
     throw;  // the streams are intact: a later wait may still succeed
   } catch (const Error& e) {
-    if (failure_.empty() && !aborted_.load()) failure_ = e.what();
+    throwIfStopped();  // our own abort() shut the sockets down: report the abort, not the EOF
+    failure_ = e.what();
     throw;
   }
 }
