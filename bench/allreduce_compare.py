@@ -15,10 +15,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import numpy as np
+
+from zcoll.timing import median_seconds
 
 
 def parse_size(s: str) -> int:
@@ -27,14 +28,7 @@ def parse_size(s: str) -> int:
 
 
 def median_us(fn, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e6)
+    return median_seconds(fn, iters, warmup) * 1e6
 
 
 def torch_worker(rank, world, port, sizes, iters, out_queue):

@@ -64,11 +64,23 @@ RedOp toRedOp(const c10d::ReduceOp& op, double* premul) {
   }
 }
 
-void checkTensor(const at::Tensor& t, const char* op) {
+// Checks what every zcoll collective needs of a tensor and returns its dtype.
+DType checkTensor(const at::Tensor& t, const char* op) {
   TORCH_CHECK_VALUE(t.defined(), "zcoll ", op, ": undefined tensor");
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, "zcoll ", op, ": only dense tensors are supported");
   TORCH_CHECK(!t.is_cuda(), "zcoll ", op, ": CUDA tensors are not supported by this build yet (CUDA path not enabled)");
   TORCH_CHECK_VALUE(t.is_cpu(), "zcoll ", op, ": tensors must be on the CPU, got ", t.device());
+  return toDType(t.scalar_type(), op);
+}
+
+// Every tensor of `list` (the `role`s) has `like`'s size and dtype (`like` is the `likeRole`).
+void checkMatches(const std::vector<at::Tensor>& list, const at::Tensor& like, const char* op, const char* role,
+                  const char* likeRole) {
+  for (const auto& t : list) {
+    checkTensor(t, op);
+    TORCH_CHECK_VALUE(t.numel() == like.numel() && t.scalar_type() == like.scalar_type(), "zcoll ", op, ": every ",
+                      role, " must match the ", likeRole, "'s size and dtype");
+  }
 }
 
 }  // namespace
@@ -183,10 +195,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
                                                             const c10d::AllreduceOptions& opts) {
   TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
   at::Tensor t = tensors[0];
-  checkTensor(t, "allreduce");
+  const DType dtype = checkTensor(t, "allreduce");
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
-  const DType dtype = toDType(t.scalar_type(), "allreduce");
   kernels::cpu::checkReduceOp(dtype, op);
   return enqueue(c10d::OpType::ALLREDUCE, {t},
                  [this, t, op, dtype, premul](uint64_t seq) { allreduceNow(t, op, dtype, premul, seq); }, opts.asyncOp);
@@ -196,7 +207,7 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
   at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
   const size_t n = static_cast<size_t>(buf.numel());
   if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
-  CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
   ringAllReduce(*transport_, buf.data_ptr(), n, a);
   if (!buf.is_same(t)) t.copy_(buf);
 }
@@ -208,8 +219,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   std::vector<DType> dtypes;
   for (const auto& t : tensors) {
-    checkTensor(t, "allreduce_coalesced");
-    dtypes.push_back(toDType(t.scalar_type(), "allreduce_coalesced"));
+    dtypes.push_back(checkTensor(t, "allreduce_coalesced"));
     kernels::cpu::checkReduceOp(dtypes.back(), op);
   }
   std::vector<at::Tensor> ts = tensors;
@@ -225,7 +235,6 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
                     " is not a rank of a group of ", getSize());
   at::Tensor t = tensors[0];
   checkTensor(t, "broadcast");
-  toDType(t.scalar_type(), "broadcast");
   const int root = static_cast<int>(opts.rootRank);
   return enqueue(c10d::OpType::BROADCAST, {t}, [this, t, root](uint64_t seq) {
     at::Tensor buf = t.contiguous();
@@ -261,15 +270,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   TORCH_CHECK_VALUE(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
   at::Tensor in = inputs[0];
   checkTensor(in, "allgather");
-  toDType(in.scalar_type(), "allgather");
   auto outs = outputs[0];
   TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
                     " tensors for a group of ", getSize());
-  for (const auto& o : outs) {
-    checkTensor(o, "allgather");
-    TORCH_CHECK_VALUE(o.numel() == in.numel() && o.scalar_type() == in.scalar_type(),
-                      "zcoll allgather: every output must match the input's size and dtype");
-  }
+  checkMatches(outs, in, "allgather", "output", "input");
   return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) {
     at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
     gatherInto(flat, in, seq);
@@ -282,7 +286,6 @@ namespace {
 void checkGatherPair(const at::Tensor& output, const at::Tensor& input, int size, const char* op) {
   checkTensor(input, op);
   checkTensor(output, op);
-  toDType(input.scalar_type(), op);
   TORCH_CHECK_VALUE(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * size, "zcoll ",
                     op, ": output must hold world_size x input elements of the input's dtype");
 }
@@ -323,10 +326,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
                                                                     std::function<at::Tensor()> flatInput,
                                                                     const c10d::ReduceOp& reduceOp, bool asyncOp) {
-  checkTensor(output, "reduce_scatter");
+  const DType dtype = checkTensor(output, "reduce_scatter");
   double premul = 1.0;
   const RedOp op = toRedOp(reduceOp, &premul);
-  const DType dtype = toDType(output.scalar_type(), "reduce_scatter");
   kernels::cpu::checkReduceOp(dtype, op);
   return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
     reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
@@ -340,7 +342,7 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
     kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
   std::vector<size_t> b(getSize()), e(getSize());
   for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
-  CollectiveArgs a{dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, seq, config_.chunkBytes, deadline()};
+  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
   ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
   output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
 }
@@ -354,8 +356,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesce
   std::vector<DType> dtypes;
   for (size_t i = 0; i < inputs.size(); ++i) {
     checkTensor(inputs[i], "reduce_scatter_tensor_coalesced");
-    checkTensor(outputs[i], "reduce_scatter_tensor_coalesced");
-    dtypes.push_back(toDType(outputs[i].scalar_type(), "reduce_scatter_tensor_coalesced"));
+    dtypes.push_back(checkTensor(outputs[i], "reduce_scatter_tensor_coalesced"));
     kernels::cpu::checkReduceOp(dtypes.back(), op);
     TORCH_CHECK_VALUE(inputs[i].scalar_type() == outputs[i].scalar_type() &&
                           inputs[i].numel() == outputs[i].numel() * getSize(),
@@ -385,11 +386,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
   TORCH_CHECK_VALUE(outputs.size() == 1 && inputs.size() == 1, "zcoll reduce_scatter: expects one output and one input list");
   TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == getSize(), "zcoll reduce_scatter: input list has ",
                     inputs[0].size(), " tensors for a group of ", getSize());
-  for (const auto& t : inputs[0]) {
-    checkTensor(t, "reduce_scatter");
-    TORCH_CHECK_VALUE(t.numel() == outputs[0].numel() && t.scalar_type() == outputs[0].scalar_type(),
-                      "zcoll reduce_scatter: every input must match the output's size and dtype");
-  }
+  checkMatches(inputs[0], outputs[0], "reduce_scatter", "input", "output");
   std::vector<at::Tensor> parts = inputs[0];
   return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], [parts] {
     std::vector<at::Tensor> flat;
@@ -424,10 +421,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
   checkRoot(opts.rootRank, "reduce");
   at::Tensor t = tensors[0];
-  checkTensor(t, "reduce");
+  const DType dtype = checkTensor(t, "reduce");
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
-  const DType dtype = toDType(t.scalar_type(), "reduce");
   kernels::cpu::checkReduceOp(dtype, op);
   const int root = static_cast<int>(opts.rootRank);
   return enqueue(c10d::OpType::REDUCE, {t}, [this, t, op, dtype, premul, root](uint64_t seq) {
@@ -448,7 +444,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
     }
     exchange(sendTo, recvFrom, tag);
     at::Tensor result = at::empty_like(mine);
-    kernels::cpu::reduceSources(dtype, op == RedOp::kPremulSum ? RedOp::kSum : op, srcs.data(), getSize(),
+    kernels::cpu::reduceSources(dtype, op, srcs.data(), getSize(),
                                 result.data_ptr(), n, op == RedOp::kAvg ? getSize() : 0);
     t.copy_(result.view(t.sizes()));
   }, opts.asyncOp);
@@ -460,16 +456,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
   TORCH_CHECK_VALUE(inputs.size() == 1, "zcoll gather: expects one input tensor");
   at::Tensor in = inputs[0];
   checkTensor(in, "gather");
-  toDType(in.scalar_type(), "gather");
   const int root = static_cast<int>(opts.rootRank);
   std::vector<at::Tensor> outs;
   if (getRank() == root) {
     TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == getSize(),
                       "zcoll gather: the root needs a list of world_size output tensors");
     outs = outputs[0];
-    for (const auto& o : outs)
-      TORCH_CHECK_VALUE(o.numel() == in.numel() && o.scalar_type() == in.scalar_type(),
-                        "zcoll gather: every output must match the input's size and dtype");
+    checkMatches(outs, in, "gather", "output", "input");
   }
   return enqueue(c10d::OpType::GATHER, outs, [this, in, outs, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
@@ -492,16 +485,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
   TORCH_CHECK_VALUE(outputs.size() == 1, "zcoll scatter: expects one output tensor");
   at::Tensor out = outputs[0];
   checkTensor(out, "scatter");
-  toDType(out.scalar_type(), "scatter");
   const int root = static_cast<int>(opts.rootRank);
   std::vector<at::Tensor> ins;
   if (getRank() == root) {
     TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == getSize(),
                       "zcoll scatter: the root needs a list of world_size input tensors");
     ins = inputs[0];
-    for (const auto& i : ins)
-      TORCH_CHECK_VALUE(i.numel() == out.numel() && i.scalar_type() == out.scalar_type(),
-                        "zcoll scatter: every input must match the output's size and dtype");
+    checkMatches(ins, out, "scatter", "input", "output");
   }
   return enqueue(c10d::OpType::SCATTER, {out}, [this, out, ins, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
@@ -523,7 +513,6 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
                                                                 const c10d::AllToAllOptions& opts) {
   checkTensor(input, "all_to_all_single");
   checkTensor(output, "all_to_all_single");
-  toDType(input.scalar_type(), "all_to_all_single");
   TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type(), "zcoll all_to_all_single: dtypes differ");
   const int p = getSize();
   // Splits are in rows of dim 0; none given means equal parts.
@@ -565,7 +554,6 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
   for (int q = 0; q < getSize(); ++q) {
     checkTensor(inputs[q], "all_to_all");
     checkTensor(outputs[q], "all_to_all");
-    toDType(inputs[q].scalar_type(), "all_to_all");
     TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
   }
   std::vector<at::Tensor> ins = inputs, outs = outputs;

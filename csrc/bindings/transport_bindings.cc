@@ -38,6 +38,10 @@ class PyStore : public zcoll::Store {
   py::object obj_;
 };
 
+zcoll::Deadline deadlineIn(double seconds) {
+  return zcoll::Clock::now() + std::chrono::microseconds(static_cast<int64_t>(seconds * 1e6));
+}
+
 // A transport plus the arrays its pending requests point into (kept alive until waited for).
 class PyTransport {
  public:
@@ -67,7 +71,7 @@ class PyTransport {
   }
 
   void wait(zcoll::RequestId id, double timeoutSeconds) {
-    const auto deadline = zcoll::Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeoutSeconds * 1e6));
+    const auto deadline = deadlineIn(timeoutSeconds);
     {
       py::gil_scoped_release release;
       transport_->wait(id, deadline);
@@ -91,7 +95,7 @@ void ringAllReducePy(PyTransport& t, py::array data, const std::string& dtype, c
   a.op = zcoll::bindings::parseRedOp(op);
   a.seq = seq;
   a.chunkBytes = chunkBytes;
-  a.deadline = zcoll::Clock::now() + std::chrono::microseconds(static_cast<int64_t>(timeoutSeconds * 1e6));
+  a.deadline = deadlineIn(timeoutSeconds);
   if (!data.writeable() || !(data.flags() & py::array::c_style) ||
       static_cast<size_t>(data.itemsize()) != zcoll::dtypeSize(a.dtype))
     throw std::invalid_argument("ring_all_reduce needs a writeable contiguous array of " + dtype + " storage");

@@ -8,8 +8,10 @@ from collections.abc import Callable
 import numpy as np
 
 
-def median_seconds(fn: Callable[[], object], repeat: int) -> float:
-    """Median wall time of `repeat` calls of fn."""
+def median_seconds(fn: Callable[[], object], repeat: int, warmup: int = 0) -> float:
+    """Median wall time of `repeat` calls of fn, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
