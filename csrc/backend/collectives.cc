@@ -1,0 +1,377 @@
+// The collectives of ProcessGroupZcoll: argument checks on the caller's thread, then a body that
+// runs as the group's next collective (see enqueue) on the algorithms and the transport.
+#include <ATen/ATen.h>
+
+#include <cstring>
+
+#include "algorithms/ring.h"
+#include "backend/process_group_zcoll.h"
+#include "backend/tensor_args.h"
+#include "kernels/cpu/reduce_cpu.h"
+
+namespace zcoll {
+namespace {
+
+// Op codes in message tags (algorithms/ring.h packs them): distinct per collective kind.
+constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3, kOpReduceScatter = 4, kOpGather = 5, kOpScatter = 6,
+                  kOpAllToAll = 7, kOpReduce = 8;
+
+}  // namespace
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
+                                                            const c10d::AllreduceOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
+  at::Tensor t = tensors[0];
+  const DType dtype = checkTensor(t, "allreduce");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  kernels::cpu::checkReduceOp(dtype, op);
+  return enqueue(c10d::OpType::ALLREDUCE, {t},
+                 [this, t, op, dtype, premul](uint64_t seq) { allreduceNow(t, op, dtype, premul, seq); }, opts.asyncOp);
+}
+
+void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq) {
+  at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
+  const size_t n = static_cast<size_t>(buf.numel());
+  if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
+  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
+  ringAllReduce(*transport_, buf.data_ptr(), n, a);
+  if (!buf.is_same(t)) t.copy_(buf);
+}
+
+// Each tensor is all-reduced on its own (so each equals a lone allreduce), in one work.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vector<at::Tensor>& tensors,
+                                                                      const c10d::AllreduceCoalescedOptions& opts) {
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  std::vector<DType> dtypes;
+  for (const auto& t : tensors) {
+    dtypes.push_back(checkTensor(t, "allreduce_coalesced"));
+    kernels::cpu::checkReduceOp(dtypes.back(), op);
+  }
+  std::vector<at::Tensor> ts = tensors;
+  return enqueue(c10d::OpType::ALLREDUCE_COALESCED, ts, [this, ts, dtypes, op, premul](uint64_t seq) {
+    for (size_t i = 0; i < ts.size(); ++i) allreduceNow(ts[i], op, dtypes[i], premul, seq);
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
+                                                            const c10d::BroadcastOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
+  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
+                    " is not a rank of a group of ", getSize());
+  at::Tensor t = tensors[0];
+  checkTensor(t, "broadcast");
+  const int root = static_cast<int>(opts.rootRank);
+  return enqueue(c10d::OpType::BROADCAST, {t}, [this, t, root](uint64_t seq) {
+    at::Tensor buf = t.contiguous();
+    const size_t bytes = buf.nbytes();
+    const uint64_t tag = makeTag(kOpBroadcast, seq, 0, 0);
+    std::vector<RequestId> reqs;
+    if (getRank() == root) {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) reqs.push_back(transport_->isend(p, tag, buf.data_ptr(), bytes));
+    } else {
+      reqs.push_back(transport_->irecv(root, tag, buf.data_ptr(), bytes));
+    }
+    const Deadline d = deadline();
+    for (RequestId r : reqs) transport_->wait(r, d);
+    if (!buf.is_same(t)) t.copy_(buf);
+  }, opts.asyncOp);
+}
+
+// Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
+void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq) {
+  const size_t part = input.nbytes();
+  const int p = getSize();
+  std::vector<size_t> b(p), e(p);
+  for (int r = 0; r < p; ++r) b[r] = r * part, e[r] = (r + 1) * part;
+  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + b[getRank()], input.contiguous().data_ptr(), part);
+  CollectiveArgs a{DType::kUInt8, RedOp::kSum, seq, config_.chunkBytes, deadline()};
+  ringAllGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a, kOpAllGather);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                            std::vector<at::Tensor>& inputs,
+                                                            const c10d::AllgatherOptions& opts) {
+  TORCH_CHECK_VALUE(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
+  at::Tensor in = inputs[0];
+  checkTensor(in, "allgather");
+  auto outs = outputs[0];
+  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
+                    " tensors for a group of ", getSize());
+  checkMatches(outs, in, "allgather", "output", "input");
+  return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) {
+    at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
+    gatherInto(flat, in, seq);
+    for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
+  }, opts.asyncOp);
+}
+
+
+void ProcessGroupZcoll::gatherIntoTensor(const at::Tensor& out, const at::Tensor& in, uint64_t seq) {
+  at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
+  gatherInto(flat, in, seq);
+  if (!flat.is_same(out)) out.copy_(flat);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& output, at::Tensor& input,
+                                                                  const c10d::AllgatherOptions& opts) {
+  checkGatherPair(output, input, getSize(), "allgather_into_tensor");
+  at::Tensor out = output, in = input;
+  return enqueue(c10d::OpType::_ALLGATHER_BASE, {out},
+                 [this, out, in](uint64_t seq) { gatherIntoTensor(out, in, seq); }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::AllgatherOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_into_tensor_coalesced: ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  for (size_t i = 0; i < inputs.size(); ++i)
+    checkGatherPair(outputs[i], inputs[i], getSize(), "allgather_into_tensor_coalesced");
+  std::vector<at::Tensor> outs = outputs, ins = inputs;
+  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins](uint64_t seq) {
+    // One sequence number for the whole call; the tensors go one after another, so every rank
+    // sends and receives them in the same order.
+    for (size_t i = 0; i < ins.size(); ++i) gatherIntoTensor(outs[i], ins[i], seq);
+  }, opts.asyncOp);
+}
+
+// Ring reduce-scatter of a flat (world_size x output) input: rank r keeps the reduction of slice
+// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` runs on the progress thread and
+// returns a scratch copy the schedule may overwrite.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
+                                                                    std::function<at::Tensor()> flatInput,
+                                                                    const c10d::ReduceOp& reduceOp, bool asyncOp) {
+  const DType dtype = checkTensor(output, "reduce_scatter");
+  double premul = 1.0;
+  const RedOp op = toRedOp(reduceOp, &premul);
+  kernels::cpu::checkReduceOp(dtype, op);
+  return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
+    reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
+  }, asyncOp);
+}
+
+void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype,
+                                         double premul, uint64_t seq) {
+  const size_t m = static_cast<size_t>(output.numel());
+  if (op == RedOp::kPremulSum)
+    kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
+  std::vector<size_t> b(getSize()), e(getSize());
+  for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
+  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
+  ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
+  output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesced(
+    std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::ReduceScatterOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll reduce_scatter_tensor_coalesced: ", outputs.size(),
+                    " outputs for ", inputs.size(), " inputs");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  std::vector<DType> dtypes;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    checkTensor(inputs[i], "reduce_scatter_tensor_coalesced");
+    dtypes.push_back(checkTensor(outputs[i], "reduce_scatter_tensor_coalesced"));
+    kernels::cpu::checkReduceOp(dtypes.back(), op);
+    TORCH_CHECK_VALUE(inputs[i].scalar_type() == outputs[i].scalar_type() &&
+                          inputs[i].numel() == outputs[i].numel() * getSize(),
+                      "zcoll reduce_scatter_tensor_coalesced: input ", i,
+                      " must hold world_size x output elements of the output's dtype");
+  }
+  std::vector<at::Tensor> outs = outputs, ins = inputs;
+  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
+    for (size_t i = 0; i < ins.size(); ++i)
+      reduceScatterNow(outs[i], ins[i].contiguous().view(-1).clone(), op, dtypes[i], premul, seq);
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
+                                                                       const c10d::ReduceScatterOptions& opts) {
+  checkTensor(input, "reduce_scatter_tensor");
+  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type() && input.numel() == output.numel() * getSize(),
+                    "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
+  at::Tensor in = input;
+  return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output,
+                           [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at::Tensor>& outputs,
+                                                                 std::vector<std::vector<at::Tensor>>& inputs,
+                                                                 const c10d::ReduceScatterOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == 1 && inputs.size() == 1, "zcoll reduce_scatter: expects one output and one input list");
+  TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == getSize(), "zcoll reduce_scatter: input list has ",
+                    inputs[0].size(), " tensors for a group of ", getSize());
+  checkMatches(inputs[0], outputs[0], "reduce_scatter", "input", "output");
+  std::vector<at::Tensor> parts = inputs[0];
+  return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], [parts] {
+    std::vector<at::Tensor> flat;
+    for (const auto& t : parts) flat.push_back(t.reshape(-1));
+    return at::cat(flat);
+  }, opts.reduceOp, opts.asyncOp);
+}
+
+// Root reduces every rank's input in rank order in A(T), rounding once (docs/arithmetic.md §4,
+// reduce "oneshot"); other ranks' tensors are left as they were.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>& tensors,
+                                                         const c10d::ReduceOptions& opts) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
+  checkRoot(opts.rootRank, "reduce");
+  at::Tensor t = tensors[0];
+  const DType dtype = checkTensor(t, "reduce");
+  double premul = 1.0;
+  const RedOp op = toRedOp(opts.reduceOp, &premul);
+  kernels::cpu::checkReduceOp(dtype, op);
+  const int root = static_cast<int>(opts.rootRank);
+  return enqueue(c10d::OpType::REDUCE, {t}, [this, t, op, dtype, premul, root](uint64_t seq) {
+    at::Tensor mine = t.contiguous().clone();
+    const size_t n = static_cast<size_t>(mine.numel());
+    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
+    const uint64_t tag = makeTag(kOpReduce, seq, 0, 0);
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    if (getRank() != root) {
+      sendTo[root] = mine;
+      exchange(sendTo, recvFrom, tag);
+      return;
+    }
+    std::vector<const void*> srcs(getSize());
+    for (int p = 0; p < getSize(); ++p) {
+      if (p != root) recvFrom[p] = at::empty_like(mine);
+      srcs[p] = (p == root ? mine : recvFrom[p]).data_ptr();
+    }
+    exchange(sendTo, recvFrom, tag);
+    at::Tensor result = at::empty_like(mine);
+    kernels::cpu::reduceSources(dtype, op, srcs.data(), getSize(),
+                                result.data_ptr(), n, op == RedOp::kAvg ? getSize() : 0);
+    t.copy_(result.view(t.sizes()));
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector<at::Tensor>>& outputs,
+                                                         std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) {
+  checkRoot(opts.rootRank, "gather");
+  TORCH_CHECK_VALUE(inputs.size() == 1, "zcoll gather: expects one input tensor");
+  at::Tensor in = inputs[0];
+  checkTensor(in, "gather");
+  const int root = static_cast<int>(opts.rootRank);
+  std::vector<at::Tensor> outs;
+  if (getRank() == root) {
+    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == getSize(),
+                      "zcoll gather: the root needs a list of world_size output tensors");
+    outs = outputs[0];
+    checkMatches(outs, in, "gather", "output", "input");
+  }
+  return enqueue(c10d::OpType::GATHER, outs, [this, in, outs, root](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    if (getRank() != root) {
+      sendTo[root] = in.contiguous();
+    } else {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) recvFrom[p] = at::empty({in.numel()}, in.options());
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpGather, seq, 0, 0));
+    for (int p = 0; p < static_cast<int>(outs.size()); ++p)
+      outs[p].copy_(p == root ? in : recvFrom[p].view(outs[p].sizes()));
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor>& outputs,
+                                                          std::vector<std::vector<at::Tensor>>& inputs,
+                                                          const c10d::ScatterOptions& opts) {
+  checkRoot(opts.rootRank, "scatter");
+  TORCH_CHECK_VALUE(outputs.size() == 1, "zcoll scatter: expects one output tensor");
+  at::Tensor out = outputs[0];
+  checkTensor(out, "scatter");
+  const int root = static_cast<int>(opts.rootRank);
+  std::vector<at::Tensor> ins;
+  if (getRank() == root) {
+    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == getSize(),
+                      "zcoll scatter: the root needs a list of world_size input tensors");
+    ins = inputs[0];
+    checkMatches(ins, out, "scatter", "input", "output");
+  }
+  return enqueue(c10d::OpType::SCATTER, {out}, [this, out, ins, root](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    at::Tensor buf = at::empty({out.numel()}, out.options());
+    if (getRank() == root) {
+      for (int p = 0; p < getSize(); ++p)
+        if (p != root) sendTo[p] = ins[p].contiguous();
+    } else {
+      recvFrom[root] = buf;
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpScatter, seq, 0, 0));
+    out.copy_(getRank() == root ? ins[root].view(out.sizes()) : buf.view(out.sizes()));
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& output, at::Tensor& input,
+                                                                std::vector<int64_t>& outputSplitSizes,
+                                                                std::vector<int64_t>& inputSplitSizes,
+                                                                const c10d::AllToAllOptions& opts) {
+  checkTensor(input, "all_to_all_single");
+  checkTensor(output, "all_to_all_single");
+  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type(), "zcoll all_to_all_single: dtypes differ");
+  const int p = getSize();
+  // Splits are in rows of dim 0; none given means equal parts.
+  auto splits = [p](const at::Tensor& t, const std::vector<int64_t>& given, const char* what) {
+    std::vector<int64_t> rows = given;
+    const int64_t dim0 = t.dim() ? t.size(0) : 1;
+    if (rows.empty()) {
+      TORCH_CHECK_VALUE(dim0 % p == 0, "zcoll all_to_all_single: ", what, " dim 0 (", dim0,
+                        ") does not split evenly over ", p, " ranks");
+      rows.assign(p, dim0 / p);
+    }
+    TORCH_CHECK_VALUE(static_cast<int>(rows.size()) == p, "zcoll all_to_all_single: ", what, " has ", rows.size(),
+                      " split sizes for ", p, " ranks");
+    int64_t total = 0;
+    for (int64_t r : rows) total += r;
+    TORCH_CHECK_VALUE(total == dim0, "zcoll all_to_all_single: ", what, " split sizes add up to ", total,
+                      ", not dim 0 = ", dim0);
+    return rows;
+  };
+  const auto inRows = splits(input, inputSplitSizes, "input"), outRows = splits(output, outputSplitSizes, "output");
+  at::Tensor in = input, out = output;
+  return enqueue(c10d::OpType::ALLTOALL_BASE, {out}, [this, in, out, inRows, outRows](uint64_t seq) {
+    at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
+    at::Tensor dst = at::empty_like(out, at::MemoryFormat::Contiguous).view({out.dim() ? out.size(0) : 1, -1});
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    for (int64_t q = 0, si = 0, so = 0; q < getSize(); si += inRows[q], so += outRows[q], ++q) {
+      sendTo[q] = src.narrow(0, si, inRows[q]);
+      recvFrom[q] = dst.narrow(0, so, outRows[q]);  // contiguous: rows of a contiguous matrix
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    out.copy_(dst.view(out.sizes()));
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tensor>& outputs,
+                                                           std::vector<at::Tensor>& inputs, const c10d::AllToAllOptions& opts) {
+  TORCH_CHECK_VALUE(static_cast<int>(inputs.size()) == getSize() && static_cast<int>(outputs.size()) == getSize(),
+                    "zcoll all_to_all: needs world_size input and output tensors");
+  for (int q = 0; q < getSize(); ++q) {
+    checkTensor(inputs[q], "all_to_all");
+    checkTensor(outputs[q], "all_to_all");
+    TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
+  }
+  std::vector<at::Tensor> ins = inputs, outs = outputs;
+  return enqueue(c10d::OpType::ALLTOALL, outs, [this, ins, outs](uint64_t seq) {
+    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
+    for (int q = 0; q < getSize(); ++q) {
+      sendTo[q] = ins[q].contiguous();
+      recvFrom[q] = at::empty({outs[q].numel()}, outs[q].options());
+    }
+    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    for (int q = 0; q < getSize(); ++q) outs[q].copy_(recvFrom[q].view(outs[q].sizes()));
+  }, opts.asyncOp);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions& opts) {
+  at::Tensor token = at::zeros({1}, at::kInt);
+  return enqueue(c10d::OpType::BARRIER, {token}, [this, token](uint64_t seq) {
+    CollectiveArgs a{DType::kInt32, RedOp::kSum, seq, config_.chunkBytes, deadline()};
+    ringAllReduce(*transport_, token.data_ptr(), 1, a);
+  }, opts.asyncOp);
+}
+
+}  // namespace zcoll
