@@ -15,13 +15,20 @@ TORCH_DTYPES = {"float32": "float32", "float64": "float64", "float16": "float16"
                 "int32": "int32", "int64": "int64", "uint8": "uint8", "bool": "bool"}
 
 
-def init(rank, world, store, transport="auto", timeout=60):
+def init(rank, world, store, transport="auto", timeout=60, algo=None, debug=None):
     import torch.distributed as dist
 
     import zcoll
-    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world,
-                            timeout=timedelta(seconds=timeout), pg_options=zcoll.Options(transport=transport))
+    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=timeout),
+                            pg_options=zcoll.Options(transport=transport, algo=algo, debug=debug))
     return dist
+
+
+def algorithm_used(coll, nbytes, world, transport, forced=None):
+    """The algorithm the backend runs: the forced one, else the tuner's (ranks share a host here)."""
+    from zcoll import _C
+    from zcoll.config import parse_algo
+    return parse_algo(forced or "").get(coll) or _C.tune(coll, nbytes, world, "tcp" if transport == "tcp" else "shm")[0]
 
 
 def rank_input(t, rank, n, salt=0):
@@ -53,9 +60,9 @@ ALLREDUCE_CASES = [("float32", "sum"), ("float32", "avg"), ("float32", "max"), (
                    ("int32", "avg"), ("uint8", "bxor"), ("bool", "sum"), ("float32", "premul_sum")]
 
 
-def ranks_allreduce(rank, world, store, transport, n):
+def ranks_allreduce(rank, world, store, transport, n, algo):
     import torch
-    dist = init(rank, world, store, transport)
+    dist = init(rank, world, store, transport, algo=algo)
     ops = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX,
            "min": dist.ReduceOp.MIN, "product": dist.ReduceOp.PRODUCT, "bxor": dist.ReduceOp.BXOR,
            "premul_sum": dist._make_nccl_premul_sum(0.25)}
@@ -77,18 +84,25 @@ def ranks_allreduce(rank, world, store, transport, n):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("world,transport", [(2, "shm"), (3, "shm"), (4, "auto"), (2, "tcp"), (3, "tcp")])
-def test_allreduce_equals_reference(world, transport):
+@pytest.mark.parametrize("world,transport,algo", [
+    (2, "shm", None), (3, "shm", None), (4, "auto", None), (2, "tcp", None), (3, "tcp", None),
+    (3, "shm", "ring"), (3, "shm", "tree"), (4, "shm", "oneshot"), (3, "shm", "allreduce:twoshot"),
+    (4, "tcp", "tree")])
+def test_allreduce_equals_reference(world, transport, algo):
+    """Each result equals the reference of the algorithm that ran: forced (ZCOLL_ALGO / Options.algo)
+    or chosen by the tuner for that size."""
     n = 1000
-    res = run_ranks(ranks_allreduce, world, transport, n, timeout=100)
+    res = run_ranks(ranks_allreduce, world, transport, n, algo, timeout=100)
     for i, (t, op) in enumerate(ALLREDUCE_CASES):
         inputs = [rank_input(t, r, n, i)[1] for r in range(world)]
         kw = {"dtype": "bfloat16"} if t == "bfloat16" else {}
-        want = R.all_reduce(inputs, op, "ring", premul=0.25 if op == "premul_sum" else None, **kw)[0]
+        used = algorithm_used("allreduce", inputs[0].nbytes, world, transport, algo)
+        want = R.all_reduce(inputs, op, used, premul=0.25 if op == "premul_sum" else None, **kw)[0]
         for r in range(world):
             assert_matches(t, res[r][i], (bits_of(t, want), nan_of(t, want)), f"{t} {op} rank {r}")
     base = np.arange(2 * n, dtype=np.float32).reshape(n, 2)[:, 1]
-    want = R.all_reduce([base * (r + 1) for r in range(world)], "sum", "ring")[0]
+    used = algorithm_used("allreduce", base.nbytes, world, transport, algo)
+    want = R.all_reduce([base * (r + 1) for r in range(world)], "sum", used)[0]
     for r in range(world):
         y, fut = res[r][len(ALLREDUCE_CASES)]
         np.testing.assert_array_equal(y, want)
@@ -214,7 +228,8 @@ def test_reduce_scatter_equals_reference(world):
     for i, (t, op) in enumerate(RS_CASES):
         inputs = [rank_input(t, r, world * m, i)[1] for r in range(world)]
         kw = {"dtype": "bfloat16"} if t == "bfloat16" else {}
-        want = R.reduce_scatter(inputs, op, "ring", premul=0.5 if op == "premul_sum" else None, **kw)
+        used = algorithm_used("reduce_scatter", inputs[0].nbytes, world, "shm")
+        want = R.reduce_scatter(inputs, op, used, premul=0.5 if op == "premul_sum" else None, **kw)
         for r in range(world):
             for got in res[r][i]:
                 assert_matches(t, got, (bits_of(t, want[r]), nan_of(t, want[r])), f"{t} {op} rank {r}")
@@ -316,7 +331,7 @@ def ranks_rooted_and_alltoall(rank, world, store):
     import torch
     dist = init(rank, world, store)
     out = {}
-    # reduce to each root: the root reduces every input in rank order (reference "oneshot")
+    # reduce to each root, with the tuner's algorithm (checked against the reference below)
     for root in range(world):
         for i, (t, op) in enumerate([("float32", "sum"), ("bfloat16", "avg"), ("int32", "max")]):
             x, _ = rank_input(t, rank, 257, 10 * root + i)
@@ -356,7 +371,7 @@ def test_reduce_gather_scatter_alltoall(world):
         for i, (t, op) in enumerate([("float32", "sum"), ("bfloat16", "avg"), ("int32", "max")]):
             inputs = [rank_input(t, r, 257, 10 * root + i)[1] for r in range(world)]
             kw = {"dtype": "bfloat16"} if t == "bfloat16" else {}
-            want = R.reduce(inputs, root, op, "oneshot", **kw)
+            want = R.reduce(inputs, root, op, algorithm_used("reduce", inputs[0].nbytes, world, "shm"), **kw)
             got = res[root][("reduce", root, t, op)]
             assert_matches(t, got, (bits_of(t, want), nan_of(t, want)), f"reduce root {root} {t} {op}")
     for q, g in enumerate(res[1]["gather"]):
@@ -393,11 +408,17 @@ def ranks_coalesced(rank, world, store):
 def test_coalesced_calls_equal_one_call_per_tensor():
     world = 3
     res = run_ranks(ranks_coalesced, world, timeout=100)
-    want_a = R.all_reduce([rank_input("float32", r, 300, 1)[1] for r in range(world)], "sum", "ring")[0]
-    want_b = R.all_reduce([rank_input("bfloat16", r, 77, 2)[1] for r in range(world)], "sum", "ring",
-                          dtype="bfloat16")[0]
-    rs_f = R.reduce_scatter([rank_input("float32", r, world * 50, 3)[1] for r in range(world)], "sum", "ring")
-    rs_i = R.reduce_scatter([rank_input("int64", r, world * 20, 4)[1] for r in range(world)], "sum", "ring")
+    def ar(t, n, salt):
+        xs = [rank_input(t, r, n, salt)[1] for r in range(world)]
+        return R.all_reduce(xs, "sum", algorithm_used("allreduce", xs[0].nbytes, world, "shm"),
+                            **({"dtype": t} if t == "bfloat16" else {}))[0]
+
+    def rs(t, n, salt):
+        xs = [rank_input(t, r, world * n, salt)[1] for r in range(world)]
+        return R.reduce_scatter(xs, "sum", algorithm_used("reduce_scatter", xs[0].nbytes, world, "shm"))
+
+    want_a, want_b = ar("float32", 300, 1), ar("bfloat16", 77, 2)
+    rs_f, rs_i = rs("float32", 50, 3), rs("int64", 20, 4)
     for r in range(world):
         a, b, of, oi = res[r]
         np.testing.assert_array_equal(a.view(np.uint32), want_a.view(np.uint32))
@@ -429,3 +450,62 @@ def test_mismatch_raises_on_every_rank_long_before_the_timeout(transport):
     for rank, (msg, seconds) in res.items():
         assert msg != "no error", f"rank {rank} did not raise"
         assert seconds < 15, (rank, seconds, msg)
+
+
+MISMATCHES = {
+    # what each rank runs: (op, dtype); same sizes, so only the header (tag) can tell them apart
+    "op": lambda rank: ("max" if rank == 1 else "sum", "float32"),
+    "dtype": lambda rank: ("sum", "int32" if rank == 1 else "float32"),
+}
+
+
+def ranks_same_size_mismatch(rank, world, store, transport, what, algo):
+    import time
+
+    import torch
+    dist = init(rank, world, store, transport, timeout=60, algo=algo)
+    op, dtype = MISMATCHES[what](rank)
+    x = torch.ones(4096, dtype=getattr(torch, dtype))
+    start = time.monotonic()
+    try:
+        dist.all_reduce(x, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+        return "no error", 0.0
+    except Exception as e:  # noqa: BLE001
+        return str(e), time.monotonic() - start
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("what,transport,algo", [("op", "shm", None), ("dtype", "shm", "ring"),
+                                                  ("op", "tcp", "tree"), ("dtype", "tcp", None)])
+def test_same_size_op_or_dtype_mismatch_raises_on_every_rank(what, transport, algo):
+    """SUM on two ranks and MAX on the third (or float32 vs int32) move the same bytes; the op and
+    dtype in every message's tag make the receiver raise, naming both collectives."""
+    res = run_ranks(ranks_same_size_mismatch, 3, transport, what, algo, timeout=100)
+    for rank, (msg, seconds) in res.items():
+        assert msg != "no error", f"rank {rank} did not raise"
+        assert seconds < 15, (rank, seconds, msg)
+    detail = "allreduce(max, float32)" if what == "op" else "allreduce(sum, int32)"
+    assert any(detail in msg and "collectives differ across ranks" in msg for msg, _ in res.values()), res
+
+
+def ranks_debug_log(rank, world, store):
+    import torch
+    dist = init(rank, world, store, "shm", debug=True, algo="reduce:oneshot")
+    for _ in range(3):  # the same choice is logged once, not per call
+        dist.all_reduce(torch.ones(1024))
+    dist.all_reduce(torch.ones(1 << 20))
+    dist.reduce(torch.ones(10), dst=0)
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)
+def test_debug_info_logs_each_choice_once(capfd):
+    from zcoll import _C
+    run_ranks(ranks_debug_log, 2, timeout=100)
+    err = capfd.readouterr().err
+    small, _ = _C.tune("allreduce", 4096, 2, "shm")
+    large, _ = _C.tune("allreduce", 4 << 20, 2, "shm")
+    assert err.count(f"allreduce of 4096 bytes over 2 ranks (shm): {small} (tuner)") == 1, err
+    assert f"allreduce of {4 << 20} bytes over 2 ranks (shm): {large} (tuner)" in err, err
+    assert "reduce of 40 bytes over 2 ranks (shm): oneshot (ZCOLL_ALGO)" in err, err
+    assert "zcoll INFO: transport shm (requested shm)" in err, err

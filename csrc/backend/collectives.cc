@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-#include "algorithms/ring.h"
+#include "algorithms/collective.h"
 #include "backend/process_group_zcoll.h"
 #include "backend/tensor_args.h"
 #include "kernels/cpu/reduce_cpu.h"
@@ -12,9 +12,14 @@
 namespace zcoll {
 namespace {
 
-// Op codes in message tags (algorithms/ring.h packs them): distinct per collective kind.
-constexpr uint8_t kOpBroadcast = 2, kOpAllGather = 3, kOpReduceScatter = 4, kOpGather = 5, kOpScatter = 6,
-                  kOpAllToAll = 7, kOpReduce = 8;
+// The tag of a collective that moves bytes without reducing (its dtype still goes in the tag).
+uint64_t copyTag(OpCode opcode, const at::Tensor& t, uint64_t seq) {
+  CollectiveArgs a;
+  a.opcode = opcode;
+  a.dtype = toDType(t.scalar_type(), "collective");
+  a.seq = seq;
+  return a.tag(0, 0);
+}
 
 }  // namespace
 
@@ -34,8 +39,9 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
   at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
   const size_t n = static_cast<size_t>(buf.numel());
   if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
-  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
-  ringAllReduce(*transport_, buf.data_ptr(), n, a);
+  CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op, seq);
+  const Algorithm algo = choose(Collective::kAllReduce, buf.nbytes(), a);
+  allReduce(*transport_, buf.data_ptr(), n, a, algo);
   if (!buf.is_same(t)) t.copy_(buf);
 }
 
@@ -66,7 +72,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
   return enqueue(c10d::OpType::BROADCAST, {t}, [this, t, root](uint64_t seq) {
     at::Tensor buf = t.contiguous();
     const size_t bytes = buf.nbytes();
-    const uint64_t tag = makeTag(kOpBroadcast, seq, 0, 0);
+    const uint64_t tag = copyTag(OpCode::kBroadcast, buf, seq);
     std::vector<RequestId> reqs;
     if (getRank() == root) {
       for (int p = 0; p < getSize(); ++p)
@@ -82,13 +88,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
 
 // Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
 void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq) {
-  const size_t part = input.nbytes();
+  const size_t part = static_cast<size_t>(input.numel());
   const int p = getSize();
   std::vector<size_t> b(p), e(p);
   for (int r = 0; r < p; ++r) b[r] = r * part, e[r] = (r + 1) * part;
-  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + b[getRank()], input.contiguous().data_ptr(), part);
-  CollectiveArgs a{DType::kUInt8, RedOp::kSum, seq, config_.chunkBytes, deadline()};
-  ringAllGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a, kOpAllGather);
+  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * getRank(), input.contiguous().data_ptr(),
+              input.nbytes());
+  const CollectiveArgs a = argsFor(OpCode::kAllGather, toDType(input.scalar_type(), "allgather"), RedOp::kSum, seq);
+  allGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -159,8 +166,9 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
     kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
   std::vector<size_t> b(getSize()), e(getSize());
   for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
-  CollectiveArgs a{dtype, op, seq, config_.chunkBytes, deadline()};
-  ringReduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, kOpReduceScatter);
+  CollectiveArgs a = argsFor(OpCode::kReduceScatter, dtype, op, seq);
+  const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a);
+  reduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, algo);
   output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
 }
 
@@ -228,23 +236,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
     at::Tensor mine = t.contiguous().clone();
     const size_t n = static_cast<size_t>(mine.numel());
     if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
-    const uint64_t tag = makeTag(kOpReduce, seq, 0, 0);
-    std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
-    if (getRank() != root) {
-      sendTo[root] = mine;
-      exchange(sendTo, recvFrom, tag);
-      return;
-    }
-    std::vector<const void*> srcs(getSize());
-    for (int p = 0; p < getSize(); ++p) {
-      if (p != root) recvFrom[p] = at::empty_like(mine);
-      srcs[p] = (p == root ? mine : recvFrom[p]).data_ptr();
-    }
-    exchange(sendTo, recvFrom, tag);
-    at::Tensor result = at::empty_like(mine);
-    kernels::cpu::reduceSources(dtype, op, srcs.data(), getSize(),
-                                result.data_ptr(), n, op == RedOp::kAvg ? getSize() : 0);
-    t.copy_(result.view(t.sizes()));
+    CollectiveArgs a = argsFor(OpCode::kReduce, dtype, op, seq);
+    const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a);
+    reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);  // other ranks: `mine` is scratch
+    if (getRank() == root) t.copy_(mine.view(t.sizes()));
   }, opts.asyncOp);
 }
 
@@ -270,7 +265,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
       for (int p = 0; p < getSize(); ++p)
         if (p != root) recvFrom[p] = at::empty({in.numel()}, in.options());
     }
-    exchange(sendTo, recvFrom, makeTag(kOpGather, seq, 0, 0));
+    exchange(sendTo, recvFrom, copyTag(OpCode::kGather, in, seq));
     for (int p = 0; p < static_cast<int>(outs.size()); ++p)
       outs[p].copy_(p == root ? in : recvFrom[p].view(outs[p].sizes()));
   }, opts.asyncOp);
@@ -300,7 +295,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
     } else {
       recvFrom[root] = buf;
     }
-    exchange(sendTo, recvFrom, makeTag(kOpScatter, seq, 0, 0));
+    exchange(sendTo, recvFrom, copyTag(OpCode::kScatter, out, seq));
     out.copy_(getRank() == root ? ins[root].view(out.sizes()) : buf.view(out.sizes()));
   }, opts.asyncOp);
 }
@@ -340,7 +335,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
       sendTo[q] = src.narrow(0, si, inRows[q]);
       recvFrom[q] = dst.narrow(0, so, outRows[q]);  // contiguous: rows of a contiguous matrix
     }
-    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    exchange(sendTo, recvFrom, copyTag(OpCode::kAllToAll, out, seq));
     out.copy_(dst.view(out.sizes()));
   }, opts.asyncOp);
 }
@@ -361,7 +356,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
       sendTo[q] = ins[q].contiguous();
       recvFrom[q] = at::empty({outs[q].numel()}, outs[q].options());
     }
-    exchange(sendTo, recvFrom, makeTag(kOpAllToAll, seq, 0, 0));
+    exchange(sendTo, recvFrom, copyTag(OpCode::kAllToAll, outs[0], seq));
     for (int q = 0; q < getSize(); ++q) outs[q].copy_(recvFrom[q].view(outs[q].sizes()));
   }, opts.asyncOp);
 }
@@ -369,8 +364,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions& opts) {
   at::Tensor token = at::zeros({1}, at::kInt);
   return enqueue(c10d::OpType::BARRIER, {token}, [this, token](uint64_t seq) {
-    CollectiveArgs a{DType::kInt32, RedOp::kSum, seq, config_.chunkBytes, deadline()};
-    ringAllReduce(*transport_, token.data_ptr(), 1, a);
+    CollectiveArgs a = argsFor(OpCode::kBarrier, DType::kInt32, RedOp::kSum, seq);
+    allReduce(*transport_, token.data_ptr(), 1, a, Algorithm::kOneShot);  // one round
   }, opts.asyncOp);
 }
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace zcoll {
@@ -53,10 +54,18 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.socketIfname = config_.socketIfname;
   topt.storeHost = config_.storeHost;
   topt.shmRingBytes = config_.shmRingBytes;
+  const std::string* forced[3] = {&config_.allreduceAlgo, &config_.reduceAlgo, &config_.reduceScatterAlgo};
+  for (auto c : {Collective::kAllReduce, Collective::kReduce, Collective::kReduceScatter}) {
+    const std::string& name = *forced[static_cast<int>(c)];
+    if (name.empty()) continue;
+    Algorithm& algo = forced_[static_cast<int>(c)];
+    TORCH_CHECK_VALUE(parseAlgorithm(name, &algo) && supports(c, algo), "zcoll: ", collectiveName(c), " has no algorithm '",
+                      name, "'");
+    hasForced_[static_cast<int>(c)] = true;
+  }
   transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
   if (config_.debug && rank == 0)
-    std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s, chunk %zu bytes\n", size,
-                 transport_->name(), config_.chunkBytes);
+    std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
   thread_ = std::thread([this] { progressLoop(); });
 }
 
@@ -67,6 +76,39 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   }
   cv_.notify_all();
   thread_.join();
+}
+
+CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {
+  CollectiveArgs a;
+  a.opcode = opcode;
+  a.dtype = dtype;
+  a.op = op;
+  a.seq = seq;
+  a.chunkBytes = config_.chunkBytes ? config_.chunkBytes : size_t{1} << 19;
+  a.deadline = deadline();
+  a.workspace = &workspace_;
+  return a;
+}
+
+Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& a) {
+  const TunerChoice tuned = tune(c, bytes, getSize(), transport_->name());
+  const int i = static_cast<int>(c);
+  const Algorithm algo = hasForced_[i] ? forced_[i] : tuned.algorithm;
+  if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
+  if (config_.debug && getRank() == 0) {
+    // One line per distinct choice, not per call: training loops run the same sizes forever.
+    char line[200];
+    std::snprintf(line, sizeof line, "zcoll INFO: %s of %zu bytes over %d ranks (%s): %s (%s), chunk %zu bytes (%s)",
+                  collectiveName(c), bytes, getSize(), transport_->name(), algorithmName(algo),
+                  hasForced_[i] ? "ZCOLL_ALGO" : "tuner", a.chunkBytes, config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner");
+    std::lock_guard<std::mutex> lock(logMutex_);
+    const std::string key = std::string(collectiveName(c)) + algorithmName(algo) + std::to_string(a.chunkBytes);
+    if (std::find(logged_.begin(), logged_.end(), key) == logged_.end()) {
+      logged_.push_back(key);
+      std::fprintf(stderr, "%s\n", line);
+    }
+  }
+  return algo;
 }
 
 // After a failed collective the ranks are out of step: abort the transport so every later

@@ -17,6 +17,8 @@
 #include <string>
 #include <thread>
 
+#include "algorithms/collective.h"
+#include "algorithms/tuner.h"
 #include "kernels/common/dtypes.h"
 #include "transport/transport.h"
 
@@ -25,7 +27,9 @@ namespace zcoll {
 // Per-group configuration: zcoll.Options in Python fills it from pg_options and ZCOLL_* env.
 struct BackendConfig {
   std::string transport = "shm";  // resolved by Python: "shm" or "tcp"
-  size_t chunkBytes = 1u << 19;
+  size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
+  // Forced algorithm per collective ("" = the tuner's), from ZCOLL_ALGO / Options.algo.
+  std::string allreduceAlgo, reduceAlgo, reduceScatterAlgo;
   size_t shmRingBytes = 4u << 20;
   std::string socketIfname;
   std::string storeHost;
@@ -113,6 +117,10 @@ class ProcessGroupZcoll : public c10d::Backend {
                                                    std::function<at::Tensor()> flatInput,
                                                    const c10d::ReduceOp& reduceOp, bool asyncOp);
   Deadline deadline() const { return Clock::now() + timeout_; }
+  // The arguments of a schedule run now: algorithm and chunk from the config or the tuner
+  // (logged under ZCOLL_DEBUG=INFO the first time each choice is made), the group's workspace.
+  CollectiveArgs argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const;
+  Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a);
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
   void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);
@@ -121,7 +129,13 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Transport> transport_;
-  uint64_t nextSeq_ = 0;  // issue order; the progress thread runs works in this order
+  uint64_t nextSeq_ = 0;
+  Algorithm forced_[3];       // per Collective, valid where hasForced_
+  bool hasForced_[3] = {false, false, false};
+  std::mutex logMutex_;
+  std::vector<std::string> logged_;  // choices already reported by ZCOLL_DEBUG=INFO
+  // Scratch of the schedules; only the one executing collective uses it (see running_).
+  mutable Workspace workspace_;  // issue order; the progress thread runs works in this order
 
   std::mutex mutex_;
   std::condition_variable cv_;

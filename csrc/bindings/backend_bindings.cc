@@ -14,7 +14,8 @@ void bindBackend(py::module_& m) {
       .def(py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                        std::chrono::milliseconds timeout, const std::string& transport, size_t chunkBytes,
                        size_t shmRingBytes, const std::string& socketIfname, const std::string& storeHost,
-                       bool debug) {
+                       bool debug, const std::string& allreduceAlgo, const std::string& reduceAlgo,
+                       const std::string& reduceScatterAlgo) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -22,11 +23,15 @@ void bindBackend(py::module_& m) {
              c.socketIfname = socketIfname;
              c.storeHost = storeHost;
              c.debug = debug;
+             c.allreduceAlgo = allreduceAlgo;
+             c.reduceAlgo = reduceAlgo;
+             c.reduceScatterAlgo = reduceScatterAlgo;
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
            py::arg("chunk_bytes"), py::arg("shm_ring_bytes"), py::arg("socket_ifname"), py::arg("store_host"),
-           py::arg("debug"), py::call_guard<py::gil_scoped_release>())
+           py::arg("debug"), py::arg("allreduce_algo") = "", py::arg("reduce_algo") = "",
+           py::arg("reduce_scatter_algo") = "", py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; });
 }

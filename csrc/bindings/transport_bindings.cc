@@ -2,13 +2,15 @@
 // isend/irecv/wait directly, bootstrapped through any store with set/get (e.g. torch's).
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "algorithms/ring.h"
+#include "algorithms/collective.h"
+#include "algorithms/tuner.h"
 #include "bindings/names.h"
 #include "transport/transport.h"
 
@@ -87,22 +89,69 @@ class PyTransport {
   std::map<zcoll::RequestId, py::array> pending_;
 };
 
-// The ring all-reduce of csrc/algorithms on a transport, in place on a contiguous array.
-void ringAllReducePy(PyTransport& t, py::array data, const std::string& dtype, const std::string& op, uint64_t seq,
-                     size_t chunkBytes, double timeoutSeconds) {
+zcoll::Algorithm algorithmOf(const std::string& name) {
+  zcoll::Algorithm algo;
+  if (!zcoll::parseAlgorithm(name, &algo))
+    throw std::invalid_argument("unknown algorithm '" + name + "' (ring, tree, oneshot, twoshot)");
+  return algo;
+}
+
+// A writeable C-contiguous array whose items have the dtype's size: what schedules run on.
+void* scheduleBuffer(py::array& data, const zcoll::CollectiveArgs& a, const char* what) {
+  if (!data.writeable() || !(data.flags() & py::array::c_style) ||
+      static_cast<size_t>(data.itemsize()) != zcoll::dtypeSize(a.dtype))
+    throw std::invalid_argument(std::string(what) + " needs a writeable contiguous array of " +
+                                zcoll::dtypeName(a.dtype) + " storage");
+  return data.mutable_data();
+}
+
+zcoll::CollectiveArgs argsOf(zcoll::OpCode opcode, const std::string& dtype, const std::string& op, uint64_t seq,
+                             size_t chunkBytes, double timeoutSeconds) {
   zcoll::CollectiveArgs a;
+  a.opcode = opcode;
   a.dtype = zcoll::bindings::parseDType(dtype);
   a.op = zcoll::bindings::parseRedOp(op);
   a.seq = seq;
   a.chunkBytes = chunkBytes;
   a.deadline = deadlineIn(timeoutSeconds);
-  if (!data.writeable() || !(data.flags() & py::array::c_style) ||
-      static_cast<size_t>(data.itemsize()) != zcoll::dtypeSize(a.dtype))
-    throw std::invalid_argument("ring_all_reduce needs a writeable contiguous array of " + dtype + " storage");
-  void* ptr = data.mutable_data();
+  return a;
+}
+
+// The schedules of csrc/algorithms on a transport, in place on contiguous arrays (PREMUL_SUM
+// inputs must be scaled first, as the backend does).
+void allReducePy(PyTransport& t, py::array data, const std::string& dtype, const std::string& op,
+                 const std::string& algo, uint64_t seq, size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kAllReduce, dtype, op, seq, chunkBytes, timeoutSeconds);
+  const auto algorithm = algorithmOf(algo);
+  void* ptr = scheduleBuffer(data, a, "all_reduce");
   const size_t count = static_cast<size_t>(data.size());
   py::gil_scoped_release release;
-  zcoll::ringAllReduce(t.transport(), ptr, count, a);
+  zcoll::allReduce(t.transport(), ptr, count, a, algorithm);
+}
+
+void reduceScatterPy(PyTransport& t, py::array data, const std::vector<size_t>& counts, const std::string& dtype,
+                     const std::string& op, const std::string& algo, uint64_t seq, size_t chunkBytes,
+                     double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kReduceScatter, dtype, op, seq, chunkBytes, timeoutSeconds);
+  const auto algorithm = algorithmOf(algo);
+  void* ptr = scheduleBuffer(data, a, "reduce_scatter");
+  const auto size = static_cast<size_t>(t.transport().size());
+  std::vector<size_t> b(size), e(size);
+  for (size_t r = 0, at = 0; r < size; at += counts.at(r), ++r) b[r] = at, e[r] = at + counts.at(r);
+  if (counts.size() != size || (size && e[size - 1] != static_cast<size_t>(data.size())))
+    throw std::invalid_argument("reduce_scatter: counts must give one slice per rank and add up to the array's size");
+  py::gil_scoped_release release;
+  zcoll::reduceScatter(t.transport(), ptr, b.data(), e.data(), a, algorithm);
+}
+
+void reducePy(PyTransport& t, py::array data, int root, const std::string& dtype, const std::string& op,
+              const std::string& algo, uint64_t seq, size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kReduce, dtype, op, seq, chunkBytes, timeoutSeconds);
+  const auto algorithm = algorithmOf(algo);
+  void* ptr = scheduleBuffer(data, a, "reduce");
+  const size_t count = static_cast<size_t>(data.size());
+  py::gil_scoped_release release;
+  zcoll::reduceToRoot(t.transport(), ptr, count, root, a, algorithm);
 }
 
 }  // namespace
@@ -122,7 +171,22 @@ void bindTransport(py::module_& m) {
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)
       .def("abort", [](PyTransport& t, const std::string& why) { t.transport().abort(why); })
-      .def("ring_all_reduce", &ringAllReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"),
+      .def("all_reduce", &allReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
-           "In-place ring all-reduce (docs/arithmetic.md §4) of a contiguous array.");
+           "In-place all-reduce (docs/arithmetic.md §4) of a contiguous array with the named algorithm.")
+      .def("reduce_scatter", &reduceScatterPy, py::arg("data"), py::arg("counts"), py::arg("dtype"), py::arg("op"),
+           py::arg("algo"), py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "Reduce-scatter in place: rank r's slice (counts[r] elements, in order) gets its result.")
+      .def("reduce", &reducePy, py::arg("data"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
+           py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "Reduce to root in place (other ranks' arrays become scratch).");
+  m.def("tune", [](const std::string& collective, size_t bytes, int ranks, const std::string& transport) {
+    for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
+      if (collective == zcoll::collectiveName(c)) {
+        const auto choice = zcoll::tune(c, bytes, ranks, transport);
+        return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
+      }
+    throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
+  }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"),
+        "The tuner's (algorithm, chunk bytes) for a collective the user did not configure.");
 }

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import torch.distributed as dist
 
 from . import _C
-from .config import Options, host_identity
+from .config import Options, host_identity, parse_algo
 
 
 def _pick_transport(store, rank: int, size: int, requested: str) -> str:
@@ -24,12 +25,15 @@ def _create_backend(dist_opts, pg_options):
     opts = (pg_options or Options()).resolved()
     store, rank, size = dist_opts.store, dist_opts.group_rank, dist_opts.group_size
     transport = _pick_transport(store, rank, size, opts.transport)
+    algos = parse_algo(opts.algo)
     if opts.debug and rank == 0:
         print(f"zcoll INFO: transport {transport} (requested {opts.transport}), "
-              f"chunk {opts.chunk_bytes} bytes, group of {size}", flush=True)
+              f"algorithms {algos or 'by the tuner'}, "
+              f"chunk {opts.chunk_bytes or 'by the tuner'} bytes, group of {size}", file=sys.stderr, flush=True)
     return _C.ProcessGroupZcoll(
         store, rank, size, dist_opts.timeout, transport, opts.chunk_bytes, opts.shm_ring_bytes,
-        opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug)
+        opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug,
+        algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""))
 
 
 def register() -> None:

@@ -10,8 +10,38 @@ from dataclasses import dataclass, field, fields
 
 TRANSPORTS = ("auto", "shm", "tcp")
 
+# The algorithms of each collective that has a choice (docs/arithmetic.md §4).
+ALGORITHMS = {
+    "allreduce": ("ring", "tree", "oneshot", "twoshot"),
+    "reduce": ("tree", "oneshot"),
+    "reduce_scatter": ("ring", "twoshot"),
+}
 
-def _env_int(name: str, default: int) -> int:
+
+def parse_algo(spec: str, source: str = "algo") -> dict[str, str]:
+    """``"ring"`` (every collective that has it) or ``"allreduce:tree,reduce:oneshot"`` ->
+    {collective: algorithm}; collectives left out use the tuner. Raises ValueError on unknowns."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip().lower() for part in spec.split(","))):
+        coll, sep, algo = item.rpartition(":")
+        if not sep:  # a bare name: every collective that has this algorithm
+            targets = [c for c, algos in ALGORITHMS.items() if item in algos]
+            if not targets:
+                raise ValueError(f"{source}={spec!r}: unknown algorithm {item!r} "
+                                 f"(ring, tree, oneshot, twoshot)")
+            out.update({c: item for c in targets})
+            continue
+        if coll not in ALGORITHMS:
+            raise ValueError(f"{source}={spec!r}: unknown collective {coll!r} "
+                             f"(expected one of {', '.join(ALGORITHMS)})")
+        if algo not in ALGORITHMS[coll]:
+            raise ValueError(f"{source}={spec!r}: {coll} has no algorithm {algo!r} "
+                             f"(expected one of {', '.join(ALGORITHMS[coll])})")
+        out[coll] = algo
+    return out
+
+
+def _env_int(name: str, default: int, allow_zero: bool = False) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         return default
@@ -19,7 +49,7 @@ def _env_int(name: str, default: int) -> int:
         value = int(raw, 0)
     except ValueError:
         raise ValueError(f"{name}={raw!r} is not an integer") from None
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be positive, got {value}")
     return value
 
@@ -37,8 +67,11 @@ class Options:
 
     transport: str | None = field(default=None, metadata={"env": "ZCOLL_TRANSPORT",
         "help": "auto (shm when all ranks share a host, else tcp), shm or tcp"})
+    algo: str | None = field(default=None, metadata={"env": "ZCOLL_ALGO",
+        "help": "force algorithms: 'ring' or 'allreduce:tree,reduce:oneshot,reduce_scatter:twoshot' "
+                "(unnamed collectives: the tuner)"})
     chunk_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_CHUNK_BYTES",
-        "help": "pipelining unit: bytes per transport message inside a segment"})
+        "help": "pipelining unit: bytes per transport message inside a segment (0: the tuner's)"})
     shm_ring_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_RING_BYTES",
         "help": "bytes of each directed pair's shared-memory ring"})
     socket_ifname: str | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_IFNAME",
@@ -53,13 +86,19 @@ class Options:
             out.transport = _env_choice("ZCOLL_TRANSPORT", "auto", TRANSPORTS)
         elif out.transport not in TRANSPORTS:
             raise ValueError(f"transport={out.transport!r}: expected one of {', '.join(TRANSPORTS)}")
+        if out.algo is None:
+            out.algo = os.environ.get("ZCOLL_ALGO", "")
+            parse_algo(out.algo, "ZCOLL_ALGO")
+        else:
+            parse_algo(out.algo)
         if out.chunk_bytes is None:
-            out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 1 << 19)
+            out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 0, allow_zero=True)
         if out.shm_ring_bytes is None:
             out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 4 << 20)
-        for name in ("chunk_bytes", "shm_ring_bytes"):
-            if getattr(out, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(out, name)}")
+        if out.chunk_bytes < 0:
+            raise ValueError(f"chunk_bytes must be positive (or 0 for the tuner's), got {out.chunk_bytes}")
+        if out.shm_ring_bytes <= 0:
+            raise ValueError(f"shm_ring_bytes must be positive, got {out.shm_ring_bytes}")
         if out.socket_ifname is None:
             out.socket_ifname = os.environ.get("ZCOLL_SOCKET_IFNAME", "")
         if out.debug is None:

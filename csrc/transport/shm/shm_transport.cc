@@ -15,6 +15,7 @@
 // sleep in short naps, so 8 ranks on 2 cores still progress. A peer whose process is gone is
 // detected through the pid in its segment header, long before the deadline.
 #include "transport/shm/shm_transport.h"
+#include "transport/tag.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -301,9 +302,8 @@ bool ShmTransport::progressRecv(int peer) {
       MessageHeader h;
       ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
       ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", rank_, " shm: corrupt message header from rank ", peer);
-      ZCOLL_CHECK(h.tag == r.tag && h.bytes == r.bytes, "rank ", rank_, " shm: expected a message of ", r.bytes,
-                  " bytes with tag 0x", std::hex, r.tag, std::dec, " from rank ", peer, ", got ", h.bytes,
-                  " bytes with tag 0x", std::hex, h.tag, std::dec, " (collectives differ across ranks?)");
+      if (h.tag != r.tag || h.bytes != r.bytes)
+        throw Error(mismatchMessage("shm", rank_, peer, r.tag, r.bytes, h.tag, h.bytes));
       tail += sizeof h;
       r.done = sizeof h;
       moved = true;

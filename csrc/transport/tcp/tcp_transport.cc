@@ -15,6 +15,7 @@
 // any wait drains everything, a ring (send to next, recv from prev, wait) cannot deadlock with
 // both ends' socket buffers full: each rank keeps reading while its own send is stuck.
 #include "transport/tcp/tcp_transport.h"
+#include "transport/tag.h"
 
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -378,9 +379,7 @@ void TcpTransport::checkFrame(int peer, const Request& r) const {
   const FrameHeader& h = r.header;
   ZCOLL_CHECK(h.magic == kFrameMagic, "rank ", rank_, " tcp: corrupt frame from rank ", peer, " (magic ", hex(h.magic),
               ") where a message of ", r.bytes, " bytes with tag ", hex(r.tag), " was expected");
-  ZCOLL_CHECK(h.tag == r.tag && h.bytes == r.bytes, "rank ", rank_, " tcp: expected a message of ", r.bytes,
-              " bytes with tag ", hex(r.tag), " from rank ", peer, ", got ", h.bytes, " bytes with tag ", hex(h.tag),
-              " (collectives differ across ranks?)");
+  if (h.tag != r.tag || h.bytes != r.bytes) throw Error(mismatchMessage("tcp", rank_, peer, r.tag, r.bytes, h.tag, h.bytes));
 }
 
 // "recv from rank 2", "send to rank 1": what a request is, for error messages.

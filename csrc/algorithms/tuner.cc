@@ -1,0 +1,58 @@
+#include "algorithms/tuner.h"
+
+namespace zcoll {
+
+const char* collectiveName(Collective c) {
+  switch (c) {
+    case Collective::kAllReduce: return "allreduce";
+    case Collective::kReduce: return "reduce";
+    case Collective::kReduceScatter: return "reduce_scatter";
+  }
+  return "?";
+}
+
+bool supports(Collective c, Algorithm algo) {
+  switch (c) {
+    case Collective::kAllReduce: return true;
+    case Collective::kReduce: return algo == Algorithm::kTree || algo == Algorithm::kOneShot;
+    case Collective::kReduceScatter: return algo == Algorithm::kRing || algo == Algorithm::kTwoShot;
+  }
+  return false;
+}
+
+namespace {
+
+constexpr size_t KiB = 1024, MiB = 1024 * KiB;
+
+// Messages per segment: small enough that the next chunk moves while this one is reduced,
+// large enough that per-message costs stay small.
+size_t chunkFor(size_t bytesPerStep) {
+  if (bytesPerStep <= 256 * KiB) return 64 * KiB;
+  if (bytesPerStep <= 4 * MiB) return 256 * KiB;
+  return 512 * KiB;
+}
+
+}  // namespace
+
+TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& transport) {
+  const bool shm = transport == "shm";
+  const size_t perRank = bytes / (ranks > 0 ? ranks : 1);
+  switch (c) {
+    case Collective::kAllReduce:
+      // One round beats the 2(p-1) rounds of a ring while p-1 copies of the tensor are cheap.
+      if (bytes <= (shm ? 64 * KiB : 16 * KiB) && ranks <= 8) return {Algorithm::kOneShot, bytes ? bytes : 1};
+      // Two rounds of direct sends: ring traffic without the ring's latency, on shm.
+      if (shm && bytes <= 2 * MiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
+      // Over the network, a tree's log(p) rounds win for small messages on many ranks.
+      if (!shm && bytes <= 256 * KiB && ranks > 4) return {Algorithm::kTree, chunkFor(bytes / 2)};
+      return {Algorithm::kRing, chunkFor(perRank)};
+    case Collective::kReduce:
+      return {Algorithm::kTree, chunkFor(bytes)};
+    case Collective::kReduceScatter:
+      if (shm && bytes <= 2 * MiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
+      return {Algorithm::kRing, chunkFor(perRank)};
+  }
+  return {Algorithm::kRing, chunkFor(perRank)};
+}
+
+}  // namespace zcoll

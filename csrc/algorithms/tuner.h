@@ -1,0 +1,29 @@
+// Which algorithm and chunk size a collective uses when the user did not say (ZCOLL_ALGO,
+// ZCOLL_CHUNK_BYTES). The thresholds come from bench/ measurements on our machines
+// (docs/architecture.md, "Algorithms and the tuner"); results never depend on the chunk size,
+// only on the algorithm, which the debug log reports.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+#include "algorithms/collective.h"
+
+namespace zcoll {
+
+enum class Collective { kAllReduce, kReduce, kReduceScatter };
+
+const char* collectiveName(Collective c);
+
+struct TunerChoice {
+  Algorithm algorithm;
+  size_t chunkBytes;
+};
+
+// `bytes`: the tensor's size (reduce_scatter: the whole input); `transport`: "shm" or "tcp".
+TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& transport);
+
+// Whether `algo` implements collective `c`.
+bool supports(Collective c, Algorithm algo);
+
+}  // namespace zcoll
