@@ -99,8 +99,8 @@ def mismatch(rank, world, store, kind):
 def test_tag_mismatch_is_a_clear_error(kind):
     res = run_ranks(mismatch, 2, kind, allow_failure=True)
     assert res[0] == "sent"
-    assert f"RuntimeError: rank 1 {kind}: expected a message of 16 bytes with tag 0x6 from rank 0, got 16 bytes " \
-           "with tag 0x5 (collectives differ across ranks?)" in res[1]
+    assert f"RuntimeError: rank 1 {kind}: rank 0 sent tag 0x5 of 16 bytes where tag 0x6 of 16 bytes was " \
+           "expected (collectives differ across ranks?)" in res[1]
 
 
 def aborted(rank, world, store, kind):
