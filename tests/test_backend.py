@@ -156,12 +156,23 @@ def ranks_bad_input(rank, world, store):
             errors.append(None)
         except Exception as e:  # noqa: BLE001
             errors.append(f"{type(e).__name__}: {e}")
+    # CUDA tensors reach zcoll (registered for cuda), which refuses them by name; this CPU-only
+    # torch cannot make one, so check the routing: the cuda backend is this same zcoll instance.
+    pg = dist.group.WORLD
+    errors.append(pg._get_backend(torch.device("cuda")) is pg._get_backend(torch.device("cpu")))
     try:  # sizes differ across ranks: must raise, not corrupt or hang
         dist.all_reduce(torch.ones(100 + 50 * rank))
         errors.append(None)
     except Exception as e:  # noqa: BLE001
         errors.append(f"{type(e).__name__}: {e}")
     return errors
+
+
+def test_registered_for_cpu_and_cuda():
+    import torch.distributed as dist
+
+    import zcoll  # noqa: F401
+    assert dist.Backend.backend_capability["zcoll"] == ["cpu", "cuda"]
 
 
 @pytest.mark.timeout(120)
@@ -171,7 +182,8 @@ def test_bad_input_raises_clear_errors_on_every_rank():
         assert "unsupported dtype" in errs[0], errs[0]
         assert "band is bitwise and not defined for float32" in errs[1], errs[1]
         assert errs[2] is not None and ("root" in errs[2] or "rank" in errs[2]), errs[2]
-        assert errs[3] is not None, f"rank {r}: mismatched sizes did not raise"
+        assert errs[3] is True, "zcoll is not the cuda backend of the group"
+        assert errs[4] is not None, f"rank {r}: mismatched sizes did not raise"
 
 
 def _zcoll_segments():

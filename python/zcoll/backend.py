@@ -38,4 +38,6 @@ def _create_backend(dist_opts, pg_options):
 
 def register() -> None:
     if "zcoll" not in dist.Backend.backend_list:
-        dist.Backend.register_backend("zcoll", _create_backend, extended_api=True, devices=["cpu"])
+        # cuda too: CUDA tensors then reach zcoll and get a clear "CUDA path not built/enabled"
+        # error instead of torch's "no backend for device".
+        dist.Backend.register_backend("zcoll", _create_backend, extended_api=True, devices=["cpu", "cuda"])
