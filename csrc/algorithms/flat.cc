@@ -19,11 +19,26 @@ void forEachPeer(int r, int p, Fn fn) {
 
 // Receives every peer's [begin, end) (in chunks, step `step`) into its own slot of `slots`
 // (slot q holds rank q's part; our own slot is unused) and, chunk by chunk as they arrive,
-// reduces all p parts in rank order into `data`. `divisor` as in reduceSources.
+// reduces all p parts in rank order into `data`. `divisor` as in reduceSources. `sends` are ours
+// that still read `data`: the reduction waits for them before writing. With none and p = 2,
+// nothing needs a slot: the peer's part is combined straight out of the transport.
 void reduceFromAll(Transport& t, void* data, size_t begin, size_t end, char* slots, const CollectiveArgs& a,
                    uint32_t step, int64_t divisor, std::vector<RequestId>& sends) {
   const int p = t.size(), r = t.rank();
   const size_t ce = chunkElems(a), item = itemBytes(a), len = end - begin;
+  if (p == 2 && sends.empty()) {
+    std::vector<RequestId> recvs;
+    forEachChunk(begin, end, ce, [&](size_t off, size_t n, size_t c) {
+      char* local = at(data, off, a);
+      recvs.push_back(t.irecvConsume(1 - r, a.tag(step, c), n * item, [&a, local, item, divisor, r](
+                                                                         size_t o, const void* in, size_t bytes) {
+        const void* srcs[2] = {r == 0 ? local + o : in, r == 0 ? in : local + o};
+        kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
+      }));
+    });
+    for (RequestId q : recvs) t.wait(q, a.deadline);
+    return;
+  }
   auto slot = [&](int q, size_t off) { return slots + (static_cast<size_t>(q) * len + (off - begin)) * item; };
   std::vector<std::vector<RequestId>> recvs(p);
   forEachPeer(r, p, [&](int q) {
@@ -56,8 +71,9 @@ void flatReduceScatter(Transport& t, void* data, const size_t* segBegin, const s
     });
   });
   std::vector<char> own;
-  char* slots = scratch(a, static_cast<size_t>(p) * (segEnd[r] - segBegin[r]) * item, own);
-  // Our sends read other segments than the one reduced into, but wait for them before returning.
+  char* slots = p == 2 ? nullptr : scratch(a, static_cast<size_t>(p) * (segEnd[r] - segBegin[r]) * item, own);
+  // Our sends read other segments than the one reduced into (so the reduction need not wait for
+  // them), but we wait for them before returning.
   std::vector<RequestId> none;
   reduceFromAll(t, data, segBegin[r], segEnd[r], slots, a, 0, avgDivisor(a, p), none);
   for (RequestId s : sends) t.wait(s, a.deadline);
@@ -106,7 +122,7 @@ void oneShotReduce(Transport& t, void* data, size_t count, int root, const Colle
     return;
   }
   std::vector<char> own;
-  char* slots = scratch(a, static_cast<size_t>(p) * count * item, own);
+  char* slots = p == 2 ? nullptr : scratch(a, static_cast<size_t>(p) * count * item, own);
   std::vector<RequestId> none;
   reduceFromAll(t, data, 0, count, slots, a, 0, avgDivisor(a, p), none);
 }

@@ -13,27 +13,24 @@ void ringReduceScatter(Transport& t, void* data, const size_t* segBegin, const s
                        const CollectiveArgs& a) {
   const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
   const size_t ce = chunkElems(a), item = itemBytes(a);
-  size_t maxSeg = 0;
-  for (int s = 0; s < p; ++s) maxSeg = std::max(maxSeg, segEnd[s] - segBegin[s]);
-  std::vector<char> own;
-  char* incoming = scratch(a, maxSeg * item, own);
   for (int k = 0; k < p - 1; ++k) {
     const int sendSeg = mod(r - k - 1, p), recvSeg = mod(r - k - 2, p);
-    const bool last = k == p - 2;  // we are the owner of recvSeg: AVG divides here
-    const size_t recvBase = segBegin[recvSeg];
-    std::vector<RequestId> sends, recvs;
+    const int64_t divisor = k == p - 2 && a.op == RedOp::kAvg ? p : 0;  // we own recvSeg: AVG divides here
+    std::vector<RequestId> reqs;
     forEachChunk(segBegin[sendSeg], segEnd[sendSeg], ce, [&](size_t off, size_t n, size_t c) {
-      sends.push_back(t.isend(next, a.tag(k, c), at(data, off, a), n * item));
+      reqs.push_back(t.isend(next, a.tag(k, c), at(data, off, a), n * item));
     });
-    forEachChunk(recvBase, segEnd[recvSeg], ce, [&](size_t off, size_t n, size_t c) {
-      recvs.push_back(t.irecv(prev, a.tag(k, c), incoming + (off - recvBase) * item, n * item));
+    // Incoming chunks are combined with ours as they arrive, straight from the transport (on shm,
+    // out of its ring): acc = incoming ⊕ local, rounded into our copy of the segment.
+    forEachChunk(segBegin[recvSeg], segEnd[recvSeg], ce, [&](size_t off, size_t n, size_t c) {
+      char* local = at(data, off, a);
+      reqs.push_back(t.irecvConsume(prev, a.tag(k, c), n * item, [&a, local, item, divisor](size_t o, const void* in,
+                                                                                          size_t bytes) {
+        const void* srcs[2] = {in, local + o};
+        kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
+      }));
     });
-    forEachChunk(recvBase, segEnd[recvSeg], ce, [&](size_t off, size_t n, size_t c) {
-      t.wait(recvs[c], a.deadline);  // chunk c is in; chunk c+1 keeps moving while we reduce
-      const void* srcs[2] = {incoming + (off - recvBase) * item, at(data, off, a)};
-      kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, at(data, off, a), n, last && a.op == RedOp::kAvg ? p : 0);
-    });
-    for (RequestId s : sends) t.wait(s, a.deadline);
+    for (RequestId q : reqs) t.wait(q, a.deadline);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <map>
 #include <memory>
 #include <string>
@@ -79,6 +80,21 @@ class PyTransport {
       transport_->wait(id, deadline);
     }
     pending_.erase(id);
+  }
+
+  // irecvConsume for tests: returns the payload and the (offset, bytes) pieces it came in.
+  py::tuple recvPieces(int peer, uint64_t tag, size_t bytes, double timeoutSeconds) {
+    std::vector<char> got(bytes);
+    std::vector<std::pair<size_t, size_t>> pieces;
+    {
+      py::gil_scoped_release release;
+      const auto id = transport_->irecvConsume(peer, tag, bytes, [&](size_t off, const void* src, size_t n) {
+        std::memcpy(got.data() + off, src, n);
+        pieces.emplace_back(off, n);
+      });
+      transport_->wait(id, deadlineIn(timeoutSeconds));
+    }
+    return py::make_tuple(py::bytes(got.data(), got.size()), pieces);
   }
 
   zcoll::Transport& transport() { return *transport_; }
@@ -170,6 +186,8 @@ void bindTransport(py::module_& m) {
       .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)
+      .def("recv_pieces", &PyTransport::recvPieces, py::arg("peer"), py::arg("tag"), py::arg("bytes"),
+           py::arg("timeout") = 30.0, "Receive through irecvConsume: (payload bytes, [(offset, bytes), ...]).")
       .def("abort", [](PyTransport& t, const std::string& why) { t.transport().abort(why); })
       .def("all_reduce", &allReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ class Store {
 
 using RequestId = uint64_t;
 
+// Takes a received payload piece: `bytes` bytes at `src` that belong at `offset` of the message.
+// Pieces come in order, cover the payload once, and never split an 8-byte-aligned word, so they
+// hold whole elements of any dtype; `src` is valid only during the call.
+using Consumer = std::function<void(size_t offset, const void* src, size_t bytes)>;
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -49,6 +55,10 @@ class Transport {
   virtual RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) = 0;
   // Queue the receipt of the next message from `peer` into `data` (exactly `bytes`, same tag).
   virtual RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) = 0;
+  // Like irecv, but hands the payload to `consume` as it arrives instead of into a buffer: shm
+  // calls it on the bytes in its ring, so a schedule reduces straight out of shared memory (one
+  // copy less); tcp calls it once with the whole message. It runs inside wait().
+  virtual RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) = 0;
   // Progress every outstanding request until `req` completes (an already completed request
   // returns at once; an unknown one throws). Throws TimeoutError past the deadline, Error when a
   // peer is gone, a message does not match, or abort() was called. After a throw, other queued

@@ -4,7 +4,9 @@
 // (itself included). Sender q writes rank r's ring[q]; only r reads it: single producer, single
 // consumer, no locks. A ring is a byte stream: `head` counts bytes ever written, `tail` bytes
 // ever read (each on its own cache line, so producer and consumer never share a line). Messages
-// in the stream are a MessageHeader (tag, bytes) followed by the payload.
+// in the stream are a MessageHeader (tag, bytes) followed by the payload, padded to 8 bytes, so
+// every message starts 8-aligned and a receiver can hand out pieces that never split an element
+// (irecvConsume reduces straight out of the ring).
 //
 // Bootstrap: every rank creates its segment under a unique name, publishes the name in the
 // store, maps every peer's segment, says so in the store, and once all ranks have mapped
@@ -65,6 +67,11 @@ struct MessageHeader {
   uint64_t tag;
   uint64_t bytes;
 };
+static_assert(sizeof(MessageHeader) % 8 == 0, "messages start 8-aligned");
+
+constexpr size_t kHeaderBytes = sizeof(MessageHeader);
+// Ring bytes one message takes: header, payload, padding to 8.
+constexpr size_t footprint(size_t payload) { return kHeaderBytes + ((payload + 7) & ~size_t{7}); }
 
 size_t roundUpPow2(size_t v) {
   size_t p = 4096;
@@ -97,7 +104,8 @@ struct Request {
   uint64_t tag;
   char* data;
   size_t bytes;
-  size_t done = 0;  // header + payload bytes moved so far
+  size_t done = 0;   // ring bytes (header, payload, padding) moved so far
+  Consumer consume;  // irecvConsume: takes the payload from the ring instead of `data`
 };
 
 class ShmTransport : public Transport {
@@ -110,6 +118,7 @@ class ShmTransport : public Transport {
   int size() const override { return size_; }
   RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
@@ -237,6 +246,12 @@ RequestId ShmTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) 
   return id;
 }
 
+RequestId ShmTransport::irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) {
+  const RequestId id = irecv(peer, tag, nullptr, bytes);
+  recvq_[peer].back().consume = std::move(consume);
+  return id;
+}
+
 // Copies n bytes into / out of a ring at stream position pos, wrapping at the end.
 void ringWrite(char* ring, size_t cap, uint64_t pos, const char* src, size_t n) {
   const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
@@ -261,8 +276,8 @@ bool ShmTransport::progressSend(int peer) {
   while (!q.empty()) {
     Request& r = q.front();
     const size_t space = ringBytes_ - static_cast<size_t>(head - tail);
-    if (r.done < sizeof(MessageHeader)) {  // headers go in whole, so the reader sees them whole
-      if (space < sizeof(MessageHeader)) break;
+    if (r.done < kHeaderBytes) {  // headers go in whole, so the reader sees them whole
+      if (space < kHeaderBytes) break;
       const MessageHeader h{kMessageMagic, r.tag, r.bytes};
       ringWrite(ring, ringBytes_, head, reinterpret_cast<const char*>(&h), sizeof h);
       head += sizeof h;
@@ -270,14 +285,15 @@ bool ShmTransport::progressSend(int peer) {
       moved = true;
       continue;
     }
-    const size_t n = std::min(space, sizeof(MessageHeader) + r.bytes - r.done);
+    const size_t total = footprint(r.bytes), n = std::min(space, total - r.done);
     if (n > 0) {
-      ringWrite(ring, ringBytes_, head, r.data + (r.done - sizeof(MessageHeader)), n);
+      const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
+      ringWrite(ring, ringBytes_, head, r.data + at, payload);  // the padding is left as it is
       head += n;
       r.done += n;
       moved = true;
     }
-    if (r.done < sizeof(MessageHeader) + r.bytes) break;
+    if (r.done < total) break;
     owner_.erase(r.id);
     q.pop_front();
   }
@@ -297,8 +313,8 @@ bool ShmTransport::progressRecv(int peer) {
   while (!q.empty()) {
     Request& r = q.front();
     const size_t avail = static_cast<size_t>(head - tail);
-    if (r.done < sizeof(MessageHeader)) {
-      if (avail < sizeof(MessageHeader)) break;
+    if (r.done < kHeaderBytes) {
+      if (avail < kHeaderBytes) break;
       MessageHeader h;
       ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
       ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", rank_, " shm: corrupt message header from rank ", peer);
@@ -309,17 +325,25 @@ bool ShmTransport::progressRecv(int peer) {
       moved = true;
       continue;
     }
-    const size_t n = std::min(avail, sizeof(MessageHeader) + r.bytes - r.done);
+    const size_t total = footprint(r.bytes), n = std::min(avail, total - r.done);
     if (n > 0) {
-      ringRead(ring, ringBytes_, tail, r.data + (r.done - sizeof(MessageHeader)), n);
+      const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
+      if (!r.consume) {
+        ringRead(ring, ringBytes_, tail, r.data + at, payload);
+      } else if (payload > 0) {  // in place, in at most two pieces (before and after the wrap)
+        const size_t pos = tail & (ringBytes_ - 1), first = std::min(payload, ringBytes_ - pos);
+        r.consume(at, ring + pos, first);
+        if (payload > first) r.consume(at + first, ring, payload - first);
+      }
       tail += n;
       r.done += n;
       moved = true;
     }
-    if (r.done < sizeof(MessageHeader) + r.bytes) break;
+    if (r.done < total) break;
     owner_.erase(r.id);
     q.pop_front();
   }
+  // Released only now: a consumer has finished reading the bytes it was handed.
   if (moved) ctl->tail.store(tail, std::memory_order_release);
   return moved;
 }

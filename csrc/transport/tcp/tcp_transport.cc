@@ -32,6 +32,7 @@
 #include <mutex>
 #include <sstream>
 #include <unordered_map>
+#include <vector>
 
 #include "transport/tcp/socket.h"
 
@@ -60,6 +61,8 @@ struct Request {
   size_t bytes;
   FrameHeader header;  // sends: the header to write; receives: the header as it arrives
   size_t done = 0;     // header + payload bytes moved so far
+  Consumer consume;    // irecvConsume: gets `staging` when the message is complete
+  std::unique_ptr<char[]> staging;
   size_t total() const { return kHeaderBytes + bytes; }
 };
 
@@ -99,6 +102,7 @@ class TcpTransport : public Transport {
   int size() const override { return size_; }
   RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
+  RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
   void abort(const std::string& why) override;
 
@@ -212,6 +216,16 @@ RequestId TcpTransport::isend(int peer, uint64_t tag, const void* data, size_t b
 RequestId TcpTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
   ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: recv from rank ", peer, ", not in a group of ", size_);
   return enqueue(peer, peers_[peer].recvs, tag, static_cast<char*>(data), bytes);
+}
+
+RequestId TcpTransport::irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) {
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: recv from rank ", peer, ", not in a group of ", size_);
+  const RequestId id = enqueue(peer, peers_[peer].recvs, tag, nullptr, bytes);
+  Request& r = peers_[peer].recvs.back();  // deque: stays where it is while others are queued
+  r.staging.reset(new char[bytes]);  // not value-initialised: no pass over memory about to be overwritten
+  r.data = r.staging.get();
+  r.consume = std::move(consume);
+  return id;
 }
 
 void TcpTransport::abort(const std::string& why) {
@@ -371,6 +385,7 @@ void TcpTransport::advance(int peer, std::deque<Request>& q, size_t n, bool rece
 }
 
 void TcpTransport::complete(std::deque<Request>& q) {
+  if (q.front().consume && q.front().bytes) q.front().consume(0, q.front().data, q.front().bytes);
   pending_.erase(q.front().id);
   q.pop_front();
 }
