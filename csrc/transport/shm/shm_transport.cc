@@ -13,14 +13,18 @@
 // everything, unlinks its own name: from then on nothing is left in /dev/shm even if a process
 // is killed (the kernel frees the memory when the last mapping goes).
 //
-// Waiting: spin briefly (lowest latency when ranks have their own cores), then sched_yield, then
-// sleep in short naps, so 8 ranks on 2 cores still progress. A peer whose process is gone is
+// Waiting: spin briefly (lowest latency when ranks have their own cores), yield a few times, then
+// sleep on a futex in our segment header (the doorbell): a peer that publishes data or frees ring
+// space for us rings it when someone sleeps there, so a sleeper wakes at once and an idle or
+// oversubscribed rank (8 ranks on 2 cores) burns no CPU. A peer whose process is gone is
 // detected through the pid in its segment header, long before the deadline.
 #include "transport/shm/shm_transport.h"
 #include "transport/tag.h"
 
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -46,6 +50,19 @@ constexpr size_t kLine = 64;
 
 constexpr size_t kAbortReasonBytes = 240;
 
+// How long wait() spins, then yields, before it sleeps on the doorbell. Waking a sleeper costs
+// tens to hundreds of microseconds (a syscall on each side, and on a VM an idle vCPU to wake), so
+// a peer that is merely a few Python statements behind must be caught while spinning.
+constexpr auto kSpinFor = std::chrono::microseconds(100), kYieldUntil = std::chrono::microseconds(1000);
+constexpr unsigned kRoundsPerClockRead = 64;
+
+// Where a rank sleeps: `seq` is the futex word, bumped by whoever may have unblocked the rank;
+// `sleepers` tells peers whether a bump (and a wake syscall) is needed at all.
+struct alignas(kLine) Doorbell {
+  std::atomic<uint32_t> seq;
+  std::atomic<uint32_t> sleepers;
+};
+
 struct alignas(kLine) SegmentHeader {
   uint64_t magic;
   int64_t pid;
@@ -54,7 +71,18 @@ struct alignas(kLine) SegmentHeader {
   // Set by abort(): peers waiting on this rank raise with the reason instead of timing out.
   std::atomic<uint32_t> aborted;
   char abortReason[kAbortReasonBytes];
+  Doorbell doorbell;  // its own cache line: peers touch it on every publish
 };
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex words are plain 32-bit integers");
+
+// Process-shared futex (no FUTEX_PRIVATE_FLAG: the word lives in shared memory).
+void futexWait(std::atomic<uint32_t>* word, uint32_t expected, std::chrono::microseconds timeout) {
+  timespec ts{static_cast<time_t>(timeout.count() / 1000000), static_cast<long>(timeout.count() % 1000000) * 1000};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+void futexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
 
 struct alignas(kLine) RingControl {
   alignas(kLine) std::atomic<uint64_t> head;  // written by the producer
@@ -128,11 +156,17 @@ class ShmTransport : public Transport {
     std::snprintf(h->abortReason, kAbortReasonBytes, "%s", abortReason_.c_str());
     h->aborted.store(1, std::memory_order_release);
     aborted_.store(true, std::memory_order_release);
+    for (int p = 0; p < size_; ++p) wake(p, true);  // sleeping peers wake and read the flag
   }
 
  private:
   bool progressSend(int peer);
   bool progressRecv(int peer);
+  // Wakes `peer` if it sleeps (always bumps its doorbell when `force`): after we published data
+  // to it or freed space in its ring to us.
+  void wake(int peer, bool force = false);
+  void sleepUntilRung(Deadline deadline);
+  void checkPeersAborted() const;
   void checkPeerAlive(int peer) const;
   void checkPeer(int peer) const;
   std::string pendingSummary() const;
@@ -188,6 +222,9 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   own->size = static_cast<uint64_t>(size);
   own->aborted.store(0);
   own->abortReason[0] = '\0';
+  new (&own->doorbell) Doorbell();
+  own->doorbell.seq.store(0);
+  own->doorbell.sleepers.store(0);
   std::atomic_thread_fence(std::memory_order_release);
   const std::string key = prefix + "/shm/";
   try {
@@ -297,7 +334,10 @@ bool ShmTransport::progressSend(int peer) {
     owner_.erase(r.id);
     q.pop_front();
   }
-  if (moved) ctl->head.store(head, std::memory_order_release);
+  if (moved) {
+    ctl->head.store(head, std::memory_order_release);
+    wake(peer);
+  }
   return moved;
 }
 
@@ -344,8 +384,44 @@ bool ShmTransport::progressRecv(int peer) {
     q.pop_front();
   }
   // Released only now: a consumer has finished reading the bytes it was handed.
-  if (moved) ctl->tail.store(tail, std::memory_order_release);
+  if (moved) {
+    ctl->tail.store(tail, std::memory_order_release);
+    wake(peer);
+  }
   return moved;
+}
+
+void ShmTransport::wake(int peer, bool force) {
+  if (peer == rank_) return;
+  Doorbell& d = segs_[peer].header()->doorbell;
+  // Orders our head/tail store before the sleepers load (the sleeper does the mirror image:
+  // announce, then look at the rings), so one of us always sees the other.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (!force && d.sleepers.load(std::memory_order_relaxed) == 0) return;
+  d.seq.fetch_add(1, std::memory_order_release);
+  futexWakeAll(&d.seq);
+}
+
+void ShmTransport::sleepUntilRung(Deadline deadline) {
+  Doorbell& d = segs_[rank_].header()->doorbell;
+  const uint32_t seq = d.seq.load(std::memory_order_acquire);
+  d.sleepers.fetch_add(1, std::memory_order_seq_cst);
+  bool moved = false;  // a peer that published before seeing us announced did not ring: look again
+  for (int p = 0; p < size_ && !moved; ++p) moved = progressSend(p) | progressRecv(p);
+  if (!moved) {
+    // Bounded, so liveness and the deadline are checked at least every 10 ms.
+    const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - Clock::now());
+    futexWait(&d.seq, seq, std::max(std::chrono::microseconds(1), std::min(left, std::chrono::microseconds(10000))));
+  }
+  d.sleepers.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void ShmTransport::checkPeersAborted() const {
+  for (int p = 0; p < size_; ++p) {
+    const SegmentHeader* h = segs_[p].header();
+    ZCOLL_CHECK(p == rank_ || h->aborted.load(std::memory_order_acquire) == 0, "rank ", rank_, " shm: rank ", p,
+                " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+  }
 }
 
 void ShmTransport::checkPeerAlive(int peer) const {
@@ -375,8 +451,8 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
     return;  // already complete
   }
   const int peer = it->second;
-  unsigned idle = 0;
-  auto nextLivenessCheck = Clock::now();
+  unsigned idle = 0;  // rounds without progress
+  auto idleSince = Clock::now(), nextLivenessCheck = idleSince;
   while (true) {
     if (aborted_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(abortMutex_);
@@ -389,9 +465,10 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
       idle = 0;
       continue;
     }
-    ++idle;
-    if (idle < 4096) continue;  // spin: a neighbour on its own core answers within microseconds
+    if (idle++ % kRoundsPerClockRead) continue;  // spin: a neighbour on its own core answers in microseconds
     const auto now = Clock::now();
+    if (idle == 1) idleSince = now;
+    if (now - idleSince < kSpinFor) continue;
     if (now >= deadline)
       throw TimeoutError("rank " + std::to_string(rank_) + " shm: timed out waiting on rank " + std::to_string(peer) +
                          "; " + pendingSummary());
@@ -400,8 +477,12 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
         if (p != rank_ && (!sendq_[p].empty() || !recvq_[p].empty())) checkPeerAlive(p);
       nextLivenessCheck = now + std::chrono::milliseconds(10);
     }
-    if (idle < 4096 + 256) sched_yield();  // oversubscribed cores: let the peer run
-    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (now - idleSince < kYieldUntil) {
+      sched_yield();  // a peer about to answer may need this core
+    } else {
+      sleepUntilRung(deadline);
+      checkPeersAborted();  // an abort rings every peer: read the flags now, not at the next liveness check
+    }
   }
 }
 
