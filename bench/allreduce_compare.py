@@ -27,6 +27,11 @@ def parse_size(s: str) -> int:
     return int(float(s[:-1]) * units[s[-1].upper()]) if s[-1].upper() in units else int(s)
 
 
+def repeats(nbytes: int, iters: int) -> int:
+    """`iters` at 4 MiB, more for smaller messages (up to 50x, where timing noise is largest)."""
+    return max(5, min(50 * iters, iters * (4 << 20) // max(nbytes, 1)))
+
+
 def median_us(fn, iters: int, warmup: int) -> float:
     return median_seconds(fn, iters, warmup) * 1e6
 
@@ -35,15 +40,16 @@ def torch_worker(rank, world, port, sizes, iters, out_queue):
     import torch
     import torch.distributed as dist
 
-    import zcoll  # noqa: F401  (registers the backend)
+    from zcoll import _C  # importing zcoll registers the backend
     store = dist.TCPStore("127.0.0.1", port, world, rank == 0, timedelta(seconds=60))
     dist.init_process_group("zcoll", store=store, rank=rank, world_size=world)
+    backend = dist.group.WORLD._get_backend(torch.device("cpu"))
     gloo = dist.new_group(backend="gloo")
     rows = []
     for nbytes in sizes:
         x = torch.ones(nbytes // 4)
-        n_iter = max(3, min(iters, int(iters * (4 << 20) / max(nbytes, 1)) or 3))
-        row = {"bytes": nbytes}
+        n_iter = repeats(nbytes, iters)
+        row = {"bytes": nbytes, "algo": _C.tune("allreduce", nbytes, world, backend.transport)[0]}
         for name, group in (("zcoll", None), ("gloo", gloo)):
             dist.barrier()
             row[name] = median_us(lambda: dist.all_reduce(x, group=group), n_iter, 2)
@@ -60,7 +66,7 @@ def mpi_worker(sizes, iters):
     for nbytes in sizes:
         x = np.ones(nbytes // 4, np.float32)
         y = np.empty_like(x)
-        n_iter = max(3, min(iters, int(iters * (4 << 20) / max(nbytes, 1)) or 3))
+        n_iter = repeats(nbytes, iters)
 
         def run():
             comm.Allreduce(x, y, op=MPI.SUM)
@@ -114,11 +120,11 @@ def main():
     copy_us = median_us(lambda: np.copyto(dst, src), 10, 2)
     print(f"all_reduce float32, {args.nproc} ranks, median us ({os.cpu_count()} cores); "
           f"64 MiB memcpy {copy_us:.0f} us = {src.nbytes / copy_us / 1e3:.1f} GB/s")
-    head = f"{'bytes':>10} {'zcoll':>10} {'gloo':>10} {'mpi':>10} {'gloo/zcoll':>11} {'mpi/zcoll':>10}"
+    head = f"{'bytes':>10} {'algo':>8} {'zcoll':>10} {'gloo':>10} {'mpi':>10} {'gloo/zcoll':>11} {'mpi/zcoll':>10}"
     print(head)
     for i, row in enumerate(rows):
         mpi = mpi_rows[i]["mpi"] if mpi_rows else float("nan")
-        print(f"{row['bytes']:>10} {row['zcoll']:>10.1f} {row['gloo']:>10.1f} {mpi:>10.1f} "
+        print(f"{row['bytes']:>10} {row['algo']:>8} {row['zcoll']:>10.1f} {row['gloo']:>10.1f} {mpi:>10.1f} "
               f"{row['gloo'] / row['zcoll']:>11.2f} {mpi / row['zcoll']:>10.2f}")
     if why:
         print(f"(no MPI column: {why})")
