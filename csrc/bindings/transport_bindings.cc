@@ -79,6 +79,16 @@ class PyTransport {
     pending_.erase(id);
   }
 
+  bool test(zcoll::RequestId id) {
+    bool done;
+    {
+      py::gil_scoped_release release;
+      done = transport_->test(id);
+    }
+    if (done) pending_.erase(id);
+    return done;
+  }
+
   zcoll::Transport& transport() { return *transport_; }
 
  private:
@@ -121,6 +131,8 @@ void bindTransport(py::module_& m) {
       .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)
+      .def("test", &PyTransport::test, py::arg("request"),
+           "One non-blocking progress pass; True when the request is complete.")
       .def("abort", [](PyTransport& t, const std::string& why) { t.transport().abort(why); })
       .def("ring_all_reduce", &ringAllReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,

@@ -110,6 +110,7 @@ class ShmTransport : public Transport {
   RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
   void wait(RequestId req, Deadline deadline) override;
+  bool test(RequestId req) override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
     if (aborted_.load()) return;  // the first cause is the useful one
@@ -126,6 +127,7 @@ class ShmTransport : public Transport {
   void checkPeerAlive(int peer) const;
   void checkPeer(int peer) const;
   std::string pendingSummary() const;
+  void checkPendingPeersDrained();
 
   int rank_, size_;
   size_t ringBytes_;
@@ -136,6 +138,7 @@ class ShmTransport : public Transport {
   std::atomic<bool> aborted_{false};  // abort() may come from another thread
   std::mutex abortMutex_;
   std::string abortReason_;
+  Clock::time_point nextLivenessCheck_{};  // test(): pid checks cost a syscall, so at most every 10 ms
 };
 
 std::string uniqueName(int rank) {
@@ -378,6 +381,42 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
     }
     if (idle < 4096 + 256) sched_yield();  // oversubscribed cores: let the peer run
     else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+}
+
+bool ShmTransport::test(RequestId req) {
+  if (!owner_.count(req)) {
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " shm: test of unknown request ", req);
+    return true;  // already complete
+  }
+  if (aborted_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(abortMutex_);
+    ZCOLL_CHECK(false, "rank ", rank_, " shm: aborted: ", abortReason_);
+  }
+  bool moved = false;
+  for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);
+  if (!owner_.count(req)) return true;
+  const auto now = Clock::now();
+  if (!moved && now >= nextLivenessCheck_) {
+    checkPendingPeersDrained();
+    nextLivenessCheck_ = now + std::chrono::milliseconds(10);
+  }
+  return false;
+}
+
+// A peer writes its last messages (a point-to-point farewell) before it aborts or exits, but we
+// may have read its ring before those bytes and its flag or pid after: drain what it wrote
+// before calling it gone, and only when we still expect something of it.
+void ShmTransport::checkPendingPeersDrained() {
+  const auto pending = [&](int p) { return !sendq_[p].empty() || !recvq_[p].empty(); };
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_ || !pending(p)) continue;
+    try {
+      checkPeerAlive(p);
+    } catch (const Error&) {
+      progressRecv(p);
+      if (pending(p)) throw;
+    }
   }
 }
 
