@@ -57,6 +57,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   if (config_.debug && rank == 0)
     std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s, chunk %zu bytes\n", size,
                  transport_->name(), config_.chunkBytes);
+  startP2P(topt);  // before the thread: if it throws, nothing is left running
   thread_ = std::thread([this] { progressLoop(); });
 }
 
@@ -67,6 +68,7 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   }
   cv_.notify_all();
   thread_.join();
+  p2p_.reset();  // farewell to the peers, stop the p2p thread, abort its transport
 }
 
 // After a failed collective the ranks are out of step: abort the transport so every later
