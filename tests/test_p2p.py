@@ -156,6 +156,11 @@ def pair(rank, world, store, kind):
     fut = work.get_future().wait()
     out["work"] = work.is_completed(), fut[0].tolist(), work._source_rank()
 
+    time.sleep(0.3)  # past the p2p thread's linger: an idle group sleeps (both threads)
+    cpu = time.process_time()
+    time.sleep(1.0)
+    out["idle_cpu"] = time.process_time() - cpu
+
     # dist.isend of a meta tensor never reaches a backend (torch runs a fake kernel): ask ours
     backend = dist.group.WORLD._get_backend(torch.device("cpu"))
     out["bad"] = {
@@ -238,6 +243,12 @@ def test_work_future_and_source_rank(pair_run):
     _, res, _ = pair_run
     for r in (0, 1):
         assert res[r]["work"] == (True, [float(1 - r)] * 3, 1 - r)
+
+
+def test_idle_group_costs_no_cpu(pair_run):
+    _, res, _ = pair_run
+    for r in (0, 1):
+        assert res[r]["idle_cpu"] < 0.05, res[r]["idle_cpu"]
 
 
 def test_bad_arguments_raise_on_the_caller(pair_run):
