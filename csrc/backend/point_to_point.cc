@@ -194,6 +194,7 @@ void P2PLane::complete(uint64_t id, const P2PStatus& status) {
   std::exception_ptr error = status.error;
   if (!error && sub->type != c10d::OpType::SEND && !sub->buffer.is_same(sub->tensor)) {
     try {
+      at::NoGradGuard noGrad;  // a data write, as the contiguous path's; not an autograd op
       sub->tensor.copy_(sub->buffer);  // the non-contiguous receive's write-back
     } catch (const std::exception&) {
       error = std::current_exception();
