@@ -161,3 +161,31 @@ def test_consumed_receive_hands_out_ordered_aligned_pieces(kind):
         assert at == n
         if kind == "shm" and n > 4096:
             assert len(pieces) > 1, "a message larger than the ring arrives in pieces"
+
+
+def polled(rank, world, store, kind):
+    t = transport(rank, world, store, kind, **SMALL_RING)
+    n = 1 << 20  # larger than the small shm ring: test() must keep moving it
+    if rank == 1:
+        store.get("may-send")
+        t.wait(t.isend(0, 3, payload(1, 0, n)))
+        return None
+    got = np.empty(n, np.uint8)
+    r = t.irecv(1, 3, got)
+    before = [t.test(r) for _ in range(100)]  # nothing sent yet: never complete, never blocks
+    store.set("may-send", "1")
+    deadline = time.monotonic() + 20
+    while not t.test(r):
+        assert time.monotonic() < deadline, "test() never completed the receive"
+    assert np.array_equal(got, payload(1, 0, n))
+    again = t.test(r)  # already complete
+    with pytest.raises(RuntimeError, match="unknown request"):
+        t.test(r + 1000)
+    return before, again
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_test_is_false_before_the_peer_sends_and_true_after(kind):
+    before, again = run_ranks(polled, 2, kind)[0]
+    assert not any(before) and again

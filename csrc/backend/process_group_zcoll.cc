@@ -66,6 +66,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
   if (config_.debug && rank == 0)
     std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
+  startP2P(topt);  // before the thread: if it throws, nothing is left running
   thread_ = std::thread([this] { progressLoop(); });
 }
 
@@ -76,6 +77,7 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   }
   cv_.notify_all();
   thread_.join();
+  p2p_.reset();  // farewell to the peers, stop the p2p thread, abort its transport
 }
 
 CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {

@@ -54,6 +54,13 @@ class ZcollWork : public c10d::Work {
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
 
+// Point-to-point runs beside the collectives on a transport and thread of its own
+// (backend/point_to_point.cc); the group only owns it.
+class P2PLane;
+struct P2PLaneDeleter {
+  void operator()(P2PLane* lane) const;
+};
+
 class ProcessGroupZcoll : public c10d::Backend {
  public:
   ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -98,6 +105,12 @@ class ProcessGroupZcoll : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
                                           const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
+  c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
+  // destroy_process_group(): ends point-to-point (farewell to the peers) even while something
+  // still holds the group; the collectives' lane ends in the destructor.
+  void shutdown() override;
 
  private:
   // Runs `run` as the group's next collective: on the progress thread, or right here when the
@@ -148,6 +161,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   bool running_ = false;  // a work is executing (progress thread or inline)
   std::string failure_;   // the first failed collective's error
   std::thread thread_;
+  std::unique_ptr<P2PLane, P2PLaneDeleter> p2p_;  // started by startP2P (point_to_point.cc)
+  void startP2P(const TransportOptions& collectiveOptions);
 };
 
 }  // namespace zcoll

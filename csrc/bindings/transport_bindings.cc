@@ -97,6 +97,16 @@ class PyTransport {
     return py::make_tuple(py::bytes(got.data(), got.size()), pieces);
   }
 
+  bool test(zcoll::RequestId id) {
+    bool done;
+    {
+      py::gil_scoped_release release;
+      done = transport_->test(id);
+    }
+    if (done) pending_.erase(id);
+    return done;
+  }
+
   zcoll::Transport& transport() { return *transport_; }
 
  private:
@@ -188,6 +198,8 @@ void bindTransport(py::module_& m) {
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)
       .def("recv_pieces", &PyTransport::recvPieces, py::arg("peer"), py::arg("tag"), py::arg("bytes"),
            py::arg("timeout") = 30.0, "Receive through irecvConsume: (payload bytes, [(offset, bytes), ...]).")
+      .def("test", &PyTransport::test, py::arg("request"),
+           "One non-blocking progress pass; True when the request is complete.")
       .def("abort", [](PyTransport& t, const std::string& why) { t.transport().abort(why); })
       .def("all_reduce", &allReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,

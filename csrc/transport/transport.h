@@ -65,6 +65,10 @@ class Transport {
   // requests still point into their callers' buffers: abort() the transport before freeing
   // them (the backend does), since a later wait() would otherwise keep moving their bytes.
   virtual void wait(RequestId req, Deadline deadline) = 0;
+  // One non-blocking pass of the same progress; true when `req` is complete (an already
+  // completed request: true; an unknown one throws). Throws what wait() throws, except timeouts:
+  // the caller owns the clock. For engines that poll many requests (algorithms/point_to_point).
+  virtual bool test(RequestId req) = 0;
   // Make every current and future wait() throw with `why` (group shutdown, an earlier failure).
   // The one method that may be called from any thread.
   virtual void abort(const std::string& why) = 0;

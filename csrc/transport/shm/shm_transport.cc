@@ -148,6 +148,7 @@ class ShmTransport : public Transport {
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
   RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
+  bool test(RequestId req) override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
     if (aborted_.load()) return;  // the first cause is the useful one
@@ -166,10 +167,10 @@ class ShmTransport : public Transport {
   // to it or freed space in its ring to us.
   void wake(int peer, bool force = false);
   void sleepUntilRung(Deadline deadline);
-  void checkPeersAborted() const;
   void checkPeerAlive(int peer) const;
   void checkPeer(int peer) const;
   std::string pendingSummary() const;
+  void checkPendingPeersDrained();
 
   int rank_, size_;
   size_t ringBytes_;
@@ -180,6 +181,7 @@ class ShmTransport : public Transport {
   std::atomic<bool> aborted_{false};  // abort() may come from another thread
   std::mutex abortMutex_;
   std::string abortReason_;
+  Clock::time_point nextLivenessCheck_{};  // test(): pid checks cost a syscall, so at most every 10 ms
 };
 
 std::string uniqueName(int rank) {
@@ -416,14 +418,6 @@ void ShmTransport::sleepUntilRung(Deadline deadline) {
   d.sleepers.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ShmTransport::checkPeersAborted() const {
-  for (int p = 0; p < size_; ++p) {
-    const SegmentHeader* h = segs_[p].header();
-    ZCOLL_CHECK(p == rank_ || h->aborted.load(std::memory_order_acquire) == 0, "rank ", rank_, " shm: rank ", p,
-                " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
-  }
-}
-
 void ShmTransport::checkPeerAlive(int peer) const {
   const SegmentHeader* h = segs_[peer].header();
   ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", rank_, " shm: rank ", peer,
@@ -473,15 +467,50 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
       throw TimeoutError("rank " + std::to_string(rank_) + " shm: timed out waiting on rank " + std::to_string(peer) +
                          "; " + pendingSummary());
     if (now >= nextLivenessCheck) {
-      for (int p = 0; p < size_; ++p)
-        if (p != rank_ && (!sendq_[p].empty() || !recvq_[p].empty())) checkPeerAlive(p);
+      checkPendingPeersDrained();
       nextLivenessCheck = now + std::chrono::milliseconds(10);
     }
     if (now - idleSince < kYieldUntil) {
       sched_yield();  // a peer about to answer may need this core
     } else {
       sleepUntilRung(deadline);
-      checkPeersAborted();  // an abort rings every peer: read the flags now, not at the next liveness check
+      nextLivenessCheck = now;  // an abort rings every peer: read the flags after the next pass, not in 10 ms
+    }
+  }
+}
+
+bool ShmTransport::test(RequestId req) {
+  if (!owner_.count(req)) {
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " shm: test of unknown request ", req);
+    return true;  // already complete
+  }
+  if (aborted_.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(abortMutex_);
+    ZCOLL_CHECK(false, "rank ", rank_, " shm: aborted: ", abortReason_);
+  }
+  bool moved = false;
+  for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);
+  if (!owner_.count(req)) return true;
+  const auto now = Clock::now();
+  if (!moved && now >= nextLivenessCheck_) {
+    checkPendingPeersDrained();
+    nextLivenessCheck_ = now + std::chrono::milliseconds(10);
+  }
+  return false;
+}
+
+// A peer writes its last messages (a point-to-point farewell) before it aborts or exits, but we
+// may have read its ring before those bytes and its flag or pid after: drain what it wrote
+// before calling it gone, and only when we still expect something of it.
+void ShmTransport::checkPendingPeersDrained() {
+  const auto pending = [&](int p) { return !sendq_[p].empty() || !recvq_[p].empty(); };
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_ || !pending(p)) continue;
+    try {
+      checkPeerAlive(p);
+    } catch (const Error&) {
+      progressRecv(p);
+      if (pending(p)) throw;
     }
   }
 }

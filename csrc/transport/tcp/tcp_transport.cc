@@ -104,6 +104,7 @@ class TcpTransport : public Transport {
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override;
   RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
+  bool test(RequestId req) override;
   void abort(const std::string& why) override;
 
  private:
@@ -272,6 +273,22 @@ void TcpTransport::wait(RequestId req, Deadline deadline) {
     failure_ = e.what();
     throw;
   }
+}
+
+bool TcpTransport::test(RequestId req) {
+  throwIfStopped();
+  if (!pending_.count(req)) {
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " tcp: test of unknown request ", req);
+    return true;  // completed earlier
+  }
+  try {
+    progressAll();
+  } catch (const Error& e) {
+    throwIfStopped();  // as in wait(): report our own abort, not the EOF it caused
+    failure_ = e.what();
+    throw;
+  }
+  return !pending_.count(req);
 }
 
 // One non-blocking pass over every queue.

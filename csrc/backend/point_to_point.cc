@@ -1,0 +1,251 @@
+// Point-to-point for ProcessGroupZcoll: send, recv and recvAnysource, on a transport and thread of
+// their own (docs/architecture.md, point-to-point). They must not queue behind collectives (a
+// user's isend + recv pair would wait on the collectives' lane), nor share the collectives'
+// per-pair FIFO, whose order every rank agrees on while p2p tags arrive in any order.
+//
+// The caller's thread checks arguments and queues a submission. The p2p thread hands it to the
+// matching engine (algorithms/point_to_point.h) and polls the engine: spinning while messages
+// move, then yielding, then napping, and asleep on a condition variable once nothing has been
+// pending for a while, so an idle group costs no CPU and 8 ranks on 2 cores still progress.
+#include <ATen/ATen.h>
+#include <sched.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <unordered_map>
+
+#include "algorithms/point_to_point.h"
+#include "backend/process_group_zcoll.h"
+#include "backend/tensor_args.h"
+
+namespace zcoll {
+namespace {
+
+constexpr size_t kMinRingBytes = 256u << 10;
+constexpr unsigned kSpinPolls = 64, kYieldPolls = 256;
+// After the last operation, keep draining for messages already on their way, then sleep: a
+// message sent to a sleeping rank waits in the transport until that rank's next p2p call.
+constexpr auto kLinger = std::chrono::milliseconds(100);
+constexpr auto kFarewellTime = std::chrono::seconds(2);
+
+// Naps grow from 50 us to 1 ms: short waits stay responsive, long ones cost ~nothing.
+std::chrono::microseconds nap(unsigned idle) {
+  const unsigned naps = idle - kSpinPolls - kYieldPolls;
+  return std::chrono::microseconds(std::min(1000u, 50u * (1 + naps / 8)));
+}
+
+// The one tensor of a p2p call.
+at::Tensor p2pTensor(const std::vector<at::Tensor>& tensors, const char* op) {
+  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll ", op, ": expects one tensor, got ", tensors.size());
+  checkTensor(tensors[0], op);
+  return tensors[0];
+}
+
+void checkPeer(int peer, int rank, int size, const char* op) {
+  TORCH_CHECK_VALUE(peer >= 0 && peer < size, "zcoll ", op, ": peer rank ", peer, " is not a rank of a group of ",
+                    size);
+  TORCH_CHECK_VALUE(peer != rank, "zcoll ", op, ": peer rank ", peer, " is this rank (messages to self are not supported)");
+}
+
+// A receive lands in a contiguous buffer: the tensor itself, or a copy written back at the end.
+at::Tensor contiguousTarget(const at::Tensor& t) {
+  return t.is_contiguous() ? t : at::empty_like(t, at::MemoryFormat::Contiguous);
+}
+
+}  // namespace
+
+// A p2p Work, completed by the p2p thread; receives report their sender through sourceRank().
+class P2PWork : public c10d::Work {
+ public:
+  P2PWork(c10d::OpType type, at::Tensor tensor, int source)
+      : c10d::Work(-1, type), type_(type), tensor_(std::move(tensor)), source_(source),
+        future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+  bool isCompleted() override { return future_->completed(); }
+  bool isSuccess() const override { return future_->completed() && !future_->hasError(); }
+  std::exception_ptr exception() const override { return future_->hasError() ? future_->exception_ptr() : nullptr; }
+  int sourceRank() const override {
+    TORCH_CHECK(type_ != c10d::OpType::SEND, "zcoll: sourceRank() is defined for receives only");
+    return source_.load();
+  }
+  std::vector<at::Tensor> result() override { return {tensor_}; }
+  bool wait(std::chrono::milliseconds /*timeout: the group timeout bounds every p2p op*/) override {
+    future_->waitAndThrow();
+    return true;
+  }
+  c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+
+  void complete(int source, std::exception_ptr error) {
+    if (source >= 0) source_.store(source);  // before the future: a waiter then reads it
+    if (error) future_->setError(std::move(error));
+    else future_->markCompleted(c10::IValue(std::vector<at::Tensor>{tensor_}));
+  }
+
+ private:
+  const c10d::OpType type_;
+  at::Tensor tensor_;
+  std::atomic<int> source_;
+  c10::intrusive_ptr<c10::ivalue::Future> future_;
+};
+
+class P2PLane {
+ public:
+  P2PLane(std::unique_ptr<Transport> transport, std::chrono::milliseconds timeout)
+      : transport_(std::move(transport)), engine_(*transport_), timeout_(timeout), thread_([this] { run(); }) {}
+  ~P2PLane() { close(); }
+  // Stops the thread (which says farewell, aborts the transport and fails what is pending);
+  // later submissions throw. Idempotent.
+  void close();
+  // `buffer` is contiguous: what is sent, or where a receive lands before `tensor` gets it.
+  c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int tag, at::Tensor tensor, at::Tensor buffer);
+
+ private:
+  struct Submission {
+    c10d::OpType type;
+    int peer, tag;
+    at::Tensor tensor, buffer;
+    Deadline deadline;
+    c10::intrusive_ptr<P2PWork> work;
+  };
+  void run();
+  void start(std::unique_ptr<Submission> s);
+  void complete(uint64_t id, const P2PStatus& status);
+
+  std::unique_ptr<Transport> transport_;
+  PointToPoint engine_;  // p2p thread only (constructed before it starts)
+  const std::chrono::milliseconds timeout_;
+  std::unordered_map<uint64_t, std::unique_ptr<Submission>> active_;  // p2p thread only
+  uint64_t nextId_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Submission>> incoming_;  // from callers to the p2p thread
+  // Done submissions are released by the next caller or the destructor, never by the p2p thread:
+  // dropping the last reference to a Python-created tensor needs the GIL (as in the lane).
+  std::vector<std::unique_ptr<Submission>> finished_;
+  bool stop_ = false;
+  std::once_flag closed_;
+  std::thread thread_;
+};
+
+c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int tag, at::Tensor tensor,
+                                               at::Tensor buffer) {
+  auto work = c10::make_intrusive<P2PWork>(type, tensor, type == c10d::OpType::RECV ? peer : -1);
+  auto s = std::make_unique<Submission>(
+      Submission{type, peer, tag, std::move(tensor), std::move(buffer), Clock::now() + timeout_, work});
+  std::vector<std::unique_ptr<Submission>> done;  // released here, on the caller's thread
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TORCH_CHECK(!stop_, "zcoll ", type == c10d::OpType::SEND ? "send" : "recv",
+                ": the process group has been shut down (destroy_process_group)");
+    done.swap(finished_);
+    incoming_.push_back(std::move(s));
+  }
+  cv_.notify_one();
+  return work;
+}
+
+void P2PLane::run() {
+  unsigned idle = 0;
+  auto lastActive = Clock::now();
+  std::vector<std::unique_ptr<Submission>> batch;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const auto woken = [&] { return stop_ || !incoming_.empty(); };
+      if (!woken() && idle >= kSpinPolls + kYieldPolls) {
+        if (!engine_.busy() && Clock::now() - lastActive >= kLinger) {
+          cv_.wait(lock, woken);  // nothing pending: sleep until a call or the group's end
+          idle = 0;
+        } else {
+          cv_.wait_for(lock, nap(idle), woken);
+        }
+      }
+      if (stop_) break;
+      batch.swap(incoming_);
+    }
+    const bool started = !batch.empty();
+    for (auto& s : batch) start(std::move(s));
+    batch.clear();
+    if (engine_.poll() || started) {
+      idle = 0;
+      lastActive = Clock::now();
+      continue;
+    }
+    if (++idle > kSpinPolls && idle <= kSpinPolls + kYieldPolls) sched_yield();  // let a peer on our core run
+  }
+  engine_.close("process group destroyed with the operation pending",
+                Clock::now() + std::min<Clock::duration>(timeout_, kFarewellTime));
+}
+
+void P2PLane::start(std::unique_ptr<Submission> s) {
+  const uint64_t id = nextId_++;
+  const Submission& sub = *s;
+  active_.emplace(id, std::move(s));
+  auto done = [this, id](const P2PStatus& status) { complete(id, status); };  // may run before send() returns
+  if (sub.type == c10d::OpType::SEND)
+    engine_.send(sub.peer, sub.tag, sub.buffer.data_ptr(), sub.buffer.nbytes(), sub.deadline, done);
+  else
+    engine_.recv(sub.peer, sub.tag, sub.buffer.data_ptr(), sub.buffer.nbytes(), sub.deadline, done);
+}
+
+void P2PLane::complete(uint64_t id, const P2PStatus& status) {
+  auto node = active_.extract(id);
+  std::unique_ptr<Submission> sub = std::move(node.mapped());
+  std::exception_ptr error = status.error;
+  if (!error && sub->type != c10d::OpType::SEND && !sub->buffer.is_same(sub->tensor)) {
+    try {
+      at::NoGradGuard noGrad;  // a data write, as the contiguous path's; not an autograd op
+      sub->tensor.copy_(sub->buffer);  // the non-contiguous receive's write-back
+    } catch (const std::exception&) {
+      error = std::current_exception();
+    }
+  }
+  sub->work->complete(status.source, error);
+  std::lock_guard<std::mutex> lock(mu_);
+  finished_.push_back(std::move(sub));
+}
+
+void P2PLane::close() {
+  std::call_once(closed_, [this] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // it said farewell, aborted the transport and failed what was pending
+    for (auto& s : incoming_)
+      s->work->complete(-1, std::make_exception_ptr(Error("zcoll: process group destroyed before the operation started")));
+  });
+}
+
+void P2PLaneDeleter::operator()(P2PLane* lane) const { delete lane; }
+
+void ProcessGroupZcoll::shutdown() { p2p_->close(); }
+
+void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
+  TransportOptions options = collectiveOptions;
+  // The engine drains every ring into buffers of its own, so a smaller ring only costs more
+  // rounds on large messages.
+  options.shmRingBytes = std::max(collectiveOptions.shmRingBytes / 4, kMinRingBytes);
+  auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
+  p2p_.reset(new P2PLane(std::move(transport), timeout_));
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
+  const at::Tensor t = p2pTensor(tensors, "send");
+  checkPeer(dstRank, getRank(), getSize(), "send");
+  return p2p_->submit(c10d::OpType::SEND, dstRank, tag, t, t.contiguous());  // a copy if non-contiguous
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
+  const at::Tensor t = p2pTensor(tensors, "recv");
+  checkPeer(srcRank, getRank(), getSize(), "recv");
+  return p2p_->submit(c10d::OpType::RECV, srcRank, tag, t, contiguousTarget(t));
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
+  const at::Tensor t = p2pTensor(tensors, "recv");
+  return p2p_->submit(c10d::OpType::RECVANYSOURCE, kAnySource, tag, t, contiguousTarget(t));
+}
+
+}  // namespace zcoll
