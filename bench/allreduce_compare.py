@@ -1,11 +1,12 @@
 """All-reduce latency and bandwidth, zcoll vs gloo vs MPI, side by side in one run.
 
-    python bench/allreduce_compare.py [--nproc 2] [--sizes 4K,256K,4M,64M] [--iters 20]
+    python bench/allreduce_compare.py [--nproc 2] [--sizes 4K,256K,4M,64M] [--iters 50]
 
 zcoll and gloo run in the same processes (one group each), interleaved per size so both see the
 same machine state; MPI (mpi4py's Allreduce under mpirun, when installed) runs right after.
-Prints median microseconds per all-reduce of float32 and each backend's time over zcoll's, and
-a 64 MiB memcpy for the memory-bandwidth bound.
+Prints median microseconds per all-reduce of float32 and each backend's time over zcoll's, a
+64 MiB memcpy for the memory-bandwidth bound, and the dispatch floor (an all-reduce on a
+1-rank zcoll group: torch's per-call cost plus zcoll's work object, no communication).
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ def median_us(fn, iters: int, warmup: int) -> float:
     return median_seconds(fn, iters, warmup) * 1e6
 
 
-def torch_worker(rank, world, port, sizes, iters, out_queue):
+def torch_worker(rank, world, port, sizes, iters, out_queue, bind):
+    if bind:  # one core per rank, as mpirun binds its ranks by default
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[rank % len(os.sched_getaffinity(0))]})
     import torch
     import torch.distributed as dist
 
@@ -45,6 +48,14 @@ def torch_worker(rank, world, port, sizes, iters, out_queue):
     dist.init_process_group("zcoll", store=store, rank=rank, world_size=world)
     backend = dist.group.WORLD._get_backend(torch.device("cpu"))
     gloo = dist.new_group(backend="gloo")
+    # One group of one rank each: an all-reduce there moves nothing, so it times torch's dispatch
+    # plus zcoll's work object: the floor every backend pays per call.
+    solo = [dist.new_group([r], backend="zcoll") for r in range(world)][rank]
+    small = torch.ones(1024)
+    for group in (None, gloo):  # the first few hundred calls after start-up run slower
+        for _ in range(300):
+            dist.all_reduce(small, group=group)
+    floor = median_us(lambda: dist.all_reduce(small, group=solo), 2000, 200)
     rows = []
     for nbytes in sizes:
         x = torch.ones(nbytes // 4)
@@ -52,10 +63,10 @@ def torch_worker(rank, world, port, sizes, iters, out_queue):
         row = {"bytes": nbytes, "algo": _C.tune("allreduce", nbytes, world, backend.transport)[0]}
         for name, group in (("zcoll", None), ("gloo", gloo)):
             dist.barrier()
-            row[name] = median_us(lambda: dist.all_reduce(x, group=group), n_iter, 2)
+            row[name] = median_us(lambda: dist.all_reduce(x, group=group), n_iter, max(2, n_iter // 10))
         rows.append(row)
     if rank == 0:
-        out_queue.put(rows)
+        out_queue.put((rows, floor))
     dist.destroy_process_group()
 
 
@@ -71,7 +82,7 @@ def mpi_worker(sizes, iters):
         def run():
             comm.Allreduce(x, y, op=MPI.SUM)
         comm.Barrier()
-        rows.append({"bytes": nbytes, "mpi": median_us(run, n_iter, 2)})
+        rows.append({"bytes": nbytes, "mpi": median_us(run, n_iter, max(2, n_iter // 10))})
     if comm.Get_rank() == 0:
         print(json.dumps(rows))
 
@@ -92,7 +103,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nproc", type=int, default=2)
     ap.add_argument("--sizes", default="4K,256K,4M,64M")
-    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--bind", choices=("auto", "core", "none"), default="auto",
+                    help="pin zcoll/gloo rank r to core r (auto: when there are enough cores, as mpirun "
+                         "does by default for its ranks)")
     ap.add_argument("--mpi-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     sizes = [parse_size(s) for s in args.sizes.split(",")]
@@ -107,11 +121,12 @@ def main():
         port = sock.getsockname()[1]
     ctx = mp.get_context("spawn")
     results = ctx.Queue()
-    procs = [ctx.Process(target=torch_worker, args=(r, args.nproc, port, sizes, args.iters, results))
+    bind = args.bind == "core" or (args.bind == "auto" and args.nproc <= len(os.sched_getaffinity(0)))
+    procs = [ctx.Process(target=torch_worker, args=(r, args.nproc, port, sizes, args.iters, results, bind))
              for r in range(args.nproc)]
     for p in procs:
         p.start()
-    rows = results.get(timeout=1800)
+    rows, floor = results.get(timeout=1800)
     for p in procs:
         p.join(60)
     mpi_rows, why = run_mpi(args.nproc, sizes, args.iters)
@@ -119,7 +134,8 @@ def main():
     dst = np.empty_like(src)
     copy_us = median_us(lambda: np.copyto(dst, src), 10, 2)
     print(f"all_reduce float32, {args.nproc} ranks, median us ({os.cpu_count()} cores); "
-          f"64 MiB memcpy {copy_us:.0f} us = {src.nbytes / copy_us / 1e3:.1f} GB/s")
+          f"64 MiB memcpy {copy_us:.0f} us = {src.nbytes / copy_us / 1e3:.1f} GB/s; "
+          f"dispatch floor (4 KiB on a 1-rank zcoll group) {floor:.1f} us")
     head = f"{'bytes':>10} {'algo':>8} {'zcoll':>10} {'gloo':>10} {'mpi':>10} {'gloo/zcoll':>11} {'mpi/zcoll':>10}"
     print(head)
     for i, row in enumerate(rows):

@@ -146,7 +146,7 @@ c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int 
 
 void P2PLane::run() {
   unsigned idle = 0;
-  auto lastActive = Clock::now();
+  Clock::time_point lastActive{};  // no linger at start: a group that never uses p2p must cost its ranks no CPU
   std::vector<std::unique_ptr<Submission>> batch;
   while (true) {
     {

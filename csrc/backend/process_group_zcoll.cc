@@ -36,13 +36,18 @@ bool ZcollWork::wait(std::chrono::milliseconds /*timeout: the group timeout boun
   return true;
 }
 
-void ZcollWork::execute() {
+std::exception_ptr ZcollWork::run() {
   try {
     run_();
-    future_->markCompleted(c10::IValue(outputs_));
+    return nullptr;
   } catch (...) {
-    future_->setError(std::current_exception());
+    return std::current_exception();
   }
+}
+
+void ZcollWork::finish(const std::exception_ptr& error) {
+  if (error) future_->setError(error);
+  else future_->markCompleted(c10::IValue(outputs_));
 }
 
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -115,10 +120,10 @@ Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& 
 
 // After a failed collective the ranks are out of step: abort the transport so every later
 // collective of the group fails at once with the first error.
-void ProcessGroupZcoll::afterExecute(ZcollWork& work) {
-  if (work.isSuccess() || !failure_.empty()) return;
+void ProcessGroupZcoll::afterRun(const std::exception_ptr& error) {
+  if (!error || !failure_.empty()) return;
   try {
-    std::rethrow_exception(work.exception());
+    std::rethrow_exception(error);
   } catch (const std::exception& e) {
     failure_ = e.what();
   }
@@ -137,11 +142,17 @@ void ProcessGroupZcoll::progressLoop() {
       running_ = true;
       if (stop_) transport_->abort("zcoll: process group destroyed with collectives pending");
     }
-    work->execute();
-    afterExecute(*work);
+    const std::exception_ptr error = work->run();
+    afterRun(error);
+    // The group is free before the caller learns its work is done: a caller that issues its next
+    // synchronous collective at once must find it idle and run inline, not queue behind us.
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_ = false;
+    }
+    work->finish(error);
     std::lock_guard<std::mutex> lock(mutex_);
-    running_ = false;
-    finished_.push_back(std::move(work));
+    finished_.push_back(std::move(work));  // our reference goes to the caller's thread to drop
   }
 }
 
@@ -156,12 +167,16 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
     if (!asyncOp && queue_.empty() && !running_) {
       running_ = true;
       lock.unlock();
-      work->execute();
-      afterExecute(*work);
+      const std::exception_ptr error = work->run();
+      afterRun(error);
+      work->finish(error);
       lock.lock();
       running_ = false;
+      // Wake the progress thread only if it has work waiting for us to finish: a needless wake
+      // costs both a context switch and a core the peer rank may be spinning on.
+      const bool queued = !queue_.empty();
       lock.unlock();
-      cv_.notify_all();
+      if (queued) cv_.notify_all();
       return work;
     }
     queue_.push_back(work);

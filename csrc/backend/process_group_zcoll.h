@@ -46,7 +46,10 @@ class ZcollWork : public c10d::Work {
   bool wait(std::chrono::milliseconds timeout) override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
 
-  void execute();  // on the progress thread
+  // Runs the collective (on the progress thread or inline) and returns its error, if any; the
+  // future is completed separately, by finish(), once the group is ready for the next collective.
+  std::exception_ptr run();
+  void finish(const std::exception_ptr& error);
 
  private:
   std::vector<at::Tensor> outputs_;
@@ -118,7 +121,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   // hand-off to another thread (tens of microseconds on a busy 2-core machine).
   c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
                                          std::function<void(uint64_t seq)> run, bool asyncOp);
-  void afterExecute(ZcollWork& work);
+  void afterRun(const std::exception_ptr& error);
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);

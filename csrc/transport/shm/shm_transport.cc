@@ -8,6 +8,10 @@
 // every message starts 8-aligned and a receiver can hand out pieces that never split an element
 // (irecvConsume reduces straight out of the ring).
 //
+// Segments are mapped with MAP_POPULATE: the pages exist and are mapped from the start, so the
+// first pass through each ring does not page-fault (measured: the first ~1000 4 KiB all-reduces
+// took 17 us instead of 8 until the rings had wrapped once).
+//
 // Bootstrap: every rank creates its segment under a unique name, publishes the name in the
 // store, maps every peer's segment, says so in the store, and once all ranks have mapped
 // everything, unlinks its own name: from then on nothing is left in /dev/shm even if a process
@@ -53,7 +57,7 @@ constexpr size_t kAbortReasonBytes = 240;
 // How long wait() spins, then yields, before it sleeps on the doorbell. Waking a sleeper costs
 // tens to hundreds of microseconds (a syscall on each side, and on a VM an idle vCPU to wake), so
 // a peer that is merely a few Python statements behind must be caught while spinning.
-constexpr auto kSpinFor = std::chrono::microseconds(100), kYieldUntil = std::chrono::microseconds(1000);
+constexpr auto kSpinFor = std::chrono::microseconds(20), kYieldUntil = std::chrono::microseconds(1000);
 constexpr unsigned kRoundsPerClockRead = 64;
 
 // Where a rank sleeps: `seq` is the futex word, bumped by whoever may have unblocked the rank;
@@ -203,7 +207,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   const int fd = shm_open(mine.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   ZCOLL_CHECK(fd >= 0, "rank ", rank, " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
   const bool sized = ftruncate(fd, static_cast<off_t>(total)) == 0;
-  void* base = sized ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  void* base = sized ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
   const int err = errno;
   close(fd);
   if (base == MAP_FAILED) {
@@ -239,7 +243,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       const int pfd = shm_open(name.c_str(), O_RDWR, 0600);
       ZCOLL_CHECK(pfd >= 0, "rank ", rank, " shm: cannot open rank ", p, "'s segment ", name, ": ",
                   std::strerror(errno), " (are all ranks on one host? else use ZCOLL_TRANSPORT=tcp)");
-      void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+      void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, pfd, 0);
       close(pfd);
       ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", rank, " shm: cannot map rank ", p, "'s segment: ", std::strerror(errno));
       segs_[p] = {pbase, total, ringBytes_};
