@@ -1,6 +1,7 @@
 """init_process_group("zcoll") in real processes: results equal zcoll.reference bit for bit,
 async works and futures, groups, bad input, and a clean shutdown."""
 import os
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -412,8 +413,13 @@ def ranks_coalesced(rank, world, store):
     rs = dist.ReduceScatterOptions()
     rs.reduceOp = dist.ReduceOp.SUM
     pg.reduce_scatter_tensor_coalesced(outs, ins, rs).wait()
+    gathered = [[torch.empty(3, 2) for _ in range(world)], [torch.empty(5) for _ in range(world)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch deprecates all_gather_coalesced
+        dist.all_gather_coalesced(gathered, [torch.full((3, 2), float(rank)), torch.arange(5.0) + rank])
     dist.destroy_process_group()
-    return to_numpy("float32", a), to_numpy("bfloat16", b), outs[0].numpy().copy(), outs[1].numpy().copy()
+    return (to_numpy("float32", a), to_numpy("bfloat16", b), outs[0].numpy().copy(), outs[1].numpy().copy(),
+            [[t.numpy().copy() for t in lst] for lst in gathered])
 
 
 @pytest.mark.timeout(120)
@@ -432,7 +438,10 @@ def test_coalesced_calls_equal_one_call_per_tensor():
     want_a, want_b = ar("float32", 300, 1), ar("bfloat16", 77, 2)
     rs_f, rs_i = rs("float32", 50, 3), rs("int64", 20, 4)
     for r in range(world):
-        a, b, of, oi = res[r]
+        a, b, of, oi, gathered = res[r]
+        for q in range(world):
+            np.testing.assert_array_equal(gathered[0][q], np.full((3, 2), float(q)))
+            np.testing.assert_array_equal(gathered[1][q], np.arange(5) + q)
         np.testing.assert_array_equal(a.view(np.uint32), want_a.view(np.uint32))
         np.testing.assert_array_equal(b, want_b)
         np.testing.assert_array_equal(of.view(np.uint32), rs_f[r].view(np.uint32))

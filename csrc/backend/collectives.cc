@@ -108,10 +108,35 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
                     " tensors for a group of ", getSize());
   checkMatches(outs, in, "allgather", "output", "input");
-  return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) {
-    at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
-    gatherInto(flat, in, seq);
-    for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
+  return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) { gatherIntoList(outs, in, seq); },
+                 opts.asyncOp);
+}
+
+void ProcessGroupZcoll::gatherIntoList(const std::vector<at::Tensor>& outs, const at::Tensor& in, uint64_t seq) {
+  at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
+  gatherInto(flat, in, seq);
+  for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
+}
+
+// torch's deprecated all_gather_coalesced: outputs[i] (world_size tensors) gathers inputs[i]; one
+// work, the tensors one after another in the same order on every rank.
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
+                                                                      std::vector<at::Tensor>& inputs,
+                                                                      const c10d::AllgatherOptions& opts) {
+  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_coalesced: ", outputs.size(),
+                    " output lists for ", inputs.size(), " inputs");
+  std::vector<at::Tensor> flatOuts;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    checkTensor(inputs[i], "allgather_coalesced");
+    TORCH_CHECK_VALUE(static_cast<int>(outputs[i].size()) == getSize(), "zcoll allgather_coalesced: output list ", i,
+                      " has ", outputs[i].size(), " tensors for a group of ", getSize());
+    checkMatches(outputs[i], inputs[i], "allgather_coalesced", "output", "input");
+    flatOuts.insert(flatOuts.end(), outputs[i].begin(), outputs[i].end());
+  }
+  std::vector<std::vector<at::Tensor>> outs = outputs;
+  std::vector<at::Tensor> ins = inputs;
+  return enqueue(c10d::OpType::ALLGATHER_COALESCED, flatOuts, [this, outs, ins](uint64_t seq) {
+    for (size_t i = 0; i < ins.size(); ++i) gatherIntoList(outs[i], ins[i], seq);
   }, opts.asyncOp);
 }
 

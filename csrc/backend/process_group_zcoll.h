@@ -86,6 +86,9 @@ class ProcessGroupZcoll : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                            std::vector<at::Tensor>& inputs,
                                            const c10d::AllgatherOptions& opts) override;
+  c10::intrusive_ptr<c10d::Work> allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
+                                                     std::vector<at::Tensor>& inputs,
+                                                     const c10d::AllgatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> _allgather_base(at::Tensor& output, at::Tensor& input,
                                                  const c10d::AllgatherOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> allgather_into_tensor_coalesced(std::vector<at::Tensor>& outputs,
@@ -128,6 +131,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
+  void gatherIntoList(const std::vector<at::Tensor>& outputs, const at::Tensor& input, uint64_t seq);
   void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
                                                    std::function<at::Tensor()> flatInput,
