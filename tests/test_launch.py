@@ -1,4 +1,6 @@
-"""init_process_group("zcoll") under the launchers users have: torchrun and mpirun."""
+"""init_process_group("zcoll") under the launchers users have (torchrun, mpirun) and with torch's
+other rendezvous methods (tcp://, file://; env:// is torchrun's, an explicit store is what the
+other tests use)."""
 import os
 import shutil
 import subprocess
@@ -6,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from multiproc import free_port
+from multiproc import free_port, run_ranks
 
 CHECK = str(Path(__file__).with_name("launch_check.py"))
 
@@ -39,3 +41,23 @@ def test_mpi_env_without_launcher_is_a_clear_error(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(RuntimeError, match="no MPI launcher variables"):
         mpi_env()
+
+
+def ranks_init_method(rank, world, _store, init_method):
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    import zcoll  # noqa: F401
+    dist.init_process_group("zcoll", init_method=init_method, rank=rank, world_size=world)
+    x = torch.full((1000,), float(rank + 1))
+    dist.all_reduce(x)
+    dist.destroy_process_group()
+    return bool(np.all(x.numpy() == sum(range(1, world + 1))))
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["tcp", "file"])
+def test_init_methods(method, tmp_path):
+    init = f"tcp://127.0.0.1:{free_port()}" if method == "tcp" else f"file://{tmp_path / 'rendezvous'}"
+    assert run_ranks(ranks_init_method, 3, init, timeout=100) == {0: True, 1: True, 2: True}
