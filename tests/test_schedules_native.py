@@ -137,6 +137,10 @@ def test_unknown_or_unsupported_algorithms_raise():
         tr.reduce_scatter(x, [8], "float32", "sum", "tree")
     with pytest.raises(RuntimeError, match="reduce has no ring algorithm"):
         tr.reduce(x, 0, "float32", "sum", "ring")
+    with pytest.raises(ValueError, match="one slice per rank and add up"):
+        tr.reduce_scatter(x, [4, 4], "float32", "sum", "ring")
+    with pytest.raises(ValueError, match="one slice per rank and add up"):
+        tr.reduce_scatter(x, [7], "float32", "sum", "ring")
     with pytest.raises(ValueError, match="unknown collective 'gather'"):
         _C.tune("gather", 4096, 2, "shm")
 

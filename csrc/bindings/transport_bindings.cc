@@ -163,8 +163,9 @@ void reduceScatterPy(PyTransport& t, py::array data, const std::vector<size_t>& 
   void* ptr = scheduleBuffer(data, a, "reduce_scatter");
   const auto size = static_cast<size_t>(t.transport().size());
   std::vector<size_t> b(size), e(size);
-  for (size_t r = 0, at = 0; r < size; at += counts.at(r), ++r) b[r] = at, e[r] = at + counts.at(r);
-  if (counts.size() != size || (size && e[size - 1] != static_cast<size_t>(data.size())))
+  size_t total = 0;
+  for (size_t r = 0; r < size && counts.size() == size; total += counts[r], ++r) b[r] = total, e[r] = total + counts[r];
+  if (counts.size() != size || total != static_cast<size_t>(data.size()))
     throw std::invalid_argument("reduce_scatter: counts must give one slice per rank and add up to the array's size");
   py::gil_scoped_release release;
   zcoll::reduceScatter(t.transport(), ptr, b.data(), e.data(), a, algorithm);
