@@ -41,20 +41,22 @@ TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& trans
   const size_t perRank = bytes / (ranks > 0 ? ranks : 1);
   switch (c) {
     case Collective::kAllReduce:
+      // Many ranks over the network: a tree's 2 log p rounds beat one-shot's p-1 messages per
+      // rank (tcp, 8 ranks: 4 KiB tree 329 us / one-shot 377; 64 KiB tree 447 / two-shot 737).
+      if (!shm && ranks > 4 && bytes <= 64 * KiB) return {Algorithm::kTree, chunkFor(bytes / 2)};
       // One round beats the 2(p-1) rounds of a ring while p-1 copies of the tensor are cheap
-      // (4 ranks on 2 cores, 64 KiB: one-shot 170 us, two-shot 100, ring 131).
+      // (4 ranks on shm, 64 KiB: one-shot 170 us, two-shot 100, ring 131; tcp, 3 ranks, 4 KiB:
+      // one-shot 74, tree 106, ring 135).
       if (bytes <= 16 * KiB && ranks <= 8) return {Algorithm::kOneShot, bytes ? bytes : 1};
-      // Two rounds of direct sends: ring traffic without the ring's 2(p-1) steps, on shm; beyond
-      // ~256 KiB the ring's one neighbour at a time wins when ranks share cores (4 ranks, 1 MiB:
-      // ring 487 us, two-shot 674). With 2 ranks the two are the same exchange.
-      if (shm && bytes <= 256 * KiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
-      // Over the network, a tree's log(p) rounds win for small messages on many ranks.
-      if (!shm && bytes <= 256 * KiB && ranks > 4) return {Algorithm::kTree, chunkFor(bytes / 2)};
+      // Two rounds of direct sends: ring traffic without the ring's 2(p-1) steps; beyond
+      // ~256 KiB the ring's one neighbour at a time wins when ranks share cores (4 ranks on shm,
+      // 1 MiB: ring 487 us, two-shot 674). With 2 ranks the two are the same exchange.
+      if (bytes <= 256 * KiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
       return {Algorithm::kRing, chunkFor(perRank)};
     case Collective::kReduce:
       return {Algorithm::kTree, chunkFor(bytes)};
     case Collective::kReduceScatter:
-      if (shm && bytes <= 256 * KiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
+      if (bytes <= 256 * KiB) return {Algorithm::kTwoShot, chunkFor(perRank)};
       return {Algorithm::kRing, chunkFor(perRank)};
   }
   return {Algorithm::kRing, chunkFor(perRank)};
