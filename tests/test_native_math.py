@@ -127,6 +127,16 @@ def test_codec_cuda_bodies_equal_reference(codec, threads, n):
 
 
 @pytest.mark.parametrize("codec", CODECS)
+@pytest.mark.parametrize("residual_scale", [1.0, 3.0])
+def test_codec_cpu_blocks_across_the_32_bit_index_boundary(codec, residual_scale):
+    """The vectorised CPU loop hoists the index's high word out of the hash and splits runs where
+    it changes: blocks that straddle 2**32 (and 2**33) must still hash every element right."""
+    rng = np.random.default_rng(7)
+    for base in (2**32 - 100, 2**33 - 1, 2**32 - 256):
+        _assert_codec_equal(codec, _awkward(1000, rng), 256, key=12345, base=base, residual_scale=residual_scale)
+
+
+@pytest.mark.parametrize("codec", CODECS)
 def test_codec_nonfinite_inputs(codec):
     x = np.linspace(-3, 3, 100, dtype=np.float32)
     x[3], x[40], x[77] = np.nan, np.inf, -np.inf
