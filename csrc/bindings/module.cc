@@ -36,14 +36,6 @@ namespace {
 template <typename T>
 using Array = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-Codec parseCodec(const std::string& name) {
-  if (name == "fp16") return Codec::kFp16;
-  if (name == "bf16") return Codec::kBf16;
-  if (name == "int8") return Codec::kInt8;
-  if (name == "int4") return Codec::kInt4;
-  throw std::invalid_argument("unknown codec '" + name + "'; supported: fp16, bf16, int8, int4");
-}
-
 // Checks that `a` is a contiguous array of the storage size of `dtype` and returns its element count.
 size_t checkStorage(const py::array& a, zcoll::DType dtype, const char* what) {
   if (static_cast<size_t>(a.itemsize()) != zcoll::dtypeSize(dtype) || !(a.flags() & py::array::c_style))
@@ -94,7 +86,7 @@ py::array_t<Out> mapArray(const Array<In>& in, F f) {
 
 py::object codecEncode(const std::string& codecName, const Array<float>& x, int block, uint32_t key,
                        uint64_t base, bool withResidual, float residualScale, unsigned emulateThreads) {
-  const CodecParams p{parseCodec(codecName), block, key, base};
+  const CodecParams p{zcoll::bindings::parseCodec(codecName), block, key, base};
   const size_t n = static_cast<size_t>(x.size());
   checkBlockArg(p.codec, block);
   py::array_t<uint8_t> out(static_cast<py::ssize_t>(encodedBytes(p.codec, n, block)));
@@ -110,7 +102,7 @@ py::object codecEncode(const std::string& codecName, const Array<float>& x, int 
 
 py::array_t<float> codecDecode(const std::string& codecName, const Array<uint8_t>& buf, size_t n,
                                int block, unsigned emulateThreads) {
-  const Codec codec = parseCodec(codecName);
+  const Codec codec = zcoll::bindings::parseCodec(codecName);
   checkBlockArg(codec, block);
   if (static_cast<size_t>(buf.size()) != encodedBytes(codec, n, block))
     throw std::invalid_argument(codecName + ": " + std::to_string(buf.size()) + " bytes cannot hold " +
@@ -173,7 +165,7 @@ PYBIND11_MODULE(_C, m) {
     return out;
   });
   m.def("encoded_bytes", [](const std::string& codecName, size_t n, int block) {
-    const Codec codec = parseCodec(codecName);
+    const Codec codec = zcoll::bindings::parseCodec(codecName);
     checkBlockArg(codec, block);
     return encodedBytes(codec, n, block);
   }, py::arg("codec"), py::arg("n"), py::arg("block") = kDefaultBlock);

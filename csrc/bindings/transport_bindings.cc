@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "algorithms/collective.h"
+#include "algorithms/compressed.h"
 #include "algorithms/tuner.h"
 #include "bindings/names.h"
 #include "transport/transport.h"
@@ -181,6 +182,24 @@ void reducePy(PyTransport& t, py::array data, int root, const std::string& dtype
   zcoll::reduceToRoot(t.transport(), ptr, count, root, a, algorithm);
 }
 
+// The compressed schedules (docs/arithmetic.md §6) in place on a float32 array.
+void compressedAllReducePy(PyTransport& t, py::array_t<float, py::array::c_style> data, const std::string& codec,
+                           const std::string& op, const std::string& algo, int block, uint64_t seed, uint64_t step,
+                           uint64_t seqNo, size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
+  zcoll::Compression c;
+  c.codec = zcoll::bindings::parseCodec(codec);
+  c.block = block;
+  c.seed = seed;
+  c.step = step;
+  const auto algorithm = algorithmOf(algo);
+  if (!data.writeable()) throw std::invalid_argument("compressed_all_reduce needs a writeable array");
+  float* ptr = data.mutable_data();
+  const size_t count = static_cast<size_t>(data.size());
+  py::gil_scoped_release release;
+  zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm);
+}
+
 }  // namespace
 
 void bindTransport(py::module_& m) {
@@ -208,6 +227,10 @@ void bindTransport(py::module_& m) {
       .def("reduce_scatter", &reduceScatterPy, py::arg("data"), py::arg("counts"), py::arg("dtype"), py::arg("op"),
            py::arg("algo"), py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce-scatter in place: rank r's slice (counts[r] elements, in order) gets its result.")
+      .def("compressed_all_reduce", &compressedAllReducePy, py::arg("data"), py::arg("codec"), py::arg("op"),
+           py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
+           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "In-place compressed all-reduce of a float32 array (ring or twoshot).")
       .def("reduce", &reducePy, py::arg("data"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce to root in place (other ranks' arrays become scratch).");

@@ -1,0 +1,176 @@
+#include "algorithms/compressed.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "algorithms/schedule.h"
+#include "kernels/cpu/codec_cpu.h"
+#include "util/error.h"
+
+namespace zcoll {
+namespace {
+
+using kernels::Codec;
+
+// How one compressed collective lays out its wire: segments partitioned on the codec's
+// alignment, chunks of whole blocks inside them, so encoding a segment chunk by chunk writes the
+// same bytes as encoding it at once (docs/arithmetic.md §1: results do not depend on chunking).
+struct Wire {
+  const Compression& c;
+  size_t chunkElems;
+
+  size_t bytes(size_t elems) const { return kernels::encodedBytes(c.codec, elems, c.block); }
+  // Byte offset of the chunk that starts `elemOffset` elements into its segment.
+  size_t offset(size_t elemOffset) const { return elemOffset / chunkElems * bytes(chunkElems); }
+  uint32_t key(int rank, uint32_t stage) const {
+    return kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
+  }
+  // E_{rank,stage}(x[begin, begin+n)) into out; `begin` is the global index (the hash's).
+  void encode(const float* x, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out) const {
+    kernels::CodecParams p;
+    p.codec = c.codec;
+    p.block = c.block;
+    p.key = key(rank, stage);
+    p.base = begin;
+    kernels::cpu::encode(p, x + begin, n, out);
+  }
+  void decode(const uint8_t* in, size_t n, float* out) const { kernels::cpu::decode(c.codec, c.block, in, n, out); }
+};
+
+size_t chunkElemsFor(const CollectiveArgs& a, size_t align) {
+  return std::max(align, a.chunkBytes / sizeof(float) / align * align);
+}
+
+// Every owner's encoded segment, gathered by a ring of byte segments, then decoded by everyone:
+// `wire` holds the encoded segments back to back (owner r's already in place).
+void gatherEncoded(Transport& t, float* x, const std::vector<Segment>& segs, const Wire& w, uint8_t* wire,
+                   const CollectiveArgs& a, uint32_t firstStep, bool direct) {
+  const int p = t.size();
+  std::vector<size_t> b(p), e(p);
+  for (int s = 0; s < p; ++s) {
+    b[s] = s ? e[s - 1] : 0;
+    e[s] = b[s] + w.bytes(segs[s].size());
+  }
+  CollectiveArgs bytesArgs = a;
+  bytesArgs.dtype = DType::kUInt8;  // the wire moves as bytes; the tag keeps the op
+  if (direct) schedule::directAllGather(t, wire, b.data(), e.data(), bytesArgs, firstStep);
+  else schedule::ringAllGather(t, wire, b.data(), e.data(), bytesArgs, firstStep);
+  for (int s = 0; s < p; ++s) w.decode(wire + b[s], segs[s].size(), x + segs[s].begin);
+}
+
+size_t wireOffset(const std::vector<Segment>& segs, const Wire& w, int seg) {
+  size_t at = 0;
+  for (int s = 0; s < seg; ++s) at += w.bytes(segs[s].size());
+  return at;
+}
+
+void compressedRing(Transport& t, float* x, size_t n, const CollectiveArgs& a, const Wire& w,
+                    const std::vector<Segment>& segs) {
+  const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
+  size_t maxSeg = 0, total = 0;
+  for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
+  std::vector<uint8_t> sendBuf(w.bytes(maxSeg)), nextBuf(w.bytes(maxSeg)), recvBuf(w.bytes(maxSeg)), wire(total);
+  std::vector<float> decoded(w.chunkElems);
+  // Segment s starts at rank s+1 with E_{s+1,0}(x_{s+1}); at hop j (rank s+j) acc = D(in) + x,
+  // re-encoded at stage j-1 until the owner s, which encodes for the gather stage.
+  const Segment first = segs[schedule::mod(r - 1, p)];
+  w.encode(x, first.begin, first.size(), r, 0, sendBuf.data());
+  for (int k = 0; k < p - 1; ++k) {
+    const Segment send = segs[schedule::mod(r - k - 1, p)], recv = segs[schedule::mod(r - k - 2, p)];
+    const bool owner = k == p - 2;
+    uint8_t* out = owner ? wire.data() + wireOffset(segs, w, r) : nextBuf.data();
+    std::vector<RequestId> sends, recvs;
+    schedule::forEachChunk(0, send.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      sends.push_back(t.isend(next, a.tag(k, c), sendBuf.data() + w.offset(off), w.bytes(m)));
+    });
+    schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      recvs.push_back(t.irecv(prev, a.tag(k, c), recvBuf.data() + w.offset(off), w.bytes(m)));
+    });
+    schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      t.wait(recvs[c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
+      w.decode(recvBuf.data() + w.offset(off), m, decoded.data());
+      float* acc = x + recv.begin + off;
+      for (size_t i = 0; i < m; ++i) acc[i] = decoded[i] + acc[i];
+      if (owner && a.op == RedOp::kAvg)
+        for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
+      w.encode(x, recv.begin + off, m, r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
+               out + w.offset(off));
+    });
+    for (RequestId s : sends) t.wait(s, a.deadline);
+    std::swap(sendBuf, nextBuf);
+  }
+  gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
+}
+
+void compressedTwoShot(Transport& t, float* x, size_t n, const CollectiveArgs& a, const Wire& w,
+                       const std::vector<Segment>& segs) {
+  const int p = t.size(), r = t.rank();
+  size_t total = 0;
+  for (const auto& s : segs) total += w.bytes(s.size());
+  std::vector<uint8_t> wire(total);  // stage-0 encodings of other segments, then the gather
+  const Segment mine = segs[r];
+  std::vector<std::vector<uint8_t>> incoming(p);
+  std::vector<std::vector<RequestId>> recvs(p);
+  std::vector<RequestId> sends;
+  for (int k = 1; k < p; ++k) {  // every contribution encoded once (stage 0) and sent to its owner
+    const int s = (r + k) % p, q = (r + p - k) % p;
+    const size_t at = wireOffset(segs, w, s);
+    w.encode(x, segs[s].begin, segs[s].size(), r, 0, wire.data() + at);
+    schedule::forEachChunk(0, segs[s].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      sends.push_back(t.isend(s, a.tag(0, c), wire.data() + at + w.offset(off), w.bytes(m)));
+    });
+    incoming[q].resize(w.bytes(mine.size()));
+    schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      recvs[q].push_back(t.irecv(q, a.tag(0, c), incoming[q].data() + w.offset(off), w.bytes(m)));
+    });
+  }
+  // The owner sums v_0 + v_1 + ... + v_{p-1} in rank order, its own part exact, chunk by chunk.
+  std::vector<float> acc(w.chunkElems), decoded(w.chunkElems);
+  const size_t own = wireOffset(segs, w, r);
+  std::vector<uint8_t> gathered(w.bytes(mine.size()));
+  schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+    for (int q = 0; q < p; ++q) {
+      const float* v = x + mine.begin + off;
+      if (q != r) {
+        t.wait(recvs[q][c], a.deadline);
+        w.decode(incoming[q].data() + w.offset(off), m, decoded.data());
+        v = decoded.data();
+      }
+      for (size_t i = 0; i < m; ++i) acc[i] = q == 0 ? v[i] : acc[i] + v[i];
+    }
+    if (a.op == RedOp::kAvg)
+      for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
+    kernels::CodecParams cp;
+    cp.codec = w.c.codec;
+    cp.block = w.c.block;
+    cp.key = w.key(r, kernels::kGatherStage);
+    cp.base = mine.begin + off;
+    kernels::cpu::encode(cp, acc.data(), m, gathered.data() + w.offset(off));
+  });
+  for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
+  std::copy(gathered.begin(), gathered.end(), wire.begin() + own);
+  gatherEncoded(t, x, segs, w, wire.data(), a, 1, true);
+}
+
+}  // namespace
+
+size_t compressionAlign(const Compression& c) {
+  return kernels::isBlockwise(c.codec) ? static_cast<size_t>(c.block) : 32;
+}
+
+void compressedAllReduce(Transport& t, float* data, size_t count, const CollectiveArgs& a, const Compression& c,
+                         Algorithm algo) {
+  ZCOLL_CHECK(algo == Algorithm::kRing || algo == Algorithm::kTwoShot, "compressed all-reduce has no ",
+              algorithmName(algo), " algorithm (ring or twoshot)");
+  ZCOLL_CHECK(a.op == RedOp::kSum || a.op == RedOp::kAvg, "only sum and avg are compressed, not ", redOpName(a.op));
+  ZCOLL_CHECK(!kernels::isBlockwise(c.codec) || kernels::validBlock(c.block), "codec block size must be a multiple of 16 in [16, 65536], got ",
+              c.block);
+  if (t.size() == 1) return;
+  const size_t align = compressionAlign(c);
+  const Wire w{c, chunkElemsFor(a, align)};
+  const auto segs = partition(count, static_cast<size_t>(t.size()), align);
+  if (algo == Algorithm::kRing) compressedRing(t, data, count, a, w, segs);
+  else compressedTwoShot(t, data, count, a, w, segs);
+}
+
+}  // namespace zcoll

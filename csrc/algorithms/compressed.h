@@ -1,0 +1,30 @@
+// Compressed all-reduce schedules over float32 data (docs/arithmetic.md §6): ring (requantise
+// at every hop) and two-shot (encode each contribution once, sum exactly at the owner, encode
+// the sum once); both end with an all-gather of the owners' encoded segments, which every rank,
+// the owner too, decodes. Results equal zcoll.reference's compressed all_reduce bit for bit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "algorithms/collective.h"
+#include "kernels/common/codec_math.h"
+
+namespace zcoll {
+
+struct Compression {
+  kernels::Codec codec = kernels::Codec::kInt8;
+  int block = kernels::kDefaultBlock;  // blockwise codecs
+  uint64_t seed = 0;                   // with step: the stochastic-rounding stream
+  uint64_t step = 0;
+};
+
+// Partition alignment in elements: the block for int8/int4, 32 for fp16/bf16.
+size_t compressionAlign(const Compression& c);
+
+// In place over `count` float32 values; `a.op` is SUM or AVG (PREMUL_SUM inputs arrive scaled);
+// `algo` is kRing or kTwoShot.
+void compressedAllReduce(Transport& t, float* data, size_t count, const CollectiveArgs& a, const Compression& c,
+                         Algorithm algo);
+
+}  // namespace zcoll

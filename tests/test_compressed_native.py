@@ -1,0 +1,110 @@
+"""The native compressed all-reduce schedules (csrc/algorithms/compressed: ring and two-shot,
+every codec) over real transports equal zcoll.reference's compressed all_reduce bit for bit,
+whatever the chunk size; NaN and inf inputs come out as NaN, never as finite numbers."""
+import numpy as np
+import pytest
+from contract_cases import seed_of
+from multiproc import run_ranks
+
+from zcoll import reference as R
+
+CODECS = ("fp16", "bf16", "int8", "int4")
+SIZES = [0, 1, 100, 1000, 40000]
+
+
+def inputs_for(world, n, salt):
+    rng = np.random.default_rng(seed_of("compressed", world, n, salt))
+    return [(rng.standard_normal(n) * 10 ** rng.uniform(-3, 3)).astype(np.float32) for _ in range(world)]
+
+
+def ranks_run(rank, world, store, kind, cases, chunk_bytes):
+    import torch  # noqa: F401
+
+    from zcoll import _C
+    tr = _C.Transport(kind, store, "compressed", rank, world, timeout=60)
+    out = []
+    for seq, (codec, algo, op, n, block, salt) in enumerate(cases):
+        x = inputs_for(world, n, salt)[rank].copy()
+        if salt == "special" and n > 50:
+            x[7], x[30] = np.nan, np.inf
+        tr.compressed_all_reduce(x, codec, op, algo, block=block, seed=11, step=seq, seq=seq,
+                                 chunk_bytes=chunk_bytes, timeout=60)
+        out.append(x)
+    return out
+
+
+def expected(world, case, step):
+    codec, algo, op, n, block, salt = case
+    xs = inputs_for(world, n, salt)
+    if salt == "special" and n > 50:
+        for x in xs:
+            x[7], x[30] = np.nan, np.inf
+    return R.all_reduce(xs, op, algo, codec=codec, block=block, seed=11, step=step)[0]
+
+
+def check(kind, world, cases, chunk_bytes=4096):
+    res = run_ranks(ranks_run, world, kind, cases, chunk_bytes, timeout=200)
+    for i, case in enumerate(cases):
+        want = expected(world, case, i)
+        for rank in range(world):
+            got = res[rank][i]
+            assert np.array_equal(np.isnan(got), np.isnan(want)), f"{kind} p={world} rank {rank} {case}: NaNs"
+            np.testing.assert_array_equal(got[~np.isnan(got)].view(np.uint32), want[~np.isnan(want)].view(np.uint32),
+                                          err_msg=f"{kind} p={world} rank {rank} {case}")
+
+
+def cases_for(algos, sizes=SIZES, blocks=(256,)):
+    return [(codec, algo, op, n, block, "plain") for codec in CODECS for algo in algos for op in ("sum", "avg")
+            for n in sizes for block in (blocks if codec in ("int8", "int4") else (256,))]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_every_codec_and_schedule_shm(world):
+    check("shm", world, cases_for(("ring", "twoshot"), blocks=(64, 256)))
+
+
+@pytest.mark.timeout(300)
+def test_tcp():
+    check("tcp", 3, cases_for(("ring", "twoshot"), sizes=[1000, 40000]))
+
+
+@pytest.mark.timeout(300)
+def test_two_shot_at_8_ranks():
+    check("shm", 8, cases_for(("twoshot",), sizes=[1000, 40000]))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("chunk_bytes", [64, 1 << 20])
+def test_chunking_does_not_change_results(chunk_bytes):
+    check("shm", 3, [c for c in cases_for(("ring", "twoshot"), sizes=[40000], blocks=(16, 256))], chunk_bytes)
+
+
+@pytest.mark.timeout(300)
+def test_nan_and_inf_never_become_finite():
+    cases = [(codec, algo, "sum", 1000, 64, "special") for codec in CODECS for algo in ("ring", "twoshot")]
+    res = run_ranks(ranks_run, 3, "shm", cases, 4096, timeout=200)
+    check("shm", 3, cases)
+    for i, (codec, *_rest) in enumerate(cases):
+        got = res[0][i]
+        if codec in ("int8", "int4"):  # the whole block holding a NaN or inf decodes to NaN
+            assert np.isnan(got[:64]).all(), codec
+        else:  # casts keep them element by element: NaN + inf = NaN, inf + inf = inf
+            assert np.isnan(got[7]) and not np.isfinite(got[30]), codec
+
+
+def test_bad_arguments_raise():
+    import torch  # noqa: F401
+
+    from test_schedules_native import DictStore
+    from zcoll import _C
+    tr = _C.Transport("shm", DictStore(), "alone", 0, 1)
+    x = np.zeros(8, np.float32)
+    with pytest.raises(ValueError, match="unknown codec 'int2'"):
+        tr.compressed_all_reduce(x, "int2", "sum", "ring")
+    with pytest.raises(RuntimeError, match="only sum and avg are compressed, not max"):
+        tr.compressed_all_reduce(x, "int8", "max", "ring")
+    with pytest.raises(RuntimeError, match="compressed all-reduce has no tree algorithm"):
+        tr.compressed_all_reduce(x, "int8", "sum", "tree")
+    with pytest.raises(RuntimeError, match="block size must be a multiple of 16"):
+        tr.compressed_all_reduce(x, "int8", "sum", "ring", block=20)
