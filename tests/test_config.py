@@ -7,10 +7,11 @@ from zcoll.config import Options, parse_algo
 
 def test_defaults(monkeypatch):
     for name in ("ZCOLL_TRANSPORT", "ZCOLL_ALGO", "ZCOLL_CHUNK_BYTES", "ZCOLL_SHM_RING_BYTES", "ZCOLL_DEBUG",
-                 "ZCOLL_SOCKET_IFNAME"):
+                 "ZCOLL_SOCKET_IFNAME", "ZCOLL_COMPRESS", "ZCOLL_COMPRESS_MIN_BYTES", "ZCOLL_COMPRESS_BLOCK"):
         monkeypatch.delenv(name, raising=False)
     o = Options().resolved()
     assert (o.transport, o.algo, o.chunk_bytes, o.shm_ring_bytes, o.debug) == ("auto", "", 0, 4 << 20, False)
+    assert (o.compression, o.compress_min_bytes, o.compress_block) == ("none", 65536, 256)
 
 
 def test_env_then_options_take_precedence(monkeypatch):

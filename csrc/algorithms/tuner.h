@@ -8,6 +8,7 @@
 #include <string>
 
 #include "algorithms/collective.h"
+#include "kernels/common/codec_math.h"
 
 namespace zcoll {
 
@@ -22,6 +23,10 @@ struct TunerChoice {
 
 // `bytes`: the tensor's size (reduce_scatter: the whole input); `transport`: "shm" or "tcp".
 TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& transport);
+
+// The compressed all-reduce's schedule (ring or two-shot) and chunk: two-shot where the ring's
+// error, which grows with every re-encoding hop, would be large (many ranks, or int4).
+TunerChoice tuneCompressed(kernels::Codec codec, size_t bytes, int ranks);
 
 // Whether `algo` implements collective `c`.
 bool supports(Collective c, Algorithm algo);

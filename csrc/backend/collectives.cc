@@ -39,10 +39,38 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
   at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
   const size_t n = static_cast<size_t>(buf.numel());
   if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
-  CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op, seq);
-  const Algorithm algo = choose(Collective::kAllReduce, buf.nbytes(), a);
-  allReduce(*transport_, buf.data_ptr(), n, a, algo);
+  if (compresses(op, dtype, buf.nbytes())) {
+    compressedAllreduceNow(buf, op, dtype, seq);
+  } else {
+    CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op, seq);
+    const Algorithm algo = choose(Collective::kAllReduce, buf.nbytes(), a);
+    allReduce(*transport_, buf.data_ptr(), n, a, algo);
+  }
   if (!buf.is_same(t)) t.copy_(buf);
+}
+
+// Only floating SUM/AVG/PREMUL_SUM is ever compressed, and only tensors worth it: everything
+// else stays exact (docs/compression.md).
+bool ProcessGroupZcoll::compresses(RedOp op, DType dtype, size_t bytes) const {
+  return compressing_ && getSize() > 1 && bytes >= config_.compressMinBytes &&
+         (dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16) &&
+         (op == RedOp::kSum || op == RedOp::kAvg || op == RedOp::kPremulSum);
+}
+
+void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq) {
+  const size_t n = static_cast<size_t>(buf.numel());
+  // The schedules run in float32 (A(T)); float16/bfloat16 go through a float32 copy and round
+  // once at the end, as the reference does.
+  float* data = dtype == DType::kFloat32 ? static_cast<float*>(buf.data_ptr())
+                                         : reinterpret_cast<float*>(workspace_.get(n * sizeof(float)));
+  if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, buf.data_ptr(), data, n);
+  CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op == RedOp::kAvg ? RedOp::kAvg : RedOp::kSum, seq);
+  a.workspace = nullptr;  // holds the float32 copy
+  Compression c = compression_;
+  c.step = seq;  // a fresh rounding stream per collective, the same on every rank
+  const Algorithm algo = chooseCompressed(buf.nbytes(), a);
+  compressedAllReduce(*transport_, data, n, a, c, algo);
+  if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, buf.data_ptr(), n);
 }
 
 // Each tensor is all-reduced on its own (so each equals a lone allreduce), in one work.

@@ -68,6 +68,17 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
                       name, "'");
     hasForced_[static_cast<int>(c)] = true;
   }
+  if (config_.compression != "none") {
+    const std::string& name = config_.compression;
+    using kernels::Codec;
+    TORCH_CHECK_VALUE(name == "fp16" || name == "bf16" || name == "int8" || name == "int4", "zcoll: unknown compression '",
+                      name, "' (none, fp16, bf16, int8, int4)");
+    compression_.codec = name == "fp16" ? Codec::kFp16 : name == "bf16" ? Codec::kBf16 : name == "int8" ? Codec::kInt8 : Codec::kInt4;
+    compression_.block = config_.compressBlock;
+    TORCH_CHECK_VALUE(!kernels::isBlockwise(compression_.codec) || kernels::validBlock(compression_.block),
+                      "zcoll: compression block must be a multiple of 16 in [16, 65536], got ", compression_.block);
+    compressing_ = true;
+  }
   transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
   if (config_.debug && rank == 0)
     std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
@@ -102,20 +113,35 @@ Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& 
   const int i = static_cast<int>(c);
   const Algorithm algo = hasForced_[i] ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  if (config_.debug && getRank() == 0) {
-    // One line per distinct choice, not per call: training loops run the same sizes forever.
-    char line[200];
-    std::snprintf(line, sizeof line, "zcoll INFO: %s of %zu bytes over %d ranks (%s): %s (%s), chunk %zu bytes (%s)",
-                  collectiveName(c), bytes, getSize(), transport_->name(), algorithmName(algo),
-                  hasForced_[i] ? "ZCOLL_ALGO" : "tuner", a.chunkBytes, config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner");
-    std::lock_guard<std::mutex> lock(logMutex_);
-    const std::string key = std::string(collectiveName(c)) + algorithmName(algo) + std::to_string(a.chunkBytes);
-    if (std::find(logged_.begin(), logged_.end(), key) == logged_.end()) {
-      logged_.push_back(key);
-      std::fprintf(stderr, "%s\n", line);
-    }
-  }
+  logChoice(collectiveName(c), bytes, algo, hasForced_[i], a.chunkBytes);
   return algo;
+}
+
+// A forced all-reduce algorithm applies when it is ring or two-shot (Python refuses others
+// together with compression).
+Algorithm ProcessGroupZcoll::chooseCompressed(size_t bytes, CollectiveArgs& a) {
+  const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
+  const int i = static_cast<int>(Collective::kAllReduce);
+  const bool forced = hasForced_[i] && (forced_[i] == Algorithm::kRing || forced_[i] == Algorithm::kTwoShot);
+  const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
+  if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
+  logChoice(("allreduce/" + config_.compression).c_str(), bytes, algo, forced, a.chunkBytes);
+  return algo;
+}
+
+void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes) {
+  if (!config_.debug || getRank() != 0) return;
+  // One line per distinct choice, not per call: training loops run the same sizes forever.
+  char line[240];
+  std::snprintf(line, sizeof line, "zcoll INFO: %s of %zu bytes over %d ranks (%s): %s (%s), chunk %zu bytes (%s)", what,
+                bytes, getSize(), transport_->name(), algorithmName(algo), forced ? "ZCOLL_ALGO" : "tuner", chunkBytes,
+                config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner");
+  std::lock_guard<std::mutex> lock(logMutex_);
+  const std::string key = std::string(what) + algorithmName(algo) + std::to_string(chunkBytes);
+  if (std::find(logged_.begin(), logged_.end(), key) == logged_.end()) {
+    logged_.push_back(key);
+    std::fprintf(stderr, "%s\n", line);
+  }
 }
 
 // After a failed collective the ranks are out of step: abort the transport so every later

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "algorithms/collective.h"
+#include "algorithms/compressed.h"
 #include "algorithms/tuner.h"
 #include "kernels/common/dtypes.h"
 #include "transport/transport.h"
@@ -30,6 +31,11 @@ struct BackendConfig {
   size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
   // Forced algorithm per collective ("" = the tuner's), from ZCOLL_ALGO / Options.algo.
   std::string allreduceAlgo, reduceAlgo, reduceScatterAlgo;
+  // Compressed all-reduce (ZCOLL_COMPRESS*): "none" or a codec; floating SUM/AVG/PREMUL_SUM
+  // tensors of at least compressMinBytes only.
+  std::string compression = "none";
+  size_t compressMinBytes = 65536;
+  int compressBlock = 256;
   size_t shmRingBytes = 4u << 20;
   std::string socketIfname;
   std::string storeHost;
@@ -128,6 +134,9 @@ class ProcessGroupZcoll : public c10d::Backend {
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
+  bool compresses(RedOp op, DType dtype, size_t bytes) const;
+  // `buf` (contiguous, already premultiplied) through the compressed schedule, in float32.
+  void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
@@ -141,6 +150,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   // (logged under ZCOLL_DEBUG=INFO the first time each choice is made), the group's workspace.
   CollectiveArgs argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const;
   Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a);
+  Algorithm chooseCompressed(size_t bytes, CollectiveArgs& a);
+  void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes);
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
   void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);
@@ -155,7 +166,9 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::mutex logMutex_;
   std::vector<std::string> logged_;  // choices already reported by ZCOLL_DEBUG=INFO
   // Scratch of the schedules; only the one executing collective uses it (see running_).
-  mutable Workspace workspace_;  // issue order; the progress thread runs works in this order
+  mutable Workspace workspace_;
+  bool compressing_ = false;
+  Compression compression_;  // issue order; the progress thread runs works in this order
 
   std::mutex mutex_;
   std::condition_variable cv_;

@@ -243,4 +243,9 @@ void bindTransport(py::module_& m) {
     throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
   }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"),
         "The tuner's (algorithm, chunk bytes) for a collective the user did not configure.");
+  m.def("tune_compressed", [](const std::string& codec, size_t bytes, int ranks) {
+    const auto choice = zcoll::tuneCompressed(zcoll::bindings::parseCodec(codec), bytes, ranks);
+    return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
+  }, py::arg("codec"), py::arg("bytes"), py::arg("ranks"),
+        "The tuner's (algorithm, chunk bytes) for a compressed all-reduce.");
 }

@@ -29,11 +29,13 @@ def _create_backend(dist_opts, pg_options):
     if opts.debug and rank == 0:
         print(f"zcoll INFO: transport {transport} (requested {opts.transport}), "
               f"algorithms {algos or 'by the tuner'}, "
-              f"chunk {opts.chunk_bytes or 'by the tuner'} bytes, group of {size}", file=sys.stderr, flush=True)
+              f"chunk {opts.chunk_bytes or 'by the tuner'} bytes, compression {opts.compression}, "
+              f"group of {size}", file=sys.stderr, flush=True)
     return _C.ProcessGroupZcoll(
         store, rank, size, dist_opts.timeout, transport, opts.chunk_bytes, opts.shm_ring_bytes,
         opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug,
-        algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""))
+        algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""),
+        opts.compression, opts.compress_min_bytes, opts.compress_block)
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass, field, fields
 
 TRANSPORTS = ("auto", "shm", "tcp")
+COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
 ALGORITHMS = {
@@ -72,6 +73,12 @@ class Options:
                 "(unnamed collectives: the tuner)"})
     chunk_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_CHUNK_BYTES",
         "help": "pipelining unit: bytes per transport message inside a segment (0: the tuner's)"})
+    compression: str | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS",
+        "help": "none, fp16, bf16, int8 or int4: compress floating SUM/AVG all-reduces (docs/compression.md)"})
+    compress_min_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS_MIN_BYTES",
+        "help": "tensors smaller than this stay exact"})
+    compress_block: int | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS_BLOCK",
+        "help": "int8/int4 block size: a multiple of 16 in [16, 65536]"})
     shm_ring_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_RING_BYTES",
         "help": "bytes of each directed pair's shared-memory ring"})
     socket_ifname: str | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_IFNAME",
@@ -91,6 +98,21 @@ class Options:
             parse_algo(out.algo, "ZCOLL_ALGO")
         else:
             parse_algo(out.algo)
+        if out.compression is None:
+            out.compression = _env_choice("ZCOLL_COMPRESS", "none", COMPRESSIONS)
+        elif out.compression not in COMPRESSIONS:
+            raise ValueError(f"compression={out.compression!r}: expected one of {', '.join(COMPRESSIONS)}")
+        if out.compress_min_bytes is None:
+            out.compress_min_bytes = _env_int("ZCOLL_COMPRESS_MIN_BYTES", 65536, allow_zero=True)
+        if out.compress_block is None:
+            out.compress_block = _env_int("ZCOLL_COMPRESS_BLOCK", 256)
+        if out.compress_min_bytes < 0:
+            raise ValueError(f"compress_min_bytes must be >= 0, got {out.compress_min_bytes}")
+        if not (16 <= out.compress_block <= 65536 and out.compress_block % 16 == 0):
+            raise ValueError(f"compress_block must be a multiple of 16 in [16, 65536], got {out.compress_block}")
+        forced = parse_algo(out.algo).get("allreduce")
+        if out.compression != "none" and forced not in (None, "ring", "twoshot"):
+            raise ValueError(f"algo forces allreduce:{forced}, but a compressed all-reduce runs ring or twoshot")
         if out.chunk_bytes is None:
             out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 0, allow_zero=True)
         if out.shm_ring_bytes is None:

@@ -128,7 +128,36 @@ template <typename T> void premulTyped(const void* x, void* dst, size_t n, doubl
   }
 }
 
+template <typename T> void widen(const void* x, float* dst, size_t n) {
+  const T* in = static_cast<const T*>(x);
+  for (size_t i = 0; i < n; ++i) dst[i] = Acc<T>::in(in[i]);
+}
+
+template <typename T> void narrow(const float* x, void* dst, size_t n) {
+  T* out = static_cast<T*>(dst);
+  for (size_t i = 0; i < n; ++i) out[i] = Acc<T>::out(x[i]);
+}
+
+void checkFloat32Acc(DType dtype) {
+  ZCOLL_CHECK(dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16,
+              "float32 accumulation is for float32, float16 and bfloat16, not ", dtypeName(dtype));
+}
+
 }  // namespace
+
+void toFloat32(DType dtype, const void* x, float* dst, size_t n) {
+  checkFloat32Acc(dtype);
+  if (dtype == DType::kFloat16) return widen<Half>(x, dst, n);
+  if (dtype == DType::kBFloat16) return widen<BHalf>(x, dst, n);
+  return widen<float>(x, dst, n);
+}
+
+void fromFloat32(DType dtype, const float* x, void* dst, size_t n) {
+  checkFloat32Acc(dtype);
+  if (dtype == DType::kFloat16) return narrow<Half>(x, dst, n);
+  if (dtype == DType::kBFloat16) return narrow<BHalf>(x, dst, n);
+  return narrow<float>(x, dst, n);
+}
 
 void checkReduceOp(DType dtype, RedOp op) {
   const bool bitwise = op == RedOp::kBand || op == RedOp::kBor || op == RedOp::kBxor;

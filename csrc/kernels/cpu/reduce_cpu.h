@@ -24,4 +24,9 @@ void reduceSources(DType dtype, RedOp op, const void* const* srcs, int nsrc, voi
 // with wrap-around). dst may alias x.
 void premultiply(DType dtype, const void* x, void* dst, size_t n, double factor);
 
+// float32 / float16 / bfloat16 <-> float32, their A(T): exact in, one rounding (RNE) out; what
+// the compressed schedules, which run in float32, do around them. dst may not alias x.
+void toFloat32(DType dtype, const void* x, float* dst, size_t n);
+void fromFloat32(DType dtype, const float* x, void* dst, size_t n);
+
 }  // namespace zcoll::kernels::cpu
