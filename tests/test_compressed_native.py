@@ -108,3 +108,43 @@ def test_bad_arguments_raise():
         tr.compressed_all_reduce(x, "int8", "sum", "tree")
     with pytest.raises(RuntimeError, match="block size must be a multiple of 16"):
         tr.compressed_all_reduce(x, "int8", "sum", "ring", block=20)
+
+
+def ranks_rs_ag(rank, world, store, cases):
+    import torch  # noqa: F401
+
+    from zcoll import _C
+    tr = _C.Transport("shm", store, "compressed-rs", rank, world, timeout=60)
+    out = []
+    for seq, (kind, codec, algo, op, m) in enumerate(cases):
+        counts = [m] * world
+        if kind == "rs":
+            x = inputs_for(world, world * m, seq)[rank].copy()
+            tr.compressed_reduce_scatter(x, counts, codec, op, algo, block=64, seed=5, step=seq, seq=seq,
+                                         chunk_bytes=1024)
+            out.append(x[rank * m:(rank + 1) * m].copy())
+        else:
+            x = np.zeros(world * m, np.float32)
+            x[rank * m:(rank + 1) * m] = inputs_for(world, m, seq)[rank]
+            tr.compressed_all_gather(x, counts, codec, block=64, seed=5, step=seq, seq=seq, chunk_bytes=1024)
+            out.append(x)
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_reduce_scatter_and_all_gather(world):
+    """FSDP's traffic: compressed reduce-scatter (ring and two-shot halves, the owner keeps its
+    float32 sum) and all-gather (each slice encoded once, decoded by every rank)."""
+    cases = [("rs", codec, algo, op, m) for codec in CODECS for algo in ("ring", "twoshot") for op in ("sum", "avg")
+             for m in (0, 1, 300, 5000)]
+    cases += [("ag", codec, None, None, m) for codec in CODECS for m in (0, 1, 300, 5000)]
+    res = run_ranks(ranks_rs_ag, world, cases, timeout=200)
+    for i, (kind, codec, algo, op, m) in enumerate(cases):
+        if kind == "rs":
+            want = R.reduce_scatter(inputs_for(world, world * m, i), op, algo, codec=codec, block=64, seed=5, step=i)
+        else:
+            want = R.all_gather(inputs_for(world, m, i), codec=codec, block=64, seed=5, step=i)
+        for r in range(world):
+            np.testing.assert_array_equal(res[r][i].view(np.uint32), want[r].view(np.uint32),
+                                          err_msg=f"p={world} rank {r} {cases[i]}")

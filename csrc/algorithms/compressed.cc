@@ -64,8 +64,10 @@ size_t wireOffset(const std::vector<Segment>& segs, const Wire& w, int seg) {
   return at;
 }
 
-void compressedRing(Transport& t, float* x, size_t n, const CollectiveArgs& a, const Wire& w,
-                    const std::vector<Segment>& segs) {
+// The reduce phase leaves the owner's float32 sum in x[its segment]; with `gather`, the owner
+// encodes it instead and every rank decodes every segment (all-reduce).
+void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire& w, const std::vector<Segment>& segs,
+                    bool gather) {
   const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
   size_t maxSeg = 0, total = 0;
   for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
@@ -93,17 +95,18 @@ void compressedRing(Transport& t, float* x, size_t n, const CollectiveArgs& a, c
       for (size_t i = 0; i < m; ++i) acc[i] = decoded[i] + acc[i];
       if (owner && a.op == RedOp::kAvg)
         for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
-      w.encode(x, recv.begin + off, m, r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-               out + w.offset(off));
+      if (!owner || gather)
+        w.encode(x, recv.begin + off, m, r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
+                 out + w.offset(off));
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
     std::swap(sendBuf, nextBuf);
   }
-  gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
+  if (gather) gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
 }
 
-void compressedTwoShot(Transport& t, float* x, size_t n, const CollectiveArgs& a, const Wire& w,
-                       const std::vector<Segment>& segs) {
+void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wire& w,
+                       const std::vector<Segment>& segs, bool gather) {
   const int p = t.size(), r = t.rank();
   size_t total = 0;
   for (const auto& s : segs) total += w.bytes(s.size());
@@ -140,6 +143,10 @@ void compressedTwoShot(Transport& t, float* x, size_t n, const CollectiveArgs& a
     }
     if (a.op == RedOp::kAvg)
       for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
+    if (!gather) {  // reduce-scatter: the owner keeps the float32 sum (x_r's chunk is consumed)
+      std::copy(acc.begin(), acc.begin() + m, x + mine.begin + off);
+      return;
+    }
     kernels::CodecParams cp;
     cp.codec = w.c.codec;
     cp.block = w.c.block;
@@ -148,8 +155,21 @@ void compressedTwoShot(Transport& t, float* x, size_t n, const CollectiveArgs& a
     kernels::cpu::encode(cp, acc.data(), m, gathered.data() + w.offset(off));
   });
   for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
+  if (!gather) return;
   std::copy(gathered.begin(), gathered.end(), wire.begin() + own);
   gatherEncoded(t, x, segs, w, wire.data(), a, 1, true);
+}
+
+void checkCompression(const CollectiveArgs& a, const Compression& c) {
+  ZCOLL_CHECK(a.op == RedOp::kSum || a.op == RedOp::kAvg, "only sum and avg are compressed, not ", redOpName(a.op));
+  ZCOLL_CHECK(!kernels::isBlockwise(c.codec) || kernels::validBlock(c.block),
+              "codec block size must be a multiple of 16 in [16, 65536], got ", c.block);
+}
+
+std::vector<Segment> segmentsOf(int p, const size_t* segBegin, const size_t* segEnd) {
+  std::vector<Segment> segs(p);
+  for (int s = 0; s < p; ++s) segs[s] = {segBegin[s], segEnd[s]};
+  return segs;
 }
 
 }  // namespace
@@ -162,15 +182,37 @@ void compressedAllReduce(Transport& t, float* data, size_t count, const Collecti
                          Algorithm algo) {
   ZCOLL_CHECK(algo == Algorithm::kRing || algo == Algorithm::kTwoShot, "compressed all-reduce has no ",
               algorithmName(algo), " algorithm (ring or twoshot)");
-  ZCOLL_CHECK(a.op == RedOp::kSum || a.op == RedOp::kAvg, "only sum and avg are compressed, not ", redOpName(a.op));
-  ZCOLL_CHECK(!kernels::isBlockwise(c.codec) || kernels::validBlock(c.block), "codec block size must be a multiple of 16 in [16, 65536], got ",
-              c.block);
+  checkCompression(a, c);
   if (t.size() == 1) return;
   const size_t align = compressionAlign(c);
   const Wire w{c, chunkElemsFor(a, align)};
   const auto segs = partition(count, static_cast<size_t>(t.size()), align);
-  if (algo == Algorithm::kRing) compressedRing(t, data, count, a, w, segs);
-  else compressedTwoShot(t, data, count, a, w, segs);
+  if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, true);
+  else compressedTwoShot(t, data, a, w, segs, true);
+}
+
+void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
+                             const CollectiveArgs& a, const Compression& c, Algorithm algo) {
+  ZCOLL_CHECK(algo == Algorithm::kRing || algo == Algorithm::kTwoShot, "compressed reduce_scatter has no ",
+              algorithmName(algo), " algorithm (ring or twoshot)");
+  checkCompression(a, c);
+  if (t.size() == 1) return;
+  const Wire w{c, chunkElemsFor(a, compressionAlign(c))};
+  const auto segs = segmentsOf(t.size(), segBegin, segEnd);
+  if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, false);
+  else compressedTwoShot(t, data, a, w, segs, false);
+}
+
+void compressedAllGather(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
+                         const CollectiveArgs& a, const Compression& c) {
+  checkCompression(a, c);
+  if (t.size() == 1) return;
+  const Wire w{c, chunkElemsFor(a, compressionAlign(c))};
+  const auto segs = segmentsOf(t.size(), segBegin, segEnd);
+  const int r = t.rank();
+  std::vector<uint8_t> wire(wireOffset(segs, w, t.size()));
+  w.encode(data, segs[r].begin, segs[r].size(), r, kernels::kGatherStage, wire.data() + wireOffset(segs, w, r));
+  gatherEncoded(t, data, segs, w, wire.data(), a, 0, false);  // every rank, r too, decodes
 }
 
 }  // namespace zcoll

@@ -27,4 +27,14 @@ size_t compressionAlign(const Compression& c);
 void compressedAllReduce(Transport& t, float* data, size_t count, const CollectiveArgs& a, const Compression& c,
                          Algorithm algo);
 
+// Reduce-scatter over caller-given slices (slice r ends at rank r): the reduce halves of the
+// schedules above; rank r's slice of `data` gets the float32 sum (AVG: / p), not encoded again.
+void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
+                             const CollectiveArgs& a, const Compression& c, Algorithm algo);
+
+// All-gather in place (slice s comes from rank s): each rank encodes its slice once (gather
+// stage, indices global in `data`), every rank, the sender too, decodes every slice.
+void compressedAllGather(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
+                         const CollectiveArgs& a, const Compression& c);
+
 }  // namespace zcoll

@@ -182,22 +182,71 @@ void reducePy(PyTransport& t, py::array data, int root, const std::string& dtype
   zcoll::reduceToRoot(t.transport(), ptr, count, root, a, algorithm);
 }
 
-// The compressed schedules (docs/arithmetic.md §6) in place on a float32 array.
-void compressedAllReducePy(PyTransport& t, py::array_t<float, py::array::c_style> data, const std::string& codec,
-                           const std::string& op, const std::string& algo, int block, uint64_t seed, uint64_t step,
-                           uint64_t seqNo, size_t chunkBytes, double timeoutSeconds) {
-  const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
+// The compressed schedules (docs/arithmetic.md §6) in place on float32 arrays.
+zcoll::Compression compressionOf(const std::string& codec, int block, uint64_t seed, uint64_t step) {
   zcoll::Compression c;
   c.codec = zcoll::bindings::parseCodec(codec);
   c.block = block;
   c.seed = seed;
   c.step = step;
+  return c;
+}
+
+// Slice r of `counts`, in order, as begin/end arrays; the counts must cover the array.
+void slicesOf(const std::vector<size_t>& counts, size_t ranks, size_t total, std::vector<size_t>& b,
+              std::vector<size_t>& e, const char* what) {
+  b.assign(ranks, 0);
+  e.assign(ranks, 0);
+  size_t at = 0;
+  for (size_t r = 0; r < ranks && counts.size() == ranks; at += counts[r], ++r) b[r] = at, e[r] = at + counts[r];
+  if (counts.size() != ranks || at != total)
+    throw std::invalid_argument(std::string(what) + ": counts must give one slice per rank and add up to the array's size");
+}
+
+using FloatArray = py::array_t<float, py::array::c_style>;
+
+float* writeable(FloatArray& data, const char* what) {
+  if (!data.writeable()) throw std::invalid_argument(std::string(what) + " needs a writeable array");
+  return data.mutable_data();
+}
+
+void compressedAllReducePy(PyTransport& t, FloatArray data, const std::string& codec, const std::string& op,
+                           const std::string& algo, int block, uint64_t seed, uint64_t step, uint64_t seqNo,
+                           size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
+  const auto c = compressionOf(codec, block, seed, step);
   const auto algorithm = algorithmOf(algo);
-  if (!data.writeable()) throw std::invalid_argument("compressed_all_reduce needs a writeable array");
-  float* ptr = data.mutable_data();
+  float* ptr = writeable(data, "compressed_all_reduce");
   const size_t count = static_cast<size_t>(data.size());
   py::gil_scoped_release release;
   zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm);
+}
+
+void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
+                               const std::string& codec, const std::string& op, const std::string& algo, int block,
+                               uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kReduceScatter, "float32", op, seqNo, chunkBytes, timeoutSeconds);
+  const auto c = compressionOf(codec, block, seed, step);
+  const auto algorithm = algorithmOf(algo);
+  float* ptr = writeable(data, "compressed_reduce_scatter");
+  std::vector<size_t> b, e;
+  slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
+           "compressed_reduce_scatter");
+  py::gil_scoped_release release;
+  zcoll::compressedReduceScatter(t.transport(), ptr, b.data(), e.data(), a, c, algorithm);
+}
+
+void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
+                           const std::string& codec, int block, uint64_t seed, uint64_t step, uint64_t seqNo,
+                           size_t chunkBytes, double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kAllGather, "float32", "sum", seqNo, chunkBytes, timeoutSeconds);
+  const auto c = compressionOf(codec, block, seed, step);
+  float* ptr = writeable(data, "compressed_all_gather");
+  std::vector<size_t> b, e;
+  slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
+           "compressed_all_gather");
+  py::gil_scoped_release release;
+  zcoll::compressedAllGather(t.transport(), ptr, b.data(), e.data(), a, c);
 }
 
 }  // namespace
@@ -231,6 +280,14 @@ void bindTransport(py::module_& m) {
            py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
            py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "In-place compressed all-reduce of a float32 array (ring or twoshot).")
+      .def("compressed_reduce_scatter", &compressedReduceScatterPy, py::arg("data"), py::arg("counts"),
+           py::arg("codec"), py::arg("op"), py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0,
+           py::arg("step") = 0, py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
+           py::arg("timeout") = 30.0, "Compressed reduce-scatter: rank r's slice gets its float32 result.")
+      .def("compressed_all_gather", &compressedAllGatherPy, py::arg("data"), py::arg("counts"), py::arg("codec"),
+           py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
+           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "Compressed all-gather in place: slice r (rank r's input) encoded once, decoded everywhere.")
       .def("reduce", &reducePy, py::arg("data"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce to root in place (other ranks' arrays become scratch).");
