@@ -91,3 +91,55 @@ def test_options_validate_compression(monkeypatch):
     monkeypatch.setenv("ZCOLL_COMPRESS", "zip")
     with pytest.raises(ValueError, match="ZCOLL_COMPRESS='zip'"):
         Options().resolved()
+
+
+def ranks_fsdp_traffic(rank, world, store, codec, dtype):
+    import torch
+    import torch.distributed as dist
+
+    import zcoll
+    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60),
+                            pg_options=zcoll.Options(compression=codec, compress_min_bytes=1024, compress_block=64))
+    m = 2000
+    t = getattr(torch, dtype)
+    full = torch.from_numpy(data(rank, world * m, 0)).to(t)
+    shard = torch.empty(m, dtype=t)
+    dist.reduce_scatter_tensor(shard, full, op=dist.ReduceOp.AVG)            # seq 0
+    gathered = torch.empty(world * m, dtype=t)
+    dist.all_gather_into_tensor(gathered, torch.from_numpy(data(rank, m, 1)).to(t))  # seq 1
+    listed = [torch.empty(m, dtype=t) for _ in range(world)]
+    dist.all_gather(listed, torch.from_numpy(data(rank, m, 2)).to(t))        # seq 2: list form stays exact
+    dist.destroy_process_group()
+    bits = (lambda x: x.view(torch.int16).numpy().copy()) if dtype == "bfloat16" else (lambda x: x.numpy().copy())
+    return bits(shard), bits(gathered), [bits(x) for x in listed]
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize("world,codec,dtype", [(2, "int8", "float32"), (3, "int4", "bfloat16"), (4, "fp16", "float32")])
+def test_compressed_reduce_scatter_and_all_gather_into_tensor(world, codec, dtype):
+    """FSDP's traffic: reduce_scatter_tensor and all_gather_into_tensor compress (and equal the
+    reference with the sequence number as step); the list all_gather stays exact."""
+    import torch
+
+    from zcoll import _C
+    res = run_ranks(ranks_fsdp_traffic, world, codec, dtype, timeout=150)
+    m = 2000
+    t = getattr(torch, dtype)
+
+    def arrays(salt, n):
+        xs = [torch.from_numpy(data(r, n, salt)).to(t) for r in range(world)]
+        return [x.view(torch.int16).numpy().view(np.uint16) if dtype == "bfloat16" else x.numpy() for x in xs]
+
+    kw = {"dtype": "bfloat16"} if dtype == "bfloat16" else {}
+    item = 2 if dtype == "bfloat16" else 4
+    algo = _C.tune_compressed(codec, world * m * item, world)[0]
+    rs = R.reduce_scatter(arrays(0, world * m), "avg", algo, codec=codec, block=64, step=0, **kw)
+    ag = R.all_gather(arrays(1, m), codec=codec, block=64, step=1, **kw)[0]
+    exact = np.concatenate(arrays(2, m))
+    as_bits = (lambda a: a.view(np.int16)) if dtype == "bfloat16" else (lambda a: a)
+    for r in range(world):
+        shard, gathered, listed = res[r]
+        np.testing.assert_array_equal(shard, as_bits(rs[r]))
+        np.testing.assert_array_equal(gathered, as_bits(ag))
+        np.testing.assert_array_equal(np.concatenate(listed), as_bits(exact))
+    assert not np.array_equal(as_bits(ag), as_bits(np.concatenate(arrays(1, m))))  # it really was lossy

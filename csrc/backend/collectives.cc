@@ -51,24 +51,38 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
 
 // Only floating SUM/AVG/PREMUL_SUM is ever compressed, and only tensors worth it: everything
 // else stays exact (docs/compression.md).
-bool ProcessGroupZcoll::compresses(RedOp op, DType dtype, size_t bytes) const {
+bool ProcessGroupZcoll::compressible(DType dtype, size_t bytes) const {
   return compressing_ && getSize() > 1 && bytes >= config_.compressMinBytes &&
-         (dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16) &&
-         (op == RedOp::kSum || op == RedOp::kAvg || op == RedOp::kPremulSum);
+         (dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16);
+}
+
+bool ProcessGroupZcoll::compresses(RedOp op, DType dtype, size_t bytes) const {
+  return compressible(dtype, bytes) && (op == RedOp::kSum || op == RedOp::kAvg || op == RedOp::kPremulSum);
+}
+
+// The compressed schedules run in float32 (A(T)): a float32 tensor in place, float16/bfloat16
+// through a float32 copy in the workspace, rounded once at the end as the reference does.
+float* ProcessGroupZcoll::float32View(const at::Tensor& buf, DType dtype, size_t n) {
+  return dtype == DType::kFloat32 ? static_cast<float*>(buf.data_ptr())
+                                  : reinterpret_cast<float*>(workspace_.get(n * sizeof(float)));
+}
+
+CollectiveArgs ProcessGroupZcoll::compressedArgs(OpCode opcode, DType dtype, RedOp op, uint64_t seq,
+                                                 Compression& c) {
+  CollectiveArgs a = argsFor(opcode, dtype, op == RedOp::kAvg ? RedOp::kAvg : RedOp::kSum, seq);
+  a.workspace = nullptr;  // holds the float32 copy
+  c = compression_;
+  c.step = seq;  // a fresh rounding stream per collective, the same on every rank
+  return a;
 }
 
 void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq) {
   const size_t n = static_cast<size_t>(buf.numel());
-  // The schedules run in float32 (A(T)); float16/bfloat16 go through a float32 copy and round
-  // once at the end, as the reference does.
-  float* data = dtype == DType::kFloat32 ? static_cast<float*>(buf.data_ptr())
-                                         : reinterpret_cast<float*>(workspace_.get(n * sizeof(float)));
+  float* data = float32View(buf, dtype, n);
   if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, buf.data_ptr(), data, n);
-  CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op == RedOp::kAvg ? RedOp::kAvg : RedOp::kSum, seq);
-  a.workspace = nullptr;  // holds the float32 copy
-  Compression c = compression_;
-  c.step = seq;  // a fresh rounding stream per collective, the same on every rank
-  const Algorithm algo = chooseCompressed(buf.nbytes(), a);
+  Compression c;
+  CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
+  const Algorithm algo = chooseCompressed(Collective::kAllReduce, buf.nbytes(), a);
   compressedAllReduce(*transport_, data, n, a, c, algo);
   if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, buf.data_ptr(), n);
 }
@@ -115,14 +129,28 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
 }
 
 // Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
-void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq) {
+// With `compressible` (all_gather_into_tensor: FSDP's parameter traffic), floating tensors are
+// compressed when compression is on: each rank encodes its part once, every rank decodes all.
+void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq,
+                                   bool compressible) {
   const size_t part = static_cast<size_t>(input.numel());
-  const int p = getSize();
+  const int p = getSize(), r = getRank();
+  const DType dtype = toDType(input.scalar_type(), "allgather");
   std::vector<size_t> b(p), e(p);
-  for (int r = 0; r < p; ++r) b[r] = r * part, e[r] = (r + 1) * part;
-  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * getRank(), input.contiguous().data_ptr(),
-              input.nbytes());
-  const CollectiveArgs a = argsFor(OpCode::kAllGather, toDType(input.scalar_type(), "allgather"), RedOp::kSum, seq);
+  for (int q = 0; q < p; ++q) b[q] = q * part, e[q] = (q + 1) * part;
+  const at::Tensor in = input.contiguous();
+  if (compressible && this->compressible(dtype, flatOutput.nbytes())) {
+    float* data = float32View(flatOutput, dtype, part * p);
+    kernels::cpu::toFloat32(dtype, in.data_ptr(), data + r * part, part);
+    Compression c;
+    const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
+    logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(), Algorithm::kRing, false, a.chunkBytes);
+    compressedAllGather(*transport_, data, b.data(), e.data(), a, c);
+    if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, flatOutput.data_ptr(), part * p);
+    return;
+  }
+  std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * r, in.data_ptr(), input.nbytes());
+  const CollectiveArgs a = argsFor(OpCode::kAllGather, dtype, RedOp::kSum, seq);
   allGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a);
 }
 
@@ -171,7 +199,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_coalesced(std::vecto
 
 void ProcessGroupZcoll::gatherIntoTensor(const at::Tensor& out, const at::Tensor& in, uint64_t seq) {
   at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
-  gatherInto(flat, in, seq);
+  gatherInto(flat, in, seq, true);
   if (!flat.is_same(out)) out.copy_(flat);
 }
 
@@ -219,9 +247,21 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
     kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
   std::vector<size_t> b(getSize()), e(getSize());
   for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
-  CollectiveArgs a = argsFor(OpCode::kReduceScatter, dtype, op, seq);
-  const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a);
-  reduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, algo);
+  if (compresses(op, dtype, scratch.nbytes())) {
+    const size_t r = static_cast<size_t>(getRank());
+    float* data = float32View(scratch, dtype, m * getSize());
+    if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, scratch.data_ptr(), data, m * getSize());
+    Compression c;
+    CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
+    const Algorithm algo = chooseCompressed(Collective::kReduceScatter, scratch.nbytes(), a);
+    compressedReduceScatter(*transport_, data, b.data(), e.data(), a, c, algo);
+    if (dtype != DType::kFloat32)  // our slice, rounded once into the scratch tensor's dtype
+      kernels::cpu::fromFloat32(dtype, data + r * m, static_cast<char*>(scratch.data_ptr()) + r * m * scratch.element_size(), m);
+  } else {
+    CollectiveArgs a = argsFor(OpCode::kReduceScatter, dtype, op, seq);
+    const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a);
+    reduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, algo);
+  }
   output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
 }
 

@@ -117,15 +117,16 @@ Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& 
   return algo;
 }
 
-// A forced all-reduce algorithm applies when it is ring or two-shot (Python refuses others
-// together with compression).
-Algorithm ProcessGroupZcoll::chooseCompressed(size_t bytes, CollectiveArgs& a) {
+// A forced all-reduce / reduce-scatter algorithm applies when it is ring or two-shot (Python
+// refuses others for the all-reduce together with compression).
+Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a) {
   const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
-  const int i = static_cast<int>(Collective::kAllReduce);
+  const int i = static_cast<int>(collective);
   const bool forced = hasForced_[i] && (forced_[i] == Algorithm::kRing || forced_[i] == Algorithm::kTwoShot);
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(("allreduce/" + config_.compression).c_str(), bytes, algo, forced, a.chunkBytes);
+  logChoice((std::string(collectiveName(collective)) + "/" + config_.compression).c_str(), bytes, algo, forced,
+            a.chunkBytes);
   return algo;
 }
 

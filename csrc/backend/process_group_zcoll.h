@@ -134,12 +134,15 @@ class ProcessGroupZcoll : public c10d::Backend {
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
+  bool compressible(DType dtype, size_t bytes) const;
   bool compresses(RedOp op, DType dtype, size_t bytes) const;
+  float* float32View(const at::Tensor& buf, DType dtype, size_t n);
+  CollectiveArgs compressedArgs(OpCode opcode, DType dtype, RedOp op, uint64_t seq, Compression& c);
   // `buf` (contiguous, already premultiplied) through the compressed schedule, in float32.
   void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
-  void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq);
+  void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool compressible = false);
   void gatherIntoList(const std::vector<at::Tensor>& outputs, const at::Tensor& input, uint64_t seq);
   void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
@@ -150,7 +153,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   // (logged under ZCOLL_DEBUG=INFO the first time each choice is made), the group's workspace.
   CollectiveArgs argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const;
   Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a);
-  Algorithm chooseCompressed(size_t bytes, CollectiveArgs& a);
+  Algorithm chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a);
   void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes);
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
