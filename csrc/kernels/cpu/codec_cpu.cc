@@ -91,6 +91,30 @@ void dequantizeLoop(Codec codec, const uint8_t* codes, size_t n, float scale, fl
   }
 }
 
+// bfloat16 casts as selects (floatToBf16 / bf16ToFloat spelled without early returns, same bits),
+// so they vectorise too. fp16 keeps the common bodies: its subnormal path loops per element.
+ZCOLL_VECTOR_CLONES
+void encodeBf16Loop(const float* x, size_t n, uint8_t* out, float* residual, float residualScale) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t b = floatBits(x[i]);
+    const bool nan = (b & 0x7FFFFFFFu) > 0x7F800000u;
+    const uint16_t h = static_cast<uint16_t>(nan ? (b >> 16) | 0x0040u : (b + 0x7FFFu + ((b >> 16) & 1u)) >> 16);
+    out[2 * i] = static_cast<uint8_t>(h), out[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+    if (residual) {
+      const float d = bitsToFloat((static_cast<uint32_t>(h) << 16) | (nan ? 0x00400000u : 0u)), r = x[i] - d;
+      residual[i] = isFiniteBits(x[i]) && isFiniteBits(d) ? (residualScale == 1.0f ? r : r * residualScale) : 0.0f;
+    }
+  }
+}
+
+ZCOLL_VECTOR_CLONES
+void decodeBf16Loop(const uint8_t* in, size_t n, float* out) {
+  for (size_t i = 0; i < n; ++i) {
+    const uint32_t b = (static_cast<uint32_t>(in[2 * i]) | (static_cast<uint32_t>(in[2 * i + 1]) << 8)) << 16;
+    out[i] = bitsToFloat((b & 0x7FFFFFFFu) > 0x7F800000u ? b | 0x00400000u : b);
+  }
+}
+
 void encodeBlockwise(const CodecParams& p, const float* x, size_t n, uint8_t* out, float* residual,
                      float residualScale) {
   const int qmax = codecQmax(p.codec);
@@ -114,7 +138,8 @@ void encode(const CodecParams& p, const float* x, size_t n, uint8_t* out, float*
             float residualScale) {
   checkCodecBlock(p.codec, p.block);
   if (isBlockwise(p.codec)) return encodeBlockwise(p, x, n, out, residual, residualScale);
-  // Cast codecs: the CUDA body with one thread per grid block.
+  if (p.codec == Codec::kBf16) return encodeBf16Loop(x, n, out, residual, residualScale);
+  // fp16: the CUDA body with one thread per grid block.
   const EncodeArgs a{p.codec, p.block, p.key, p.base, x, n, out, residual, residualScale};
   const BlockScratch unused{0, 0};
   for (size_t b = 0; b < gridBlocks(p.codec, n, p.block, 1); ++b) encodeBody(b, 0, 1, a, unused);
@@ -122,6 +147,7 @@ void encode(const CodecParams& p, const float* x, size_t n, uint8_t* out, float*
 
 void decode(Codec codec, int block, const uint8_t* in, size_t n, float* out) {
   checkCodecBlock(codec, block);
+  if (codec == Codec::kBf16) return decodeBf16Loop(in, n, out);
   if (!isBlockwise(codec)) {
     const DecodeArgs a{codec, block, in, n, out};
     for (size_t b = 0; b < gridBlocks(codec, n, block, 1); ++b) decodeBody(b, 0, 1, a);
