@@ -108,6 +108,10 @@ def test_bad_arguments_raise():
         tr.compressed_all_reduce(x, "int8", "sum", "tree")
     with pytest.raises(RuntimeError, match="block size must be a multiple of 16"):
         tr.compressed_all_reduce(x, "int8", "sum", "ring", block=20)
+    with pytest.raises(ValueError, match="residual must be a writeable contiguous float32 array the size of data"):
+        tr.compressed_all_reduce(x, "int8", "sum", "ring", residual=np.zeros(7, np.float32))
+    with pytest.raises(ValueError, match="residual must be"):
+        tr.compressed_all_reduce(x, "int8", "sum", "ring", residual=np.zeros(8, np.float64))
 
 
 def ranks_rs_ag(rank, world, store, cases):
@@ -148,3 +152,48 @@ def test_reduce_scatter_and_all_gather(world):
         for r in range(world):
             np.testing.assert_array_equal(res[r][i].view(np.uint32), want[r].view(np.uint32),
                                           err_msg=f"p={world} rank {r} {cases[i]}")
+
+
+def ranks_feedback(rank, world, store, cases):
+    import torch  # noqa: F401
+
+    from zcoll import _C
+    tr = _C.Transport("shm", store, "compressed-ef", rank, world, timeout=60)
+    out = []
+    for seq, (kind, codec, algo, op, n) in enumerate(cases):
+        x = inputs_for(world, n, seq)[rank].copy()
+        e = inputs_for(world, n, f"residual{seq}")[rank] * np.float32(1e-2)
+        kw = dict(block=64, seed=3, step=seq, seq=seq, chunk_bytes=2048, residual=e)
+        if kind == "ar":
+            tr.compressed_all_reduce(x, codec, op, algo, **kw)
+        else:
+            tr.compressed_reduce_scatter(x, [n // world] * world, codec, op, algo, **kw)
+            x = x[rank * (n // world):(rank + 1) * (n // world)].copy()
+        out.append((x, e))
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world", [2, 3, 4])
+def test_error_feedback_equals_reference(world):
+    """With a residual, the collective runs on x + e and each rank's new residual (v - D(E(v)) at
+    the positions it encodes, p times that for an AVG result) equals the reference's, bit for bit;
+    and the residuals of all ranks add up to the collective's error (arithmetic.md §6)."""
+    n = world * 1000
+    cases = [(kind, codec, algo, op, n) for kind in ("ar", "rs") for codec in CODECS
+             for algo in ("ring", "twoshot") for op in ("sum", "avg")]
+    res = run_ranks(ranks_feedback, world, cases, timeout=200)
+    for i, (kind, codec, algo, op, n) in enumerate(cases):
+        xs = inputs_for(world, n, i)
+        es = [e * np.float32(1e-2) for e in inputs_for(world, n, f"residual{i}")]
+        kw = dict(codec=codec, block=64, seed=3, step=i, residuals=es)
+        outs, new = (R.all_reduce(xs, op, algo, **kw) if kind == "ar" else R.reduce_scatter(xs, op, algo, **kw))
+        for r in range(world):
+            got, e = res[r][i]
+            np.testing.assert_array_equal(got.view(np.uint32), outs[r].view(np.uint32), err_msg=f"{cases[i]} rank {r}")
+            np.testing.assert_array_equal(e.view(np.uint32), new[r].view(np.uint32), err_msg=f"{cases[i]} rank {r} e")
+        if kind == "ar" and op == "sum":  # sum of residuals = sum of inputs - result (float32 rounding aside)
+            total = np.sum([x.astype(np.float64) + e for x, e in zip(xs, es)], axis=0)
+            err = total - outs[0].astype(np.float64)
+            np.testing.assert_allclose(np.sum([res[r][i][1] for r in range(world)], axis=0, dtype=np.float64), err,
+                                       rtol=0, atol=1e-4 * np.abs(total).max())

@@ -18,6 +18,7 @@ using kernels::Codec;
 struct Wire {
   const Compression& c;
   size_t chunkElems;
+  float* residual = nullptr;  // error feedback: new residuals at the positions we encode (global index)
 
   size_t bytes(size_t elems) const { return kernels::encodedBytes(c.codec, elems, c.block); }
   // Byte offset of the chunk that starts `elemOffset` elements into its segment.
@@ -26,13 +27,20 @@ struct Wire {
     return kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
   }
   // E_{rank,stage}(x[begin, begin+n)) into out; `begin` is the global index (the hash's).
-  void encode(const float* x, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out) const {
+  // `scale`: the residual's factor (p for an AVG result, docs/arithmetic.md §6).
+  void encode(const float* x, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out,
+              float scale = 1.0f) const {
+    encodeValues(x + begin, begin, n, rank, stage, out, scale);
+  }
+  // The same for values not stored at their global position (`v[0]` is element `begin`).
+  void encodeValues(const float* v, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out,
+                    float scale = 1.0f) const {
     kernels::CodecParams p;
     p.codec = c.codec;
     p.block = c.block;
     p.key = key(rank, stage);
     p.base = begin;
-    kernels::cpu::encode(p, x + begin, n, out);
+    kernels::cpu::encode(p, v, n, out, residual ? residual + begin : nullptr, scale);
   }
   void decode(const uint8_t* in, size_t n, float* out) const { kernels::cpu::decode(c.codec, c.block, in, n, out); }
 };
@@ -97,7 +105,7 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
         for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
       if (!owner || gather)
         w.encode(x, recv.begin + off, m, r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-                 out + w.offset(off));
+                 out + w.offset(off), owner && a.op == RedOp::kAvg ? static_cast<float>(p) : 1.0f);
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
     std::swap(sendBuf, nextBuf);
@@ -147,12 +155,8 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
       std::copy(acc.begin(), acc.begin() + m, x + mine.begin + off);
       return;
     }
-    kernels::CodecParams cp;
-    cp.codec = w.c.codec;
-    cp.block = w.c.block;
-    cp.key = w.key(r, kernels::kGatherStage);
-    cp.base = mine.begin + off;
-    kernels::cpu::encode(cp, acc.data(), m, gathered.data() + w.offset(off));
+    w.encodeValues(acc.data(), mine.begin + off, m, r, kernels::kGatherStage, gathered.data() + w.offset(off),
+                   a.op == RedOp::kAvg ? static_cast<float>(p) : 1.0f);
   });
   for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
   if (!gather) return;
@@ -164,6 +168,15 @@ void checkCompression(const CollectiveArgs& a, const Compression& c) {
   ZCOLL_CHECK(a.op == RedOp::kSum || a.op == RedOp::kAvg, "only sum and avg are compressed, not ", redOpName(a.op));
   ZCOLL_CHECK(!kernels::isBlockwise(c.codec) || kernels::validBlock(c.block),
               "codec block size must be a multiple of 16 in [16, 65536], got ", c.block);
+}
+
+// Error feedback's first step: x' = x + e (float32), and fresh (zero) residuals, which the
+// encodes of this rank then fill at the positions it encodes.
+void applyResidual(float* x, float* residual, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    x[i] = x[i] + residual[i];
+    residual[i] = 0.0f;
+  }
 }
 
 std::vector<Segment> segmentsOf(int p, const size_t* segBegin, const size_t* segEnd) {
@@ -179,25 +192,27 @@ size_t compressionAlign(const Compression& c) {
 }
 
 void compressedAllReduce(Transport& t, float* data, size_t count, const CollectiveArgs& a, const Compression& c,
-                         Algorithm algo) {
+                         Algorithm algo, float* residual) {
   ZCOLL_CHECK(algo == Algorithm::kRing || algo == Algorithm::kTwoShot, "compressed all-reduce has no ",
               algorithmName(algo), " algorithm (ring or twoshot)");
   checkCompression(a, c);
+  if (residual) applyResidual(data, residual, count);
   if (t.size() == 1) return;
   const size_t align = compressionAlign(c);
-  const Wire w{c, chunkElemsFor(a, align)};
+  const Wire w{c, chunkElemsFor(a, align), residual};
   const auto segs = partition(count, static_cast<size_t>(t.size()), align);
   if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, true);
   else compressedTwoShot(t, data, a, w, segs, true);
 }
 
 void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
-                             const CollectiveArgs& a, const Compression& c, Algorithm algo) {
+                             const CollectiveArgs& a, const Compression& c, Algorithm algo, float* residual) {
   ZCOLL_CHECK(algo == Algorithm::kRing || algo == Algorithm::kTwoShot, "compressed reduce_scatter has no ",
               algorithmName(algo), " algorithm (ring or twoshot)");
   checkCompression(a, c);
+  if (residual) applyResidual(data, residual, segEnd[t.size() - 1]);
   if (t.size() == 1) return;
-  const Wire w{c, chunkElemsFor(a, compressionAlign(c))};
+  const Wire w{c, chunkElemsFor(a, compressionAlign(c)), residual};
   const auto segs = segmentsOf(t.size(), segBegin, segEnd);
   if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, false);
   else compressedTwoShot(t, data, a, w, segs, false);

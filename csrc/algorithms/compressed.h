@@ -23,14 +23,17 @@ struct Compression {
 size_t compressionAlign(const Compression& c);
 
 // In place over `count` float32 values; `a.op` is SUM or AVG (PREMUL_SUM inputs arrive scaled);
-// `algo` is kRing or kTwoShot.
+// `algo` is kRing or kTwoShot. With `residual` (count floats, this rank's error-feedback state),
+// the collective runs on data + residual and leaves the new residual there: at every position
+// this rank encodes, v - D(E(v)) (times p for an AVG result), elsewhere 0 (arithmetic.md §6).
 void compressedAllReduce(Transport& t, float* data, size_t count, const CollectiveArgs& a, const Compression& c,
-                         Algorithm algo);
+                         Algorithm algo, float* residual = nullptr);
 
 // Reduce-scatter over caller-given slices (slice r ends at rank r): the reduce halves of the
 // schedules above; rank r's slice of `data` gets the float32 sum (AVG: / p), not encoded again.
 void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
-                             const CollectiveArgs& a, const Compression& c, Algorithm algo);
+                             const CollectiveArgs& a, const Compression& c, Algorithm algo,
+                             float* residual = nullptr);
 
 // All-gather in place (slice s comes from rank s): each rank encodes its slice once (gather
 // stage, indices global in `data`), every rank, the sender too, decodes every slice.

@@ -210,30 +210,47 @@ float* writeable(FloatArray& data, const char* what) {
   return data.mutable_data();
 }
 
+// The optional error-feedback residual: None, or a writeable float32 array the size of `data`.
+float* residualOf(py::object residual, const FloatArray& data, const char* what) {
+  if (residual.is_none()) return nullptr;
+  const auto fail = [&] {
+    return std::invalid_argument(std::string(what) +
+                                 ": residual must be a writeable contiguous float32 array the size of data");
+  };
+  if (!py::isinstance<FloatArray>(residual)) throw fail();  // a float32 C-contiguous array, not a converted copy
+  auto arr = residual.cast<FloatArray>();
+  if (!arr.writeable() || arr.size() != data.size() || !residual.is(arr))
+    throw fail();
+  return arr.mutable_data();
+}
+
 void compressedAllReducePy(PyTransport& t, FloatArray data, const std::string& codec, const std::string& op,
                            const std::string& algo, int block, uint64_t seed, uint64_t step, uint64_t seqNo,
-                           size_t chunkBytes, double timeoutSeconds) {
+                           size_t chunkBytes, double timeoutSeconds, py::object residual) {
   const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
   const auto c = compressionOf(codec, block, seed, step);
   const auto algorithm = algorithmOf(algo);
   float* ptr = writeable(data, "compressed_all_reduce");
+  float* res = residualOf(residual, data, "compressed_all_reduce");
   const size_t count = static_cast<size_t>(data.size());
   py::gil_scoped_release release;
-  zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm);
+  zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm, res);
 }
 
 void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
                                const std::string& codec, const std::string& op, const std::string& algo, int block,
-                               uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds) {
+                               uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds,
+                               py::object residual) {
   const auto a = argsOf(zcoll::OpCode::kReduceScatter, "float32", op, seqNo, chunkBytes, timeoutSeconds);
   const auto c = compressionOf(codec, block, seed, step);
   const auto algorithm = algorithmOf(algo);
   float* ptr = writeable(data, "compressed_reduce_scatter");
+  float* res = residualOf(residual, data, "compressed_reduce_scatter");
   std::vector<size_t> b, e;
   slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
            "compressed_reduce_scatter");
   py::gil_scoped_release release;
-  zcoll::compressedReduceScatter(t.transport(), ptr, b.data(), e.data(), a, c, algorithm);
+  zcoll::compressedReduceScatter(t.transport(), ptr, b.data(), e.data(), a, c, algorithm, res);
 }
 
 void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
@@ -278,12 +295,13 @@ void bindTransport(py::module_& m) {
            "Reduce-scatter in place: rank r's slice (counts[r] elements, in order) gets its result.")
       .def("compressed_all_reduce", &compressedAllReducePy, py::arg("data"), py::arg("codec"), py::arg("op"),
            py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
-           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
-           "In-place compressed all-reduce of a float32 array (ring or twoshot).")
+           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
+           "In-place compressed all-reduce of a float32 array (ring or twoshot); `residual`: error feedback.")
       .def("compressed_reduce_scatter", &compressedReduceScatterPy, py::arg("data"), py::arg("counts"),
            py::arg("codec"), py::arg("op"), py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0,
            py::arg("step") = 0, py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
-           py::arg("timeout") = 30.0, "Compressed reduce-scatter: rank r's slice gets its float32 result.")
+           py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
+           "Compressed reduce-scatter: rank r's slice gets its float32 result; `residual`: error feedback.")
       .def("compressed_all_gather", &compressedAllGatherPy, py::arg("data"), py::arg("counts"), py::arg("codec"),
            py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
            py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
