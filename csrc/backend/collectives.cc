@@ -76,15 +76,39 @@ CollectiveArgs ProcessGroupZcoll::compressedArgs(OpCode opcode, DType dtype, Red
   return a;
 }
 
-void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq) {
+void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq,
+                                               float* residual) {
   const size_t n = static_cast<size_t>(buf.numel());
   float* data = float32View(buf, dtype, n);
   if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, buf.data_ptr(), data, n);
   Compression c;
   CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
   const Algorithm algo = chooseCompressed(Collective::kAllReduce, buf.nbytes(), a);
-  compressedAllReduce(*transport_, data, n, a, c, algo);
+  compressedAllReduce(*transport_, data, n, a, c, algo, residual);
   if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, buf.data_ptr(), n);
+}
+
+// Compressed all-reduce with error feedback (zcoll.hooks): `residual` is this rank's float32
+// state for `t` (same element count), read and rewritten in place (arithmetic.md §6).
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduceWithFeedback(const at::Tensor& t, const at::Tensor& residual,
+                                                                        bool average) {
+  TORCH_CHECK_VALUE(compressing_, "zcoll allreduce_with_feedback: compression is off for this group "
+                    "(set zcoll.Options(compression=...) or ZCOLL_COMPRESS)");
+  const DType dtype = checkTensor(t, "allreduce_with_feedback");
+  TORCH_CHECK_TYPE(dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16,
+                   "zcoll allreduce_with_feedback: compresses float32/float16/bfloat16, not ", dtypeName(dtype));
+  checkTensor(residual, "allreduce_with_feedback");
+  TORCH_CHECK_VALUE(residual.scalar_type() == at::kFloat && residual.is_contiguous() && residual.numel() == t.numel(),
+                    "zcoll allreduce_with_feedback: the residual must be a contiguous float32 tensor of ", t.numel(),
+                    " elements");
+  const RedOp op = average ? RedOp::kAvg : RedOp::kSum;
+  at::Tensor tensor = t, res = residual;
+  return enqueue(c10d::OpType::ALLREDUCE, {tensor}, [this, tensor, res, op, dtype](uint64_t seq) {
+    at::Tensor buf = tensor.contiguous();
+    // Below the size threshold too: the caller asked for feedback, so the tensor is compressed.
+    if (getSize() > 1) compressedAllreduceNow(buf, op, dtype, seq, res.data_ptr<float>());
+    if (!buf.is_same(tensor)) tensor.copy_(buf);
+  }, true);
 }
 
 // Each tensor is all-reduced on its own (so each equals a lone allreduce), in one work.

@@ -117,6 +117,10 @@ class ProcessGroupZcoll : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
                                           const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+
+  // zcoll's own: a compressed all-reduce (SUM, or AVG when `average`) with error feedback, whose
+  // float32 `residual` (t.numel() elements) carries the rank's state from call to call.
+  c10::intrusive_ptr<c10d::Work> allreduceWithFeedback(const at::Tensor& t, const at::Tensor& residual, bool average);
   c10::intrusive_ptr<c10d::Work> send(std::vector<at::Tensor>& tensors, int dstRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
@@ -139,7 +143,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   float* float32View(const at::Tensor& buf, DType dtype, size_t n);
   CollectiveArgs compressedArgs(OpCode opcode, DType dtype, RedOp op, uint64_t seq, Compression& c);
   // `buf` (contiguous, already premultiplied) through the compressed schedule, in float32.
-  void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq);
+  void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq, float* residual = nullptr);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool compressible = false);

@@ -38,5 +38,9 @@ void bindBackend(py::module_& m) {
            py::arg("reduce_scatter_algo") = "", py::arg("compression") = "none",
            py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
-      .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; });
+      .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
+      .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })
+      .def("allreduce_with_feedback", &zcoll::ProcessGroupZcoll::allreduceWithFeedback, py::arg("tensor"),
+           py::arg("residual"), py::arg("average") = true, py::call_guard<py::gil_scoped_release>(),
+           "Compressed all-reduce with error feedback; returns a Work (get_future() for DDP hooks).");
 }
