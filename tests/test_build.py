@@ -115,3 +115,19 @@ def test_main_job_benchmark_runs():
     for r in rows:
         assert r[1] in ALGORITHMS["allreduce"], r  # the tuner's choice for that size
         assert all(float(v) > 0 for v in r[2:5]), r  # zcoll, gloo and MPI all measured
+
+
+def test_shaped_link_benchmark_runs():
+    """bench/shaped_allreduce.py (issue 4's benchmark) on a tiny case: namespaces with tbf links,
+    zcoll uncompressed and int8 and gloo side by side, and nothing left behind."""
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
+        pytest.skip("network namespaces and tc need root and iproute2")
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "shaped_allreduce.py"), "--world", "2", "--mib", "1",
+                          "--iters", "1", "--codecs", "none,int8", "--algos", "ring"],
+                         capture_output=True, text=True, timeout=240)
+    if out.returncode != 0 and "cannot" in out.stderr.lower() and "namespace" in out.stderr.lower():
+        pytest.skip(f"cannot make network namespaces here: {out.stderr[-300:]}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line.split() for line in out.stdout.splitlines()[2:]]
+    assert [r[:3] for r in rows] == [["zcoll", "none", "ring"], ["zcoll", "int8", "ring"], ["gloo", "-", "-"]], rows
+    assert "zcoll-b" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
