@@ -43,6 +43,29 @@ struct Wire {
     kernels::cpu::encode(p, v, n, out, residual ? residual + begin : nullptr, scale);
   }
   void decode(const uint8_t* in, size_t n, float* out) const { kernels::cpu::decode(c.codec, c.block, in, n, out); }
+
+  // Elements per tile of the fused step: whole codec blocks, about 4096 floats (fits in L1/L2).
+  size_t tileElems() const {
+    const size_t unit = kernels::isBlockwise(c.codec) ? static_cast<size_t>(c.block) : 32;
+    return std::max<size_t>(1, 4096 / unit) * unit;
+  }
+
+  // One ring hop on a chunk, tile by tile so each tile's values stay in cache across the three
+  // steps: acc = D(in) + x[begin, begin+n) (AVG: / divisor), stored in x, then E(acc) into `out`
+  // (null: no encode). `tile` has tileElems() floats.
+  void decodeAddEncode(const uint8_t* in, float* x, size_t begin, size_t n, float divisor, int rank, uint32_t stage,
+                       uint8_t* out, float residualScale, float* tile) const {
+    const size_t step = tileElems();
+    for (size_t at = 0; at < n; at += step) {
+      const size_t m = std::min(step, n - at);
+      decode(in + bytes(at), m, tile);  // `at` is whole blocks: byte offsets add up
+      float* acc = x + begin + at;
+      for (size_t i = 0; i < m; ++i) acc[i] = tile[i] + acc[i];
+      if (divisor != 0.0f)
+        for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / divisor;
+      if (out) encode(x, begin + at, m, rank, stage, out + bytes(at), residualScale);
+    }
+  }
 };
 
 size_t chunkElemsFor(const CollectiveArgs& a, size_t align) {
@@ -80,7 +103,7 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
   size_t maxSeg = 0, total = 0;
   for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
   std::vector<uint8_t> sendBuf(w.bytes(maxSeg)), nextBuf(w.bytes(maxSeg)), recvBuf(w.bytes(maxSeg)), wire(total);
-  std::vector<float> decoded(w.chunkElems);
+  std::vector<float> tile(w.tileElems());
   // Segment s starts at rank s+1 with E_{s+1,0}(x_{s+1}); at hop j (rank s+j) acc = D(in) + x,
   // re-encoded at stage j-1 until the owner s, which encodes for the gather stage.
   const Segment first = segs[schedule::mod(r - 1, p)];
@@ -98,14 +121,11 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
     });
     schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
       t.wait(recvs[c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
-      w.decode(recvBuf.data() + w.offset(off), m, decoded.data());
-      float* acc = x + recv.begin + off;
-      for (size_t i = 0; i < m; ++i) acc[i] = decoded[i] + acc[i];
-      if (owner && a.op == RedOp::kAvg)
-        for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
-      if (!owner || gather)
-        w.encode(x, recv.begin + off, m, r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-                 out + w.offset(off), owner && a.op == RedOp::kAvg ? static_cast<float>(p) : 1.0f);
+      const bool average = owner && a.op == RedOp::kAvg;
+      w.decodeAddEncode(recvBuf.data() + w.offset(off), x, recv.begin + off, m, average ? static_cast<float>(p) : 0.0f,
+                        r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
+                        !owner || gather ? out + w.offset(off) : nullptr, average ? static_cast<float>(p) : 1.0f,
+                        tile.data());
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
     std::swap(sendBuf, nextBuf);
