@@ -27,35 +27,45 @@ def sh(*cmd, check=True):
     return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)
 
 
-def make_hosts(world: int, rate: str):
-    """Bridge + one namespace per rank; tbf on both ends of every veth. Returns (namespaces, undo)."""
+def make_hosts(world: int, rate: str | None, bridge: str = BRIDGE, subnet: str = SUBNET, names: str = "zcoll-b"):
+    """A bridge (`subnet`.1) and one namespace per rank (`subnet`.10+i on its eth0); with `rate`,
+    tbf on both ends of every veth. Returns (namespaces, undo); on failure removes what it made
+    and re-raises. tests/test_netns.py uses it too."""
     made, tag = [], os.getpid() % 10000
-    sh("ip", "link", "add", BRIDGE, "type", "bridge")
-    made.append(("link", BRIDGE))
-    sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-    sh("ip", "link", "set", BRIDGE, "up")
-    names = []
-    for i in range(world):
-        ns, veth = f"zcoll-b{tag}-{i}", f"zcb{tag}{i}"
-        sh("ip", "netns", "add", ns)
-        made.append(("netns", ns))
-        sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        made.append(("link", veth))
-        sh("ip", "link", "set", veth, "master", BRIDGE)
-        sh("ip", "link", "set", veth, "up")
-        # The link's rate in both directions: the host end shapes traffic into the namespace,
-        # eth0 inside it shapes traffic out.
-        sh("tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms")
-        for cmd in (["ip", "addr", "add", f"{SUBNET}.{10 + i}/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
-                    ["ip", "link", "set", "lo", "up"],
-                    ["tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms"]):
-            sh("ip", "netns", "exec", ns, *cmd)
-        names.append(ns)
 
     def undo():
         for kind, name in reversed(made):
             sh("ip", kind, "del", name, check=False)
-    return names, undo
+
+    def tbf(dev):  # the link's rate: the host end shapes traffic in, eth0 inside shapes it out
+        return ["tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", "256kb", "latency", "50ms"]
+
+    try:
+        sh("ip", "link", "add", bridge, "type", "bridge")
+        made.append(("link", bridge))
+        sh("ip", "addr", "add", f"{subnet}.1/24", "dev", bridge)
+        sh("ip", "link", "set", bridge, "up")
+        namespaces = []
+        for i in range(world):
+            ns, veth = f"{names}{tag}-{i}", f"zcv{bridge[-2:]}{tag}{i}"
+            sh("ip", "netns", "add", ns)
+            made.append(("netns", ns))
+            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            made.append(("link", veth))
+            sh("ip", "link", "set", veth, "master", bridge)
+            sh("ip", "link", "set", veth, "up")
+            inside = [["ip", "addr", "add", f"{subnet}.{10 + i}/24", "dev", "eth0"], ["ip", "link", "set", "eth0", "up"],
+                      ["ip", "link", "set", "lo", "up"]]
+            if rate:
+                sh(*tbf(veth))
+                inside.append(tbf("eth0"))
+            for cmd in inside:
+                sh("ip", "netns", "exec", ns, *cmd)
+            namespaces.append(ns)
+    except BaseException:
+        undo()
+        raise
+    return namespaces, undo
 
 
 def worker(args):

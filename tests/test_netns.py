@@ -15,42 +15,26 @@ BRIDGE, SUBNET = "zcbr0", "10.231.77"
 WORLD = 3
 
 
-def sh(*cmd, check=True):
-    return subprocess.run(list(cmd), capture_output=True, text=True, check=check, timeout=30)
-
-
-def namespace(i):
-    return f"zcoll-t{os.getpid() % 10000}-{i}"
+def _shaped_bench():
+    """bench/shaped_allreduce.py, whose make_hosts builds the namespaces (here without tbf)."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "bench" / "shaped_allreduce.py"
+    spec = importlib.util.spec_from_file_location("shaped_allreduce", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture
 def hosts():
     if shutil.which("ip") is None or os.geteuid() != 0:
         pytest.skip("network namespaces need root and iproute2 (ip)")
-    made = []
     try:
-        sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        made.append(("link", BRIDGE))
-        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-        sh("ip", "link", "set", BRIDGE, "up")
-        for i in range(WORLD):
-            ns, veth = namespace(i), f"zcv{os.getpid() % 10000}{i}"
-            sh("ip", "netns", "add", ns)
-            made.append(("netns", ns))
-            sh("ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            made.append(("link", veth))
-            sh("ip", "link", "set", veth, "master", BRIDGE)
-            sh("ip", "link", "set", veth, "up")
-            sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{SUBNET}.{10 + i}/24", "dev", "eth0")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", "eth0", "up")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        names, undo = _shaped_bench().make_hosts(WORLD, None, BRIDGE, SUBNET, "zcoll-t")
     except (subprocess.CalledProcessError, OSError) as e:
-        for kind, name in reversed(made):
-            sh("ip", kind, "del", name, check=False)
         pytest.skip(f"cannot make network namespaces here: {getattr(e, 'stderr', e)}")
-    yield [namespace(i) for i in range(WORLD)]
-    for kind, name in reversed(made):
-        sh("ip", kind, "del", name, check=False)
+    yield names
+    undo()
 
 
 @pytest.mark.timeout(180)

@@ -102,7 +102,9 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
   const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
   size_t maxSeg = 0, total = 0;
   for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
-  std::vector<uint8_t> sendBuf(w.bytes(maxSeg)), nextBuf(w.bytes(maxSeg)), recvBuf(w.bytes(maxSeg)), wire(total);
+  // `wire` holds every encoded segment for the gather; a reduce-scatter has none.
+  std::vector<uint8_t> sendBuf(w.bytes(maxSeg)), nextBuf(w.bytes(maxSeg)), recvBuf(w.bytes(maxSeg)),
+      wire(gather ? total : 0);
   std::vector<float> tile(w.tileElems());
   // Segment s starts at rank s+1 with E_{s+1,0}(x_{s+1}); at hop j (rank s+j) acc = D(in) + x,
   // re-encoded at stage j-1 until the owner s, which encodes for the gather stage.
@@ -111,7 +113,7 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
   for (int k = 0; k < p - 1; ++k) {
     const Segment send = segs[schedule::mod(r - k - 1, p)], recv = segs[schedule::mod(r - k - 2, p)];
     const bool owner = k == p - 2;
-    uint8_t* out = owner ? wire.data() + wireOffset(segs, w, r) : nextBuf.data();
+    uint8_t* out = !owner ? nextBuf.data() : gather ? wire.data() + wireOffset(segs, w, r) : nullptr;
     std::vector<RequestId> sends, recvs;
     schedule::forEachChunk(0, send.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
       sends.push_back(t.isend(next, a.tag(k, c), sendBuf.data() + w.offset(off), w.bytes(m)));
@@ -124,7 +126,7 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
       const bool average = owner && a.op == RedOp::kAvg;
       w.decodeAddEncode(recvBuf.data() + w.offset(off), x, recv.begin + off, m, average ? static_cast<float>(p) : 0.0f,
                         r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-                        !owner || gather ? out + w.offset(off) : nullptr, average ? static_cast<float>(p) : 1.0f,
+                        out ? out + w.offset(off) : nullptr, average ? static_cast<float>(p) : 1.0f,
                         tile.data());
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
@@ -199,7 +201,7 @@ void applyResidual(float* x, float* residual, size_t n) {
   }
 }
 
-std::vector<Segment> segmentsOf(int p, const size_t* segBegin, const size_t* segEnd) {
+std::vector<Segment> segmentsFrom(int p, const size_t* segBegin, const size_t* segEnd) {
   std::vector<Segment> segs(p);
   for (int s = 0; s < p; ++s) segs[s] = {segBegin[s], segEnd[s]};
   return segs;
@@ -233,7 +235,7 @@ void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, 
   if (residual) applyResidual(data, residual, segEnd[t.size() - 1]);
   if (t.size() == 1) return;
   const Wire w{c, chunkElemsFor(a, compressionAlign(c)), residual};
-  const auto segs = segmentsOf(t.size(), segBegin, segEnd);
+  const auto segs = segmentsFrom(t.size(), segBegin, segEnd);
   if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, false);
   else compressedTwoShot(t, data, a, w, segs, false);
 }
@@ -243,7 +245,7 @@ void compressedAllGather(Transport& t, float* data, const size_t* segBegin, cons
   checkCompression(a, c);
   if (t.size() == 1) return;
   const Wire w{c, chunkElemsFor(a, compressionAlign(c))};
-  const auto segs = segmentsOf(t.size(), segBegin, segEnd);
+  const auto segs = segmentsFrom(t.size(), segBegin, segEnd);
   const int r = t.rank();
   std::vector<uint8_t> wire(wireOffset(segs, w, t.size()));
   w.encode(data, segs[r].begin, segs[r].size(), r, kernels::kGatherStage, wire.data() + wireOffset(segs, w, r));

@@ -153,17 +153,17 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
 }
 
 // Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
-// With `compressible` (all_gather_into_tensor: FSDP's parameter traffic), floating tensors are
+// With `mayCompress` (all_gather_into_tensor: FSDP's parameter traffic), floating tensors are
 // compressed when compression is on: each rank encodes its part once, every rank decodes all.
 void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq,
-                                   bool compressible) {
+                                   bool mayCompress) {
   const size_t part = static_cast<size_t>(input.numel());
   const int p = getSize(), r = getRank();
   const DType dtype = toDType(input.scalar_type(), "allgather");
   std::vector<size_t> b(p), e(p);
   for (int q = 0; q < p; ++q) b[q] = q * part, e[q] = (q + 1) * part;
   const at::Tensor in = input.contiguous();
-  if (compressible && this->compressible(dtype, flatOutput.nbytes())) {
+  if (mayCompress && compressible(dtype, flatOutput.nbytes())) {
     float* data = float32View(flatOutput, dtype, part * p);
     kernels::cpu::toFloat32(dtype, in.data_ptr(), data + r * part, part);
     Compression c;

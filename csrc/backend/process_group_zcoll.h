@@ -146,7 +146,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq, float* residual = nullptr);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
-  void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool compressible = false);
+  void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool mayCompress = false);
   void gatherIntoList(const std::vector<at::Tensor>& outputs, const at::Tensor& input, uint64_t seq);
   void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
