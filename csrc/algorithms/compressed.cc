@@ -157,28 +157,39 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
       recvs[q].push_back(t.irecv(q, a.tag(0, c), incoming[q].data() + w.offset(off), w.bytes(m)));
     });
   }
-  // The owner sums v_0 + v_1 + ... + v_{p-1} in rank order, its own part exact, chunk by chunk.
-  std::vector<float> acc(w.chunkElems), decoded(w.chunkElems);
+  // The owner sums v_0 + v_1 + ... + v_{p-1} in rank order, its own part exact, chunk by chunk
+  // and, inside a chunk, tile by tile: each contribution's tile is decoded, added and, once the
+  // sum is complete, encoded while it is still in cache (the same bits as whole-chunk steps).
+  const size_t tileElems = w.tileElems();
+  std::vector<float> acc(tileElems), decoded(tileElems);
   const size_t own = wireOffset(segs, w, r);
   std::vector<uint8_t> gathered(w.bytes(mine.size()));
+  const bool average = a.op == RedOp::kAvg;
   schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-    for (int q = 0; q < p; ++q) {
-      const float* v = x + mine.begin + off;
-      if (q != r) {
-        t.wait(recvs[q][c], a.deadline);
-        w.decode(incoming[q].data() + w.offset(off), m, decoded.data());
-        v = decoded.data();
+    for (int q = 0; q < p; ++q)
+      if (q != r) t.wait(recvs[q][c], a.deadline);
+    for (size_t at = 0; at < m; at += tileElems) {  // `at` is whole blocks: byte offsets add up
+      const size_t n = std::min(tileElems, m - at);
+      float* ownTile = x + mine.begin + off + at;
+      for (int q = 0; q < p; ++q) {
+        const float* v = ownTile;
+        if (q != r) {
+          w.decode(incoming[q].data() + w.offset(off) + w.bytes(at), n, decoded.data());
+          v = decoded.data();
+        }
+        if (q == 0) std::copy(v, v + n, acc.data());
+        else
+          for (size_t i = 0; i < n; ++i) acc[i] = acc[i] + v[i];
       }
-      for (size_t i = 0; i < m; ++i) acc[i] = q == 0 ? v[i] : acc[i] + v[i];
+      if (average)
+        for (size_t i = 0; i < n; ++i) acc[i] = acc[i] / static_cast<float>(p);
+      if (!gather) {  // reduce-scatter: the owner keeps the float32 sum (x_r's tile is consumed)
+        std::copy(acc.begin(), acc.begin() + n, ownTile);
+        continue;
+      }
+      w.encodeValues(acc.data(), mine.begin + off + at, n, r, kernels::kGatherStage,
+                     gathered.data() + w.offset(off) + w.bytes(at), average ? static_cast<float>(p) : 1.0f);
     }
-    if (a.op == RedOp::kAvg)
-      for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / static_cast<float>(p);
-    if (!gather) {  // reduce-scatter: the owner keeps the float32 sum (x_r's chunk is consumed)
-      std::copy(acc.begin(), acc.begin() + m, x + mine.begin + off);
-      return;
-    }
-    w.encodeValues(acc.data(), mine.begin + off, m, r, kernels::kGatherStage, gathered.data() + w.offset(off),
-                   a.op == RedOp::kAvg ? static_cast<float>(p) : 1.0f);
   });
   for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
   if (!gather) return;
