@@ -145,6 +145,36 @@ def test_codec_nonfinite_inputs(codec):
         _assert_codec_equal(codec, x, 32, key=99, base=0, threads=threads)
 
 
+def _fp16_rounding_cases():
+    """Every float16 value, every midpoint between neighbouring float16 values (subnormal ties,
+    ties in each binade, 65520 = the overflow tie) and their float32 neighbours, both signs; plus
+    values around 2^-25, 65504..2^16, FLT_MAX, inf and NaN payloads."""
+    h = np.arange(0x7C00, dtype=np.uint16).view(np.float16).astype(np.float64)  # +0 .. 65504
+    grid = np.append(h, 65536.0)  # 65536 stands for the next step past the largest half
+    mid = ((grid[:-1] + grid[1:]) / 2).astype(np.float32)  # exact: 12 significant bits at most
+    core = np.concatenate([h.astype(np.float32), mid, np.float32([2.0**-25, 2.0**-26, 2.0**-14, 65536.0])])
+    inf = np.float32(np.inf)
+    x = np.concatenate([core, np.nextafter(core, inf), np.nextafter(core, -inf)])
+    specials = np.array([0x7F7FFFFF, 0x7F800000, 0x00000001, 0x007FFFFF, 0x00800000], np.uint32)
+    payload = np.arange(1024, dtype=np.uint32) << np.uint32(13)
+    nans = np.concatenate([0x7F800000 | payload[1:], 0x7F800001 | payload, 0x7F801FFF | payload]).astype(np.uint32)
+    x = np.concatenate([x, specials.view(np.float32), nans.view(np.float32)])
+    return np.concatenate([x, -x])
+
+
+def test_fp16_every_tie_and_neighbour():
+    """The fp16 codec's vectorised CPU loops (with and without residual) and the CUDA body, and
+    the plain conversion, on every rounding boundary of float16 (not just a sweep's sample)."""
+    x = _fp16_rounding_cases()
+    want = R.encode("fp16", x, 0)
+    np.testing.assert_array_equal(_C.float_to_half_bits(x).view(np.uint8), want)
+    np.testing.assert_array_equal(_C.codec_encode("fp16", x), want)
+    for threads in (0, 256):
+        _assert_codec_equal("fp16", x, 256, key=0, base=0, threads=threads, residual_scale=3.0)
+    h = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.uint8)  # every half, decoded
+    np.testing.assert_array_equal(bits32(_C.codec_decode("fp16", h, 2**16)), bits32(R.decode("fp16", h, 2**16)))
+
+
 @given(st.sampled_from(CODECS), st.sampled_from([16, 32, 256]), U32, st.integers(0, 2**63),
        hnp.arrays(np.float32, st.integers(0, 600),
                   elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))

@@ -1,5 +1,6 @@
 #include "kernels/cpu/codec_cpu.h"
 
+#include <bit>
 #include <cstring>
 #include <vector>
 
@@ -92,7 +93,7 @@ void dequantizeLoop(Codec codec, const uint8_t* codes, size_t n, float scale, fl
 }
 
 // bfloat16 casts as selects (floatToBf16 / bf16ToFloat spelled without early returns, same bits),
-// so they vectorise too. fp16 keeps the common bodies: its subnormal path loops per element.
+// so they vectorise too. fp16 uses the common floatToHalf / halfToFloat, which are branch-free.
 ZCOLL_VECTOR_CLONES
 void encodeBf16Loop(const float* x, size_t n, uint8_t* out, float* residual, float residualScale) {
   for (size_t i = 0; i < n; ++i) {
@@ -113,6 +114,45 @@ void decodeBf16Loop(const uint8_t* in, size_t n, float* out) {
     const uint32_t b = (static_cast<uint32_t>(in[2 * i]) | (static_cast<uint32_t>(in[2 * i + 1]) << 8)) << 16;
     out[i] = bitsToFloat((b & 0x7FFFFFFFu) > 0x7F800000u ? b | 0x00400000u : b);
   }
+}
+
+// A 16-bit code in the little-endian wire: one 16-bit access on a little-endian host (two byte
+// accesses vectorise badly: the fp16 loops ran at about half speed with them).
+inline uint16_t loadU16(const uint8_t* p) {
+  if constexpr (std::endian::native == std::endian::little) {
+    uint16_t v;
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  } else {
+    return static_cast<uint16_t>(p[0] | (p[1] << 8));
+  }
+}
+
+inline void storeU16(uint8_t* p, uint16_t v) {
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(p, &v, sizeof v);
+  } else {
+    p[0] = static_cast<uint8_t>(v), p[1] = static_cast<uint8_t>(v >> 8);
+  }
+}
+
+ZCOLL_VECTOR_CLONES
+void encodeFp16Loop(const float* x, size_t n, uint8_t* out, float* residual, float residualScale) {
+  if (!residual) {  // two loops: GCC does not unswitch this one by itself (too big), nor vectorise it
+    for (size_t i = 0; i < n; ++i) storeU16(out + 2 * i, floatToHalf(x[i]));
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const uint16_t h = floatToHalf(x[i]);
+    storeU16(out + 2 * i, h);
+    const float d = halfToFloat(h), r = x[i] - d;  // residualOne as a select
+    residual[i] = isFiniteBits(x[i]) && isFiniteBits(d) ? (residualScale == 1.0f ? r : r * residualScale) : 0.0f;
+  }
+}
+
+ZCOLL_VECTOR_CLONES
+void decodeFp16Loop(const uint8_t* in, size_t n, float* out) {
+  for (size_t i = 0; i < n; ++i) out[i] = halfToFloat(loadU16(in + 2 * i));
 }
 
 void encodeBlockwise(const CodecParams& p, const float* x, size_t n, uint8_t* out, float* residual,
@@ -139,20 +179,13 @@ void encode(const CodecParams& p, const float* x, size_t n, uint8_t* out, float*
   checkCodecBlock(p.codec, p.block);
   if (isBlockwise(p.codec)) return encodeBlockwise(p, x, n, out, residual, residualScale);
   if (p.codec == Codec::kBf16) return encodeBf16Loop(x, n, out, residual, residualScale);
-  // fp16: the CUDA body with one thread per grid block.
-  const EncodeArgs a{p.codec, p.block, p.key, p.base, x, n, out, residual, residualScale};
-  const BlockScratch unused{0, 0};
-  for (size_t b = 0; b < gridBlocks(p.codec, n, p.block, 1); ++b) encodeBody(b, 0, 1, a, unused);
+  return encodeFp16Loop(x, n, out, residual, residualScale);
 }
 
 void decode(Codec codec, int block, const uint8_t* in, size_t n, float* out) {
   checkCodecBlock(codec, block);
   if (codec == Codec::kBf16) return decodeBf16Loop(in, n, out);
-  if (!isBlockwise(codec)) {
-    const DecodeArgs a{codec, block, in, n, out};
-    for (size_t b = 0; b < gridBlocks(codec, n, block, 1); ++b) decodeBody(b, 0, 1, a);
-    return;
-  }
+  if (codec == Codec::kFp16) return decodeFp16Loop(in, n, out);
   for (size_t first = 0; first < n; first += block) {
     const size_t count = n - first < static_cast<size_t>(block) ? n - first : block;
     const uint8_t* wire = in + (first / block) * blockBytes(codec, block);
