@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "algorithms/schedule.h"
+#include "kernels/codec_device.h"
 #include "kernels/cpu/codec_cpu.h"
 #include "util/error.h"
 
@@ -72,10 +73,10 @@ size_t chunkElemsFor(const CollectiveArgs& a, size_t align) {
   return std::max(align, a.chunkBytes / sizeof(float) / align * align);
 }
 
-// Every owner's encoded segment, gathered by a ring of byte segments, then decoded by everyone:
-// `wire` holds the encoded segments back to back (owner r's already in place).
-void gatherEncoded(Transport& t, float* x, const std::vector<Segment>& segs, const Wire& w, uint8_t* wire,
-                   const CollectiveArgs& a, uint32_t firstStep, bool direct) {
+// Every owner's encoded segment gathered into `wire` (the encoded segments back to back, owner
+// r's already in place) by a ring, or directly, of byte segments.
+void gatherWire(Transport& t, const std::vector<Segment>& segs, const Wire& w, uint8_t* wire, const CollectiveArgs& a,
+                uint32_t firstStep, bool direct) {
   const int p = t.size();
   std::vector<size_t> b(p), e(p);
   for (int s = 0; s < p; ++s) {
@@ -86,13 +87,19 @@ void gatherEncoded(Transport& t, float* x, const std::vector<Segment>& segs, con
   bytesArgs.dtype = DType::kUInt8;  // the wire moves as bytes; the tag keeps the op
   if (direct) schedule::directAllGather(t, wire, b.data(), e.data(), bytesArgs, firstStep);
   else schedule::ringAllGather(t, wire, b.data(), e.data(), bytesArgs, firstStep);
-  for (int s = 0; s < p; ++s) w.decode(wire + b[s], segs[s].size(), x + segs[s].begin);
 }
 
 size_t wireOffset(const std::vector<Segment>& segs, const Wire& w, int seg) {
   size_t at = 0;
   for (int s = 0; s < seg; ++s) at += w.bytes(segs[s].size());
   return at;
+}
+
+// gatherWire, then every rank, the owner too, decodes every segment into x.
+void gatherEncoded(Transport& t, float* x, const std::vector<Segment>& segs, const Wire& w, uint8_t* wire,
+                   const CollectiveArgs& a, uint32_t firstStep, bool direct) {
+  gatherWire(t, segs, w, wire, a, firstStep, direct);
+  for (int s = 0; s < t.size(); ++s) w.decode(wire + wireOffset(segs, w, s), segs[s].size(), x + segs[s].begin);
 }
 
 // The reduce phase leaves the owner's float32 sum in x[its segment]; with `gather`, the owner
@@ -197,6 +204,68 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
   gatherEncoded(t, x, segs, w, wire.data(), a, 1, true);
 }
 
+// The two-shot above for data in a device's memory: the device encodes, sums and decodes; the
+// host only moves encoded bytes, as the same messages with the same tags, so the results (and a
+// mixed group's traffic) are the host schedule's. Every device step is enqueued in order on the
+// device's stream; the host synchronises before it sends what the device produced, and once
+// more at the end so the caller gets its data back in place.
+void stagedTwoShot(Transport& t, kernels::CodecDevice& dev, float* x, const CollectiveArgs& a, const Wire& w,
+                   const std::vector<Segment>& segs, bool gather) {
+  const int p = t.size(), r = t.rank();
+  const Segment mine = segs[r];
+  const size_t total = wireOffset(segs, w, p), partBytes = w.bytes(mine.size());
+  uint8_t* devWire = dev.deviceBuffer(0, total);
+  uint8_t* devParts = dev.deviceBuffer(1, partBytes * p);
+  float* devSum = gather ? reinterpret_cast<float*>(dev.deviceBuffer(2, mine.size() * sizeof(float))) : x + mine.begin;
+  uint8_t* hostWire = dev.hostBuffer(0, total);
+  uint8_t* hostParts = dev.hostBuffer(1, partBytes * p);
+  auto params = [&](uint32_t stage, size_t begin) {
+    kernels::CodecParams cp;
+    cp.codec = w.c.codec;
+    cp.block = w.c.block;
+    cp.key = w.key(r, stage);
+    cp.base = begin;
+    return cp;
+  };
+  // Every contribution encoded once (stage 0) on the device, then to the host and its owner.
+  for (int s = 0; s < p; ++s)
+    if (s != r)
+      dev.encode(params(0, segs[s].begin), x + segs[s].begin, segs[s].size(), devWire + wireOffset(segs, w, s),
+                 w.residual ? w.residual + segs[s].begin : nullptr, 1.0f);
+  dev.copyToHost(hostWire, devWire, total);  // our own segment's bytes are not sent
+  dev.synchronize();
+  std::vector<RequestId> sends, recvs;
+  for (int k = 1; k < p; ++k) {
+    const int s = (r + k) % p, q = (r + p - k) % p;
+    const size_t at = wireOffset(segs, w, s);
+    schedule::forEachChunk(0, segs[s].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      sends.push_back(t.isend(s, a.tag(0, c), hostWire + at + w.offset(off), w.bytes(m)));
+    });
+    schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      recvs.push_back(t.irecv(q, a.tag(0, c), hostParts + q * partBytes + w.offset(off), w.bytes(m)));
+    });
+  }
+  for (RequestId q : recvs) t.wait(q, a.deadline);
+  // The owner's exact sum in rank order, its own part exact (decodeSumBody).
+  const bool average = a.op == RedOp::kAvg;
+  dev.copyToDevice(devParts, hostParts, partBytes * p);
+  dev.decodeSum({w.c.codec, w.c.block, devParts, partBytes, p, r, x + mine.begin, mine.size(),
+                 average ? static_cast<float>(p) : 0.0f, devSum});
+  for (RequestId q : sends) t.wait(q, a.deadline);  // hostWire is about to be overwritten
+  if (gather) {
+    const size_t own = wireOffset(segs, w, r);
+    dev.encode(params(kernels::kGatherStage, mine.begin), devSum, mine.size(), devWire + own,
+               w.residual ? w.residual + mine.begin : nullptr, average ? static_cast<float>(p) : 1.0f);
+    dev.copyToHost(hostWire + own, devWire + own, partBytes);
+    dev.synchronize();
+    gatherWire(t, segs, w, hostWire, a, 1, true);
+    dev.copyToDevice(devWire, hostWire, total);
+    for (int s = 0; s < p; ++s)
+      dev.decode(w.c.codec, w.c.block, devWire + wireOffset(segs, w, s), segs[s].size(), x + segs[s].begin);
+  }
+  dev.synchronize();
+}
+
 void checkCompression(const CollectiveArgs& a, const Compression& c) {
   ZCOLL_CHECK(a.op == RedOp::kSum || a.op == RedOp::kAvg, "only sum and avg are compressed, not ", redOpName(a.op));
   ZCOLL_CHECK(!kernels::isBlockwise(c.codec) || kernels::validBlock(c.block),
@@ -261,6 +330,57 @@ void compressedAllGather(Transport& t, float* data, const size_t* segBegin, cons
   std::vector<uint8_t> wire(wireOffset(segs, w, t.size()));
   w.encode(data, segs[r].begin, segs[r].size(), r, kernels::kGatherStage, wire.data() + wireOffset(segs, w, r));
   gatherEncoded(t, data, segs, w, wire.data(), a, 0, false);  // every rank, r too, decodes
+}
+
+void stagedCompressedAllReduce(Transport& t, kernels::CodecDevice& dev, float* data, size_t count,
+                               const CollectiveArgs& a, const Compression& c, float* residual) {
+  checkCompression(a, c);
+  if (residual) dev.addResidual(data, residual, count);
+  if (t.size() == 1) {
+    dev.synchronize();
+    return;
+  }
+  const size_t align = compressionAlign(c);
+  const Wire w{c, chunkElemsFor(a, align), residual};
+  stagedTwoShot(t, dev, data, a, w, partition(count, static_cast<size_t>(t.size()), align), true);
+}
+
+void stagedCompressedReduceScatter(Transport& t, kernels::CodecDevice& dev, float* data, const size_t* segBegin,
+                                   const size_t* segEnd, const CollectiveArgs& a, const Compression& c,
+                                   float* residual) {
+  checkCompression(a, c);
+  if (residual) dev.addResidual(data, residual, segEnd[t.size() - 1]);
+  if (t.size() == 1) {
+    dev.synchronize();
+    return;
+  }
+  const Wire w{c, chunkElemsFor(a, compressionAlign(c)), residual};
+  stagedTwoShot(t, dev, data, a, w, segmentsFrom(t.size(), segBegin, segEnd), false);
+}
+
+void stagedCompressedAllGather(Transport& t, kernels::CodecDevice& dev, float* data, const size_t* segBegin,
+                               const size_t* segEnd, const CollectiveArgs& a, const Compression& c) {
+  checkCompression(a, c);
+  if (t.size() == 1) return;
+  const Wire w{c, chunkElemsFor(a, compressionAlign(c))};
+  const auto segs = segmentsFrom(t.size(), segBegin, segEnd);
+  const int r = t.rank();
+  const size_t total = wireOffset(segs, w, t.size()), own = wireOffset(segs, w, r);
+  uint8_t* devWire = dev.deviceBuffer(0, total);
+  uint8_t* hostWire = dev.hostBuffer(0, total);
+  kernels::CodecParams cp;
+  cp.codec = c.codec;
+  cp.block = c.block;
+  cp.key = w.key(r, kernels::kGatherStage);
+  cp.base = segs[r].begin;
+  dev.encode(cp, data + segs[r].begin, segs[r].size(), devWire + own, nullptr, 1.0f);
+  dev.copyToHost(hostWire + own, devWire + own, w.bytes(segs[r].size()));
+  dev.synchronize();
+  gatherWire(t, segs, w, hostWire, a, 0, false);  // as compressedAllGather: a ring from step 0
+  dev.copyToDevice(devWire, hostWire, total);
+  for (int s = 0; s < t.size(); ++s)
+    dev.decode(c.codec, c.block, devWire + wireOffset(segs, w, s), segs[s].size(), data + segs[s].begin);
+  dev.synchronize();
 }
 
 }  // namespace zcoll

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "algorithms/collective.h"
+#include "kernels/codec_device.h"
 #include "kernels/common/codec_math.h"
 
 namespace zcoll {
@@ -39,5 +40,18 @@ void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, 
 // stage, indices global in `data`), every rank, the sender too, decodes every slice.
 void compressedAllGather(Transport& t, float* data, const size_t* segBegin, const size_t* segEnd,
                          const CollectiveArgs& a, const Compression& c);
+
+// The same collectives for data in a device's memory (`data`, `residual` and every kernel on
+// `dev`, e.g. a CUDA tensor's): two-shot all-reduce and reduce-scatter, and the all-gather, with
+// the codec work on the device and only encoded bytes crossing to the host, whose transport
+// sends exactly what the host schedules send. Results equal theirs bit for bit. They return
+// with the device synchronised: the results are in place.
+void stagedCompressedAllReduce(Transport& t, kernels::CodecDevice& dev, float* data, size_t count,
+                               const CollectiveArgs& a, const Compression& c, float* residual = nullptr);
+void stagedCompressedReduceScatter(Transport& t, kernels::CodecDevice& dev, float* data, const size_t* segBegin,
+                                   const size_t* segEnd, const CollectiveArgs& a, const Compression& c,
+                                   float* residual = nullptr);
+void stagedCompressedAllGather(Transport& t, kernels::CodecDevice& dev, float* data, const size_t* segBegin,
+                               const size_t* segEnd, const CollectiveArgs& a, const Compression& c);
 
 }  // namespace zcoll

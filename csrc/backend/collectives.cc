@@ -1,12 +1,15 @@
 // The collectives of ProcessGroupZcoll: argument checks on the caller's thread, then a body that
 // runs as the group's next collective (see enqueue) on the algorithms and the transport.
 #include <ATen/ATen.h>
+#include <c10/core/StreamGuard.h>
 
 #include <cstring>
 
 #include "algorithms/collective.h"
 #include "backend/process_group_zcoll.h"
+#include "backend/cuda_codec_device.h"
 #include "backend/tensor_args.h"
+#include "kernels/cpu/emulated_codec_device.h"
 #include "kernels/cpu/reduce_cpu.h"
 
 namespace zcoll {
@@ -21,7 +24,79 @@ uint64_t copyTag(OpCode opcode, const at::Tensor& t, uint64_t seq) {
   return a.tag(0, 0);
 }
 
+// The float32 copy a device-side compressed collective works on, taken now on the caller's
+// stream, so it reads `t` in that stream's order; PREMUL_SUM's factor is applied first, in t's
+// dtype, as on the host (round_T(x * f), arithmetic.md §3).
+at::Tensor floatCopy(const DeviceStaging& s, const at::Tensor& t, double premul) {
+  c10::OptionalStreamGuard guard(s.stream());
+  const at::Tensor scaled = premul != 1.0 ? t.mul(premul) : t;
+  return scaled.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous().view(-1);
+}
+
 }  // namespace
+
+kernels::CodecDevice& ProcessGroupZcoll::codecDeviceFor(const std::optional<c10::Stream>& stream) {
+  if (!codecDevice_ || codecStream_ != stream) {
+    codecDevice_ = stream ? makeCudaCodecDevice(*stream) : std::make_unique<kernels::cpu::EmulatedCodecDevice>();
+    codecStream_ = stream;
+  }
+  return *codecDevice_;
+}
+
+// The device-side compressed collectives run the two-shot schedule (algorithms/compressed.h,
+// staged*): each of its steps is a whole-segment kernel, and only encoded bytes cross to the
+// host. They end with the stream drained, so the work completes with `out` written.
+void ProcessGroupZcoll::deviceAllreduceNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
+                                           RedOp op, DType dtype, uint64_t seq, const at::Tensor& residual) {
+  c10::OptionalStreamGuard guard(s.stream());
+  if (getSize() > 1) {
+    Compression c;
+    const CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
+    logChoice(("allreduce/" + config_.compression + " on " + s.device().str()).c_str(), out.nbytes(),
+              Algorithm::kTwoShot, false, a.chunkBytes);
+    stagedCompressedAllReduce(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
+                              static_cast<size_t>(input.numel()), a, c,
+                              residual.defined() ? residual.data_ptr<float>() : nullptr);
+  }
+  out.copy_(input.view(out.sizes()));  // float32 -> out's dtype, rounded to nearest even
+  waitForStream(s.stream());
+}
+
+void ProcessGroupZcoll::deviceReduceScatterNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
+                                               RedOp op, DType dtype, uint64_t seq) {
+  c10::OptionalStreamGuard guard(s.stream());
+  const int64_t m = out.numel();
+  std::vector<size_t> b(getSize()), e(getSize());
+  for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
+  if (getSize() > 1) {
+    Compression c;
+    const CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
+    logChoice(("reduce_scatter/" + config_.compression + " on " + s.device().str()).c_str(), input.nbytes(),
+              Algorithm::kTwoShot, false, a.chunkBytes);
+    stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(), b.data(),
+                                  e.data(), a, c);
+  }
+  out.copy_(input.narrow(0, getRank() * m, m).view(out.sizes()));
+  waitForStream(s.stream());
+}
+
+void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
+                                        DType dtype, uint64_t seq) {
+  c10::OptionalStreamGuard guard(s.stream());
+  const int p = getSize();
+  const int64_t part = input.numel();
+  at::Tensor all = at::empty({part * p}, input.options());
+  all.narrow(0, getRank() * part, part).copy_(input);
+  std::vector<size_t> b(p), e(p);
+  for (int q = 0; q < p; ++q) b[q] = q * part, e[q] = (q + 1) * part;
+  Compression c;
+  const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
+  logChoice(("allgather/" + config_.compression + " on " + s.device().str()).c_str(), out.nbytes(), Algorithm::kRing,
+            false, a.chunkBytes);
+  stagedCompressedAllGather(*transport_, codecDeviceFor(s.stream()), all.data_ptr<float>(), b.data(), e.data(), a, c);
+  out.copy_(all.view(out.sizes()));
+  waitForStream(s.stream());
+}
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
                                                             const c10d::AllreduceOptions& opts) {
@@ -31,8 +106,17 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   kernels::cpu::checkReduceOp(dtype, op);
+  auto staging = stagingFor({t}, "allreduce");
+  if (staging && compresses(op, dtype, t.nbytes())) {  // the codec work on the device
+    const at::Tensor input = floatCopy(*staging, t, op == RedOp::kPremulSum ? premul : 1.0);
+    return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, staging, input, t, op, dtype](uint64_t seq) {
+      deviceAllreduceNow(*staging, input, t, op, dtype, seq, at::Tensor());
+    }, opts.asyncOp);
+  }
+  const at::Tensor h = staging ? staging->host(t, true, true) : t;
   return enqueue(c10d::OpType::ALLREDUCE, {t},
-                 [this, t, op, dtype, premul](uint64_t seq) { allreduceNow(t, op, dtype, premul, seq); }, opts.asyncOp);
+                 [this, h, op, dtype, premul](uint64_t seq) { allreduceNow(h, op, dtype, premul, seq); }, opts.asyncOp,
+                 staging);
 }
 
 void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq) {
@@ -103,6 +187,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduceWithFeedback(const at
                     " elements");
   const RedOp op = average ? RedOp::kAvg : RedOp::kSum;
   at::Tensor tensor = t, res = residual;
+  if (auto staging = stagingFor({t, residual}, "allreduce_with_feedback")) {
+    const at::Tensor input = floatCopy(*staging, t, 1.0);
+    return enqueue(c10d::OpType::ALLREDUCE, {tensor}, [this, staging, input, tensor, res, op, dtype](uint64_t seq) {
+      deviceAllreduceNow(*staging, input, tensor, op, dtype, seq, res);
+    }, true);
+  }
   return enqueue(c10d::OpType::ALLREDUCE, {tensor}, [this, tensor, res, op, dtype](uint64_t seq) {
     at::Tensor buf = tensor.contiguous();
     // Below the size threshold too: the caller asked for feedback, so the tensor is compressed.
@@ -121,10 +211,11 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
     dtypes.push_back(checkTensor(t, "allreduce_coalesced"));
     kernels::cpu::checkReduceOp(dtypes.back(), op);
   }
-  std::vector<at::Tensor> ts = tensors;
-  return enqueue(c10d::OpType::ALLREDUCE_COALESCED, ts, [this, ts, dtypes, op, premul](uint64_t seq) {
+  auto staging = stagingFor(tensors, "allreduce_coalesced");
+  std::vector<at::Tensor> ts = staging ? staging->host(tensors, true, true) : tensors;
+  return enqueue(c10d::OpType::ALLREDUCE_COALESCED, tensors, [this, ts, dtypes, op, premul](uint64_t seq) {
     for (size_t i = 0; i < ts.size(); ++i) allreduceNow(ts[i], op, dtypes[i], premul, seq);
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
@@ -132,10 +223,11 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
   TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
   TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
                     " is not a rank of a group of ", getSize());
-  at::Tensor t = tensors[0];
-  checkTensor(t, "broadcast");
+  checkTensor(tensors[0], "broadcast");
   const int root = static_cast<int>(opts.rootRank);
-  return enqueue(c10d::OpType::BROADCAST, {t}, [this, t, root](uint64_t seq) {
+  auto staging = stagingFor(tensors, "broadcast");
+  const at::Tensor t = staging ? staging->host(tensors[0], getRank() == root, getRank() != root) : tensors[0];
+  return enqueue(c10d::OpType::BROADCAST, tensors, [this, t, root](uint64_t seq) {
     at::Tensor buf = t.contiguous();
     const size_t bytes = buf.nbytes();
     const uint64_t tag = copyTag(OpCode::kBroadcast, buf, seq);
@@ -149,7 +241,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
     const Deadline d = deadline();
     for (RequestId r : reqs) transport_->wait(r, d);
     if (!buf.is_same(t)) t.copy_(buf);
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 // Ring all-gather of every rank's `input` into `flatOutput` (rank r's part at r * numel).
@@ -188,8 +280,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
                     " tensors for a group of ", getSize());
   checkMatches(outs, in, "allgather", "output", "input");
-  return enqueue(c10d::OpType::ALLGATHER, outs, [this, in, outs](uint64_t seq) { gatherIntoList(outs, in, seq); },
-                 opts.asyncOp);
+  std::vector<at::Tensor> all = outs;
+  all.push_back(in);
+  auto staging = stagingFor(all, "allgather");
+  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
+  const std::vector<at::Tensor> houts = staging ? staging->host(outs, false, true) : outs;
+  return enqueue(c10d::OpType::ALLGATHER, outs, [this, hin, houts](uint64_t seq) { gatherIntoList(houts, hin, seq); },
+                 opts.asyncOp, staging);
 }
 
 void ProcessGroupZcoll::gatherIntoList(const std::vector<at::Tensor>& outs, const at::Tensor& in, uint64_t seq) {
@@ -213,11 +310,18 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_coalesced(std::vecto
     checkMatches(outputs[i], inputs[i], "allgather_coalesced", "output", "input");
     flatOuts.insert(flatOuts.end(), outputs[i].begin(), outputs[i].end());
   }
+  std::vector<at::Tensor> all = flatOuts;
+  all.insert(all.end(), inputs.begin(), inputs.end());
+  auto staging = stagingFor(all, "allgather_coalesced");
   std::vector<std::vector<at::Tensor>> outs = outputs;
   std::vector<at::Tensor> ins = inputs;
+  if (staging) {
+    for (auto& list : outs) list = staging->host(list, false, true);
+    ins = staging->host(ins, true, false);
+  }
   return enqueue(c10d::OpType::ALLGATHER_COALESCED, flatOuts, [this, outs, ins](uint64_t seq) {
     for (size_t i = 0; i < ins.size(); ++i) gatherIntoList(outs[i], ins[i], seq);
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 
@@ -231,8 +335,18 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& ou
                                                                   const c10d::AllgatherOptions& opts) {
   checkGatherPair(output, input, getSize(), "allgather_into_tensor");
   at::Tensor out = output, in = input;
+  auto staging = stagingFor({out, in}, "allgather_into_tensor");
+  const DType dtype = toDType(in.scalar_type(), "allgather_into_tensor");
+  if (staging && compressible(dtype, out.nbytes())) {  // the codec work on the device
+    const at::Tensor part = floatCopy(*staging, in, 1.0);
+    return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, staging, part, out, dtype](uint64_t seq) {
+      deviceGatherNow(*staging, part, out, dtype, seq);
+    }, opts.asyncOp);
+  }
+  const at::Tensor hout = staging ? staging->host(out, false, true) : out;
+  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
   return enqueue(c10d::OpType::_ALLGATHER_BASE, {out},
-                 [this, out, in](uint64_t seq) { gatherIntoTensor(out, in, seq); }, opts.asyncOp);
+                 [this, hout, hin](uint64_t seq) { gatherIntoTensor(hout, hin, seq); }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
@@ -241,27 +355,53 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
                     " outputs for ", inputs.size(), " inputs");
   for (size_t i = 0; i < inputs.size(); ++i)
     checkGatherPair(outputs[i], inputs[i], getSize(), "allgather_into_tensor_coalesced");
-  std::vector<at::Tensor> outs = outputs, ins = inputs;
-  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins](uint64_t seq) {
+  std::vector<at::Tensor> all = outputs;
+  all.insert(all.end(), inputs.begin(), inputs.end());
+  auto staging = stagingFor(all, "allgather_into_tensor_coalesced");
+  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
+  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
+  return enqueue(c10d::OpType::COALESCED, outputs, [this, outs, ins](uint64_t seq) {
     // One sequence number for the whole call; the tensors go one after another, so every rank
     // sends and receives them in the same order.
     for (size_t i = 0; i < ins.size(); ++i) gatherIntoTensor(outs[i], ins[i], seq);
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 // Ring reduce-scatter of a flat (world_size x output) input: rank r keeps the reduction of slice
-// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` runs on the progress thread and
-// returns a scratch copy the schedule may overwrite.
+// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` returns a scratch copy the
+// schedule may overwrite: on the progress thread for CPU tensors; for device tensors (in
+// `inputs`), now, on the caller's stream.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
+                                                                    const std::vector<at::Tensor>& inputs,
                                                                     std::function<at::Tensor()> flatInput,
                                                                     const c10d::ReduceOp& reduceOp, bool asyncOp) {
   const DType dtype = checkTensor(output, "reduce_scatter");
   double premul = 1.0;
   const RedOp op = toRedOp(reduceOp, &premul);
   kernels::cpu::checkReduceOp(dtype, op);
-  return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
-    reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
-  }, asyncOp);
+  std::vector<at::Tensor> all = inputs;
+  all.push_back(output);
+  auto staging = stagingFor(all, "reduce_scatter");
+  if (!staging) {
+    return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
+      reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
+    }, asyncOp);
+  }
+  at::Tensor flat;
+  {
+    c10::OptionalStreamGuard guard(staging->stream());
+    flat = flatInput();
+  }
+  if (compresses(op, dtype, flat.nbytes())) {  // the codec work on the device
+    const at::Tensor input = floatCopy(*staging, flat, op == RedOp::kPremulSum ? premul : 1.0);
+    return enqueue(type, {output}, [this, staging, input, output, op, dtype](uint64_t seq) {
+      deviceReduceScatterNow(*staging, input, output, op, dtype, seq);
+    }, asyncOp);
+  }
+  const at::Tensor hout = staging->host(output, false, true), hflat = staging->host(flat, true, false);
+  return enqueue(type, {output}, [this, hout, hflat, op, dtype, premul](uint64_t seq) {
+    reduceScatterNow(hout, hflat, op, dtype, premul, seq);
+  }, asyncOp, staging);
 }
 
 void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype,
@@ -305,11 +445,15 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesce
                       "zcoll reduce_scatter_tensor_coalesced: input ", i,
                       " must hold world_size x output elements of the output's dtype");
   }
-  std::vector<at::Tensor> outs = outputs, ins = inputs;
-  return enqueue(c10d::OpType::COALESCED, outs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
+  std::vector<at::Tensor> all = outputs;
+  all.insert(all.end(), inputs.begin(), inputs.end());
+  auto staging = stagingFor(all, "reduce_scatter_tensor_coalesced");
+  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
+  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
+  return enqueue(c10d::OpType::COALESCED, outputs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
     for (size_t i = 0; i < ins.size(); ++i)
       reduceScatterNow(outs[i], ins[i].contiguous().view(-1).clone(), op, dtypes[i], premul, seq);
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
@@ -318,7 +462,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tenso
   TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type() && input.numel() == output.numel() * getSize(),
                     "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
   at::Tensor in = input;
-  return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output,
+  return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output, {in},
                            [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp, opts.asyncOp);
 }
 
@@ -330,7 +474,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
                     inputs[0].size(), " tensors for a group of ", getSize());
   checkMatches(inputs[0], outputs[0], "reduce_scatter", "input", "output");
   std::vector<at::Tensor> parts = inputs[0];
-  return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], [parts] {
+  return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], parts, [parts] {
     std::vector<at::Tensor> flat;
     for (const auto& t : parts) flat.push_back(t.reshape(-1));
     return at::cat(flat);
@@ -349,7 +493,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   kernels::cpu::checkReduceOp(dtype, op);
   const int root = static_cast<int>(opts.rootRank);
-  return enqueue(c10d::OpType::REDUCE, {t}, [this, t, op, dtype, premul, root](uint64_t seq) {
+  auto staging = stagingFor({t}, "reduce");
+  const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;
+  return enqueue(c10d::OpType::REDUCE, {t}, [this, t = h, op, dtype, premul, root](uint64_t seq) {
     at::Tensor mine = t.contiguous().clone();
     const size_t n = static_cast<size_t>(mine.numel());
     if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
@@ -357,7 +503,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
     const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a);
     reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);  // other ranks: `mine` is scratch
     if (getRank() == root) t.copy_(mine.view(t.sizes()));
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -374,7 +520,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
     outs = outputs[0];
     checkMatches(outs, in, "gather", "output", "input");
   }
-  return enqueue(c10d::OpType::GATHER, outs, [this, in, outs, root](uint64_t seq) {
+  std::vector<at::Tensor> all = outs;
+  all.push_back(in);
+  auto staging = stagingFor(all, "gather");
+  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
+  const std::vector<at::Tensor> houts = staging ? staging->host(outs, false, true) : outs;
+  return enqueue(c10d::OpType::GATHER, outs, [this, in = hin, outs = houts, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     if (getRank() != root) {
       sendTo[root] = in.contiguous();
@@ -385,7 +536,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
     exchange(sendTo, recvFrom, copyTag(OpCode::kGather, in, seq));
     for (int p = 0; p < static_cast<int>(outs.size()); ++p)
       outs[p].copy_(p == root ? in : recvFrom[p].view(outs[p].sizes()));
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor>& outputs,
@@ -403,7 +554,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
     ins = inputs[0];
     checkMatches(ins, out, "scatter", "input", "output");
   }
-  return enqueue(c10d::OpType::SCATTER, {out}, [this, out, ins, root](uint64_t seq) {
+  std::vector<at::Tensor> all = ins;
+  all.push_back(out);
+  auto staging = stagingFor(all, "scatter");
+  const at::Tensor hout = staging ? staging->host(out, false, true) : out;
+  const std::vector<at::Tensor> hins = staging ? staging->host(ins, true, false) : ins;
+  return enqueue(c10d::OpType::SCATTER, {out}, [this, out = hout, ins = hins, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     at::Tensor buf = at::empty({out.numel()}, out.options());
     if (getRank() == root) {
@@ -414,7 +570,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
     }
     exchange(sendTo, recvFrom, copyTag(OpCode::kScatter, out, seq));
     out.copy_(getRank() == root ? ins[root].view(out.sizes()) : buf.view(out.sizes()));
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& output, at::Tensor& input,
@@ -443,8 +599,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
     return rows;
   };
   const auto inRows = splits(input, inputSplitSizes, "input"), outRows = splits(output, outputSplitSizes, "output");
-  at::Tensor in = input, out = output;
-  return enqueue(c10d::OpType::ALLTOALL_BASE, {out}, [this, in, out, inRows, outRows](uint64_t seq) {
+  auto staging = stagingFor({input, output}, "all_to_all_single");
+  const at::Tensor in = staging ? staging->host(input, true, false) : input;
+  const at::Tensor out = staging ? staging->host(output, false, true) : output;
+  return enqueue(c10d::OpType::ALLTOALL_BASE, {output}, [this, in, out, inRows, outRows](uint64_t seq) {
     at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
     at::Tensor dst = at::empty_like(out, at::MemoryFormat::Contiguous).view({out.dim() ? out.size(0) : 1, -1});
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
@@ -454,7 +612,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
     }
     exchange(sendTo, recvFrom, copyTag(OpCode::kAllToAll, out, seq));
     out.copy_(dst.view(out.sizes()));
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tensor>& outputs,
@@ -466,8 +624,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
     checkTensor(outputs[q], "all_to_all");
     TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
   }
-  std::vector<at::Tensor> ins = inputs, outs = outputs;
-  return enqueue(c10d::OpType::ALLTOALL, outs, [this, ins, outs](uint64_t seq) {
+  std::vector<at::Tensor> all = inputs;
+  all.insert(all.end(), outputs.begin(), outputs.end());
+  auto staging = stagingFor(all, "all_to_all");
+  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
+  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
+  return enqueue(c10d::OpType::ALLTOALL, outputs, [this, ins, outs](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     for (int q = 0; q < getSize(); ++q) {
       sendTo[q] = ins[q].contiguous();
@@ -475,7 +637,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
     }
     exchange(sendTo, recvFrom, copyTag(OpCode::kAllToAll, outs[0], seq));
     for (int q = 0; q < getSize(); ++q) outs[q].copy_(recvFrom[q].view(outs[q].sizes()));
-  }, opts.asyncOp);
+  }, opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOptions& opts) {

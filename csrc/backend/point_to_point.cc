@@ -48,9 +48,18 @@ void checkPeer(int peer, int rank, int size, const char* op) {
   TORCH_CHECK_VALUE(peer != rank, "zcoll ", op, ": peer rank ", peer, " is this rank (messages to self are not supported)");
 }
 
-// A receive lands in a contiguous buffer: the tensor itself, or a copy written back at the end.
+// A receive lands in a contiguous host buffer: the tensor itself, or one written back into it
+// when the receive completes (a device tensor's is a blocking copy on the p2p thread, done
+// before the work completes).
 at::Tensor contiguousTarget(const at::Tensor& t) {
+  if (!t.is_cpu()) return at::empty(t.sizes(), t.options().device(at::kCPU));
   return t.is_contiguous() ? t : at::empty_like(t, at::MemoryFormat::Contiguous);
+}
+
+// What a send transmits: the tensor itself when it is contiguous in host memory, else a copy,
+// taken now (a device tensor's by a blocking copy, in its current stream's order).
+at::Tensor sendBuffer(const at::Tensor& t) {
+  return t.is_cpu() ? t.contiguous() : t.to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous();
 }
 
 }  // namespace
@@ -234,7 +243,7 @@ void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {
   const at::Tensor t = p2pTensor(tensors, "send");
   checkPeer(dstRank, getRank(), getSize(), "send");
-  return p2p_->submit(c10d::OpType::SEND, dstRank, tag, t, t.contiguous());  // a copy if non-contiguous
+  return p2p_->submit(c10d::OpType::SEND, dstRank, tag, t, sendBuffer(t));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {

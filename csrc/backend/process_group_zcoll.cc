@@ -184,8 +184,17 @@ void ProcessGroupZcoll::progressLoop() {
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
-                                                          std::function<void(uint64_t seq)> run, bool asyncOp) {
+                                                          std::function<void(uint64_t seq)> run, bool asyncOp,
+                                                          std::shared_ptr<DeviceStaging> staging) {
   const uint64_t seq = nextSeq_++;
+  if (staging) {
+    staging->inputsQueued();
+    run = [run = std::move(run), staging](uint64_t s) {
+      staging->beforeRun();
+      run(s);
+      staging->afterRun();
+    };
+  }
   auto work = c10::make_intrusive<ZcollWork>(type, std::move(outputs), [run = std::move(run), seq] { run(seq); });
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {

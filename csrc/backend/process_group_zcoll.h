@@ -20,6 +20,7 @@
 #include "algorithms/collective.h"
 #include "algorithms/compressed.h"
 #include "algorithms/tuner.h"
+#include "backend/device_staging.h"
 #include "kernels/common/dtypes.h"
 #include "transport/transport.h"
 
@@ -40,6 +41,9 @@ struct BackendConfig {
   std::string socketIfname;
   std::string storeHost;
   bool debug = false;
+  // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
+  // the codec work on an emulated device), so GPU-less machines test it.
+  bool stageCpu = false;
 };
 
 class ZcollWork : public c10d::Work {
@@ -132,8 +136,11 @@ class ProcessGroupZcoll : public c10d::Backend {
   // Runs `run` as the group's next collective: on the progress thread, or right here when the
   // caller will wait anyway (asyncOp false) and nothing is queued or running, which saves the
   // hand-off to another thread (tens of microseconds on a busy 2-core machine).
+  // With `staging` (device tensors), `run` works on its host copies, between its beforeRun and
+  // afterRun.
   c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
-                                         std::function<void(uint64_t seq)> run, bool asyncOp);
+                                         std::function<void(uint64_t seq)> run, bool asyncOp,
+                                         std::shared_ptr<DeviceStaging> staging = nullptr);
   void afterRun(const std::exception_ptr& error);
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
@@ -144,12 +151,27 @@ class ProcessGroupZcoll : public c10d::Backend {
   CollectiveArgs compressedArgs(OpCode opcode, DType dtype, RedOp op, uint64_t seq, Compression& c);
   // `buf` (contiguous, already premultiplied) through the compressed schedule, in float32.
   void compressedAllreduceNow(const at::Tensor& buf, RedOp op, DType dtype, uint64_t seq, float* residual = nullptr);
+  // Device tensors (docs/architecture.md, "Device tensors"): nullptr for plain CPU tensors.
+  std::shared_ptr<DeviceStaging> stagingFor(const std::vector<at::Tensor>& tensors, const char* op) const {
+    return DeviceStaging::forTensors(tensors, config_.stageCpu, op);
+  }
+  // The codec device of `stream` (none: the emulated one of staged CPU tensors).
+  kernels::CodecDevice& codecDeviceFor(const std::optional<c10::Stream>& stream);
+  // The compressed collectives with their codec work on the device: `input` is the float32
+  // copy taken (in stream order) when the collective was called; the result goes to `out`.
+  void deviceAllreduceNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, RedOp op,
+                          DType dtype, uint64_t seq, const at::Tensor& residual);
+  void deviceReduceScatterNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, RedOp op,
+                              DType dtype, uint64_t seq);
+  void deviceGatherNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, DType dtype,
+                       uint64_t seq);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool mayCompress = false);
   void gatherIntoList(const std::vector<at::Tensor>& outputs, const at::Tensor& input, uint64_t seq);
   void gatherIntoTensor(const at::Tensor& output, const at::Tensor& input, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> reduceScatterFlat(c10d::OpType type, at::Tensor output,
+                                                   const std::vector<at::Tensor>& inputs,
                                                    std::function<at::Tensor()> flatInput,
                                                    const c10d::ReduceOp& reduceOp, bool asyncOp);
   Deadline deadline() const { return Clock::now() + timeout_; }
@@ -188,6 +210,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   bool running_ = false;  // a work is executing (progress thread or inline)
   std::string failure_;   // the first failed collective's error
   std::thread thread_;
+  std::unique_ptr<kernels::CodecDevice> codecDevice_;  // of codecStream_ (none: emulated)
+  std::optional<c10::Stream> codecStream_;
   std::unique_ptr<P2PLane, P2PLaneDeleter> p2p_;  // started by startP2P (point_to_point.cc)
   void startP2P(const TransportOptions& collectiveOptions);
 };

@@ -43,11 +43,16 @@ RedOp toRedOp(const c10d::ReduceOp& op, double* premul) {
 DType checkTensor(const at::Tensor& t, const char* op) {
   TORCH_CHECK_VALUE(t.defined(), "zcoll ", op, ": undefined tensor");
   TORCH_CHECK_VALUE(t.layout() == at::kStrided, "zcoll ", op, ": only dense tensors are supported");
-  // Registered for cuda too, so that a CUDA tensor gets this message rather than torch's "no backend
-  // for device" (the CUDA collectives come with the CUDA issue; the codec kernels are built already).
-  TORCH_CHECK(!t.is_cuda(), "zcoll ", op, ": CUDA tensors are not supported yet (CUDA path not built/enabled in this "
-              "zcoll); move the tensor to the CPU or use the nccl backend for CUDA tensors");
+#if ZCOLL_WITH_CUDA
+  TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), "zcoll ", op, ": tensors must be on the CPU or a CUDA device, got ",
+                    t.device());
+#else
+  // Registered for cuda too, so that a CUDA tensor gets this message rather than torch's "no
+  // backend for device".
+  TORCH_CHECK(!t.is_cuda(), "zcoll ", op, ": this zcoll was built without CUDA (ZCOLL_CUDA=off or no nvcc), so it "
+              "cannot take CUDA tensors; move the tensor to the CPU, or rebuild zcoll with CUDA");
   TORCH_CHECK_VALUE(t.is_cpu(), "zcoll ", op, ": tensors must be on the CPU, got ", t.device());
+#endif
   return toDType(t.scalar_type(), op);
 }
 

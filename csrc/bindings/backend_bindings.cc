@@ -16,7 +16,7 @@ void bindBackend(py::module_& m) {
                        size_t shmRingBytes, const std::string& socketIfname, const std::string& storeHost,
                        bool debug, const std::string& allreduceAlgo, const std::string& reduceAlgo,
                        const std::string& reduceScatterAlgo, const std::string& compression,
-                       size_t compressMinBytes, int compressBlock) {
+                       size_t compressMinBytes, int compressBlock, bool stageCpu) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -30,13 +30,15 @@ void bindBackend(py::module_& m) {
              c.compression = compression;
              c.compressMinBytes = compressMinBytes;
              c.compressBlock = compressBlock;
+             c.stageCpu = stageCpu;
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
            py::arg("chunk_bytes"), py::arg("shm_ring_bytes"), py::arg("socket_ifname"), py::arg("store_host"),
            py::arg("debug"), py::arg("allreduce_algo") = "", py::arg("reduce_algo") = "",
            py::arg("reduce_scatter_algo") = "", py::arg("compression") = "none",
-           py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256, py::call_guard<py::gil_scoped_release>())
+           py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256,
+           py::arg("stage_cpu") = false, py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })

@@ -14,6 +14,7 @@
 #include "algorithms/compressed.h"
 #include "algorithms/tuner.h"
 #include "bindings/names.h"
+#include "kernels/cpu/emulated_codec_device.h"
 #include "transport/transport.h"
 
 namespace py = pybind11;
@@ -224,9 +225,15 @@ float* residualOf(py::object residual, const FloatArray& data, const char* what)
   return arr.mutable_data();
 }
 
+// The staged (device-side) schedules are two-shot only.
+void checkStagedAlgorithm(zcoll::Algorithm algo, const char* what) {
+  if (algo != zcoll::Algorithm::kTwoShot)
+    throw std::invalid_argument(std::string(what) + ": on a device, only the twoshot schedule runs");
+}
+
 void compressedAllReducePy(PyTransport& t, FloatArray data, const std::string& codec, const std::string& op,
                            const std::string& algo, int block, uint64_t seed, uint64_t step, uint64_t seqNo,
-                           size_t chunkBytes, double timeoutSeconds, py::object residual) {
+                           size_t chunkBytes, double timeoutSeconds, py::object residual, bool emulatedDevice) {
   const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
   const auto c = compressionOf(codec, block, seed, step);
   const auto algorithm = algorithmOf(algo);
@@ -234,13 +241,19 @@ void compressedAllReducePy(PyTransport& t, FloatArray data, const std::string& c
   float* res = residualOf(residual, data, "compressed_all_reduce");
   const size_t count = static_cast<size_t>(data.size());
   py::gil_scoped_release release;
-  zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm, res);
+  if (emulatedDevice) {
+    checkStagedAlgorithm(algorithm, "compressed_all_reduce");
+    zcoll::kernels::cpu::EmulatedCodecDevice dev;
+    zcoll::stagedCompressedAllReduce(t.transport(), dev, ptr, count, a, c, res);
+  } else {
+    zcoll::compressedAllReduce(t.transport(), ptr, count, a, c, algorithm, res);
+  }
 }
 
 void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
                                const std::string& codec, const std::string& op, const std::string& algo, int block,
                                uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds,
-                               py::object residual) {
+                               py::object residual, bool emulatedDevice) {
   const auto a = argsOf(zcoll::OpCode::kReduceScatter, "float32", op, seqNo, chunkBytes, timeoutSeconds);
   const auto c = compressionOf(codec, block, seed, step);
   const auto algorithm = algorithmOf(algo);
@@ -250,12 +263,18 @@ void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vecto
   slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
            "compressed_reduce_scatter");
   py::gil_scoped_release release;
-  zcoll::compressedReduceScatter(t.transport(), ptr, b.data(), e.data(), a, c, algorithm, res);
+  if (emulatedDevice) {
+    checkStagedAlgorithm(algorithm, "compressed_reduce_scatter");
+    zcoll::kernels::cpu::EmulatedCodecDevice dev;
+    zcoll::stagedCompressedReduceScatter(t.transport(), dev, ptr, b.data(), e.data(), a, c, res);
+  } else {
+    zcoll::compressedReduceScatter(t.transport(), ptr, b.data(), e.data(), a, c, algorithm, res);
+  }
 }
 
 void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
                            const std::string& codec, int block, uint64_t seed, uint64_t step, uint64_t seqNo,
-                           size_t chunkBytes, double timeoutSeconds) {
+                           size_t chunkBytes, double timeoutSeconds, bool emulatedDevice) {
   const auto a = argsOf(zcoll::OpCode::kAllGather, "float32", "sum", seqNo, chunkBytes, timeoutSeconds);
   const auto c = compressionOf(codec, block, seed, step);
   float* ptr = writeable(data, "compressed_all_gather");
@@ -263,7 +282,12 @@ void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<si
   slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
            "compressed_all_gather");
   py::gil_scoped_release release;
-  zcoll::compressedAllGather(t.transport(), ptr, b.data(), e.data(), a, c);
+  if (emulatedDevice) {
+    zcoll::kernels::cpu::EmulatedCodecDevice dev;
+    zcoll::stagedCompressedAllGather(t.transport(), dev, ptr, b.data(), e.data(), a, c);
+  } else {
+    zcoll::compressedAllGather(t.transport(), ptr, b.data(), e.data(), a, c);
+  }
 }
 
 }  // namespace
@@ -296,16 +320,20 @@ void bindTransport(py::module_& m) {
       .def("compressed_all_reduce", &compressedAllReducePy, py::arg("data"), py::arg("codec"), py::arg("op"),
            py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
            py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
-           "In-place compressed all-reduce of a float32 array (ring or twoshot); `residual`: error feedback.")
+           py::arg("emulated_device") = false,
+           "In-place compressed all-reduce of a float32 array (ring or twoshot); `residual`: error feedback; "
+           "`emulated_device`: the device-side (staged) two-shot, its kernels run by the CUDA grid emulator.")
       .def("compressed_reduce_scatter", &compressedReduceScatterPy, py::arg("data"), py::arg("counts"),
            py::arg("codec"), py::arg("op"), py::arg("algo"), py::arg("block") = 256, py::arg("seed") = 0,
            py::arg("step") = 0, py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
-           py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
-           "Compressed reduce-scatter: rank r's slice gets its float32 result; `residual`: error feedback.")
+           py::arg("timeout") = 30.0, py::arg("residual") = py::none(), py::arg("emulated_device") = false,
+           "Compressed reduce-scatter: rank r's slice gets its float32 result; `residual`: error feedback; "
+           "`emulated_device` as for compressed_all_reduce.")
       .def("compressed_all_gather", &compressedAllGatherPy, py::arg("data"), py::arg("counts"), py::arg("codec"),
            py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0,
-           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
-           "Compressed all-gather in place: slice r (rank r's input) encoded once, decoded everywhere.")
+           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0, py::arg("emulated_device") = false,
+           "Compressed all-gather in place: slice r (rank r's input) encoded once, decoded everywhere; "
+           "`emulated_device` as for compressed_all_reduce.")
       .def("reduce", &reducePy, py::arg("data"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce to root in place (other ranks' arrays become scratch).");

@@ -35,11 +35,14 @@ def _create_backend(dist_opts, pg_options):
         store, rank, size, dist_opts.timeout, transport, opts.chunk_bytes, opts.shm_ring_bytes,
         opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug,
         algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""),
-        opts.compression, opts.compress_min_bytes, opts.compress_block)
+        opts.compression, opts.compress_min_bytes, opts.compress_block,
+        # Test-only: CPU tensors take the CUDA tensors' path (host staging, codecs on an
+        # emulated device), so machines without a GPU test it (docs/architecture.md).
+        os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1")
 
 
 def register() -> None:
     if "zcoll" not in dist.Backend.backend_list:
-        # cuda too: CUDA tensors then reach zcoll and get a clear "CUDA path not built/enabled"
-        # error instead of torch's "no backend for device".
+        # cuda too: CUDA tensors reach zcoll's device path (or, in a build without CUDA, a
+        # clear error instead of torch's "no backend for device").
         dist.Backend.register_backend("zcoll", _create_backend, extended_api=True, devices=["cpu", "cuda"])

@@ -23,10 +23,13 @@ class ErrorFeedbackState:
         self.process_group = process_group
         self.residuals: dict[int, torch.Tensor] = {}
 
-    def residual_for(self, index: int, numel: int) -> torch.Tensor:
+    def residual_for(self, index: int, numel: int, device: torch.device | None = None) -> torch.Tensor:
         e = self.residuals.get(index)
+        if e is not None and device is not None and e.device != device:
+            e = e.to(device)  # restored from a checkpoint saved on another device
+            self.residuals[index] = e
         if e is None or e.numel() != numel:
-            e = torch.zeros(numel, dtype=torch.float32)
+            e = torch.zeros(numel, dtype=torch.float32, device=device)
             self.residuals[index] = e
         return e
 
@@ -37,8 +40,8 @@ class ErrorFeedbackState:
         self.residuals = {int(i): e.clone().to(torch.float32).contiguous() for i, e in state["residuals"].items()}
 
 
-def _zcoll_backend(group):
-    backend = (group or dist.group.WORLD)._get_backend(torch.device("cpu"))
+def _zcoll_backend(group, device: torch.device):
+    backend = (group or dist.group.WORLD)._get_backend(device)
     if not hasattr(backend, "allreduce_with_feedback"):
         raise RuntimeError("compressed_allreduce_hook needs a zcoll process group "
                            f"(got {type(backend).__name__})")
@@ -51,6 +54,6 @@ def compressed_allreduce_hook(state: ErrorFeedbackState, bucket) -> torch.future
     """DDP comm hook: the bucket's averaged gradient through zcoll's compressed all-reduce with
     error feedback (``state`` keeps the residuals)."""
     buffer = bucket.buffer()
-    residual = state.residual_for(bucket.index(), buffer.numel())
-    work = _zcoll_backend(state.process_group).allreduce_with_feedback(buffer, residual, True)
+    residual = state.residual_for(bucket.index(), buffer.numel(), buffer.device)
+    work = _zcoll_backend(state.process_group, buffer.device).allreduce_with_feedback(buffer, residual, True)
     return work.get_future().then(lambda fut: fut.value()[0])

@@ -150,4 +150,52 @@ ZCOLL_HD void decodeBody(size_t b, unsigned t, unsigned nt, const DecodeArgs& a)
   }
 }
 
+// Element i of a segment encoded from its first element (blocks of `block` elements).
+ZCOLL_HD float decodeAt(Codec codec, int block, const uint8_t* in, size_t i) {
+  if (!isBlockwise(codec)) return castDecode(codec, static_cast<uint16_t>(in[2 * i] | (in[2 * i + 1] << 8)));
+  const size_t j = i % block;
+  const uint8_t* wire = in + i / block * blockBytes(codec, block);  // only the last block is short
+  const float scale = bitsToFloat(loadU32(wire));
+  const int q = codec == Codec::kInt4 ? unpackInt4(wire[4 + j / 2], static_cast<int>(j & 1))
+                                      : static_cast<int8_t>(wire[4 + j]);
+  return dequantizeOne(q, scale);
+}
+
+// The two-shot owner's sum (docs/arithmetic.md §6) for data on a device: out[i] = v_0 + v_1 +
+// ... + v_{nparts-1} in rank order, in float32, where v_self = own[i] (exact) and every other
+// v_q is element i decoded from contribution q at parts + q * partBytes; then / divisor unless
+// divisor is 0 (AVG). One element per thread; `out` may be `own`.
+struct DecodeSumArgs {
+  Codec codec;
+  int block;
+  const uint8_t* parts;
+  size_t partBytes;
+  int nparts;
+  int self;
+  const float* own;
+  size_t n;
+  float divisor;
+  float* out;
+};
+
+ZCOLL_HD void decodeSumBody(size_t b, unsigned t, unsigned nt, const DecodeSumArgs& a) {
+  const size_t i = b * nt + t;
+  if (i >= a.n) return;
+  float acc = 0.0f;
+  for (int q = 0; q < a.nparts; ++q) {
+    const float v = q == a.self ? a.own[i] : decodeAt(a.codec, a.block, a.parts + q * a.partBytes, i);
+    acc = q == 0 ? v : acc + v;
+  }
+  if (a.divisor != 0.0f) acc = acc / a.divisor;
+  a.out[i] = acc;
+}
+
+// Error feedback's first step on a device: x += residual, residual = 0 (one element per thread).
+ZCOLL_HD void addResidualBody(size_t b, unsigned t, unsigned nt, float* x, float* residual, size_t n) {
+  const size_t i = b * nt + t;
+  if (i >= n) return;
+  x[i] = x[i] + residual[i];
+  residual[i] = 0.0f;
+}
+
 }  // namespace zcoll::kernels
