@@ -102,8 +102,9 @@ def test_demo_rejects_bad_flags():
 
 
 
-def test_main_job_benchmark_runs():
-    """The README's main job, on small sizes: a zcoll / gloo / MPI table with ratios."""
+def test_allreduce_compare_runs():
+    """bench/allreduce_compare.py on small sizes: a zcoll / gloo / MPI table with ratios (the
+    README's main job, zcoll-bench, is tests/test_bench_cli.py's)."""
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "allreduce_compare.py"), "--nproc", "2",
                           "--sizes", "4K,64K", "--iters", "3"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
