@@ -372,6 +372,17 @@ def ranks_rooted_and_alltoall(rank, world, store):
     outs = [torch.empty(2, dtype=torch.int32) for _ in range(world)]
     dist.all_to_all(outs, [torch.tensor([rank, q], dtype=torch.int32) for q in range(world)])
     out["lists"] = [o.numpy().copy() for o in outs]
+    # the same tensor in and out, and a non-contiguous output (both received through a copy)
+    same = torch.arange(2 * world, dtype=torch.float32) + 100 * rank
+    dist.all_to_all_single(same, same)
+    out["same"] = same.numpy().copy()
+    strided = torch.empty(2, 2 * world).t()
+    dist.all_to_all_single(strided, torch.arange(4.0 * world).reshape(2 * world, 2) + 100 * rank)
+    out["strided"] = strided.numpy().copy()
+    # reduce into a non-contiguous root tensor; the others' tensors stay as they were
+    x = torch.arange(12.0).reshape(3, 4).t() + rank
+    dist.reduce(x, dst=world - 1)
+    out["reduce_strided"] = x.numpy().copy()
     dist.destroy_process_group()
     return out
 
@@ -397,6 +408,12 @@ def test_reduce_gather_scatter_alltoall(world):
                                       .repeat(2, axis=1))
         for q, o in enumerate(res[r]["lists"]):
             np.testing.assert_array_equal(o, [q, r])
+        np.testing.assert_array_equal(res[r]["same"], res[r]["even"])
+        np.testing.assert_array_equal(res[r]["strided"], np.concatenate(
+            [np.arange(4.0 * world).reshape(2 * world, 2)[2 * r:2 * r + 2] + 100 * q for q in range(world)]))
+        base = np.arange(12.0).reshape(3, 4).T
+        want = base * world + sum(range(world)) if r == world - 1 else base + r
+        np.testing.assert_array_equal(res[r]["reduce_strided"], want)
 
 
 def ranks_coalesced(rank, world, store):

@@ -35,6 +35,12 @@ at::Tensor floatCopy(const DeviceStaging& s, const at::Tensor& t, double premul)
 
 }  // namespace
 
+at::Tensor ProcessGroupZcoll::scratchCopy(const at::Tensor& t) {
+  at::Tensor copy = at::from_blob(scratch_.get(std::max<size_t>(t.nbytes(), 1)), {t.numel()}, t.options());
+  copy.view(t.sizes()).copy_(t);
+  return copy;
+}
+
 kernels::CodecDevice& ProcessGroupZcoll::codecDeviceFor(const std::optional<c10::Stream>& stream) {
   if (!codecDevice_ || codecStream_ != stream) {
     codecDevice_ = stream ? makeCudaCodecDevice(*stream) : std::make_unique<kernels::cpu::EmulatedCodecDevice>();
@@ -290,7 +296,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
 }
 
 void ProcessGroupZcoll::gatherIntoList(const std::vector<at::Tensor>& outs, const at::Tensor& in, uint64_t seq) {
-  at::Tensor flat = at::empty({static_cast<int64_t>(outs.size()) * in.numel()}, in.options());
+  const int64_t n = static_cast<int64_t>(outs.size()) * in.numel();
+  at::Tensor flat = at::from_blob(scratch_.get(std::max<size_t>(n * in.element_size(), 1)), {n}, in.options());
   gatherInto(flat, in, seq);
   for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
 }
@@ -368,9 +375,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
 }
 
 // Ring reduce-scatter of a flat (world_size x output) input: rank r keeps the reduction of slice
-// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` returns a scratch copy the
-// schedule may overwrite: on the progress thread for CPU tensors; for device tensors (in
-// `inputs`), now, on the caller's stream.
+// r (docs/arithmetic.md §4, reduce_scatter ring). `flatInput` returns the input as one flat
+// tensor (a view where it can), which the collective copies before its schedule overwrites it:
+// on the progress thread for CPU tensors; for device tensors (in `inputs`), now, on the
+// caller's stream.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType type, at::Tensor output,
                                                                     const std::vector<at::Tensor>& inputs,
                                                                     std::function<at::Tensor()> flatInput,
@@ -384,7 +392,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
   auto staging = stagingFor(all, "reduce_scatter");
   if (!staging) {
     return enqueue(type, {output}, [this, output, flatInput, op, dtype, premul](uint64_t seq) {
-      reduceScatterNow(output, flatInput(), op, dtype, premul, seq);
+      reduceScatterNow(output, scratchCopy(flatInput()), op, dtype, premul, seq);
     }, asyncOp);
   }
   at::Tensor flat;
@@ -399,6 +407,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
     }, asyncOp);
   }
   const at::Tensor hout = staging->host(output, false, true), hflat = staging->host(flat, true, false);
+  // (hflat is the collective's own copy: reduceScatterNow may use it as scratch)
   return enqueue(type, {output}, [this, hout, hflat, op, dtype, premul](uint64_t seq) {
     reduceScatterNow(hout, hflat, op, dtype, premul, seq);
   }, asyncOp, staging);
@@ -452,7 +461,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesce
   const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
   return enqueue(c10d::OpType::COALESCED, outputs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
     for (size_t i = 0; i < ins.size(); ++i)
-      reduceScatterNow(outs[i], ins[i].contiguous().view(-1).clone(), op, dtypes[i], premul, seq);
+      reduceScatterNow(outs[i], scratchCopy(ins[i]), op, dtypes[i], premul, seq);
   }, opts.asyncOp, staging);
 }
 
@@ -463,7 +472,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tenso
                     "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
   at::Tensor in = input;
   return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output, {in},
-                           [in] { return in.contiguous().view(-1).clone(); }, opts.reduceOp, opts.asyncOp);
+                           [in] { return in.contiguous().view(-1); }, opts.reduceOp, opts.asyncOp);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at::Tensor>& outputs,
@@ -496,13 +505,16 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   auto staging = stagingFor({t}, "reduce");
   const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;
   return enqueue(c10d::OpType::REDUCE, {t}, [this, t = h, op, dtype, premul, root](uint64_t seq) {
-    at::Tensor mine = t.contiguous().clone();
+    // The root reduces straight into its tensor; other ranks into a copy (a tree's inner ranks
+    // accumulate their children's parts in it), leaving their tensors as they were.
+    const bool inPlace = getRank() == root && t.is_contiguous();
+    at::Tensor mine = inPlace ? t.view(-1) : scratchCopy(t);
     const size_t n = static_cast<size_t>(mine.numel());
     if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
     CollectiveArgs a = argsFor(OpCode::kReduce, dtype, op, seq);
     const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a);
     reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);  // other ranks: `mine` is scratch
-    if (getRank() == root) t.copy_(mine.view(t.sizes()));
+    if (getRank() == root && !inPlace) t.copy_(mine.view(t.sizes()));
   }, opts.asyncOp, staging);
 }
 
@@ -604,14 +616,17 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
   const at::Tensor out = staging ? staging->host(output, false, true) : output;
   return enqueue(c10d::OpType::ALLTOALL_BASE, {output}, [this, in, out, inRows, outRows](uint64_t seq) {
     at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
-    at::Tensor dst = at::empty_like(out, at::MemoryFormat::Contiguous).view({out.dim() ? out.size(0) : 1, -1});
+    // Received straight into `out` when it is contiguous and is not also the input.
+    const bool direct = out.is_contiguous() && !out.is_alias_of(in);
+    at::Tensor dst = (direct ? out : at::empty_like(out, at::MemoryFormat::Contiguous))
+                         .view({out.dim() ? out.size(0) : 1, -1});
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     for (int64_t q = 0, si = 0, so = 0; q < getSize(); si += inRows[q], so += outRows[q], ++q) {
       sendTo[q] = src.narrow(0, si, inRows[q]);
       recvFrom[q] = dst.narrow(0, so, outRows[q]);  // contiguous: rows of a contiguous matrix
     }
     exchange(sendTo, recvFrom, copyTag(OpCode::kAllToAll, out, seq));
-    out.copy_(dst.view(out.sizes()));
+    if (!direct) out.copy_(dst.view(out.sizes()));
   }, opts.asyncOp, staging);
 }
 

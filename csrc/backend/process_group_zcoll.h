@@ -165,6 +165,8 @@ class ProcessGroupZcoll : public c10d::Backend {
                               DType dtype, uint64_t seq);
   void deviceGatherNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, DType dtype,
                        uint64_t seq);
+  // A contiguous flat copy of `t` in scratch_ (valid until the next scratch use).
+  at::Tensor scratchCopy(const at::Tensor& t);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
                         uint64_t seq);
   void gatherInto(const at::Tensor& flatOutput, const at::Tensor& input, uint64_t seq, bool mayCompress = false);
@@ -196,6 +198,10 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::vector<std::string> logged_;  // choices already reported by ZCOLL_DEBUG=INFO
   // Scratch of the schedules; only the one executing collective uses it (see running_).
   mutable Workspace workspace_;
+  // The backend's own working copies (reduce's accumulator, reduce_scatter's input, the list
+  // all-gather's flat output), kept from call to call: a fresh tensor of tens of MiB costs its
+  // page faults on every call. Only the executing collective uses it.
+  Workspace scratch_;
   bool compressing_ = false;
   Compression compression_;  // issue order; the progress thread runs works in this order
 
