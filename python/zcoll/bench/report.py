@@ -220,7 +220,8 @@ def plot(path: str, rows: list[Row], title: str) -> None:
     import matplotlib.ticker
 
     colls = list(dict.fromkeys(r.collective for r in rows))
-    fig, axes = plt.subplots(len(colls), 1, figsize=(7, 3.6 * len(colls)), squeeze=False)
+    # constrained layout keeps the figure's title clear of the first panel's
+    fig, axes = plt.subplots(len(colls), 1, figsize=(7, 3.6 * len(colls)), squeeze=False, layout="constrained")
     for ax, coll in zip(axes[:, 0], colls):
         variants = {(r.dtype, r.op, r.root) for r in rows if r.collective == coll}
         lines: dict[str, list[tuple[int, float]]] = {}
@@ -244,6 +245,5 @@ def plot(path: str, rows: list[Row], title: str) -> None:
         if lines:
             ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
