@@ -139,6 +139,18 @@ def test_every_collective_under_mpirun_with_gloo_and_mpi():
     assert_well_formed(out, ALL, ["zcoll", "gloo", "mpi"])
 
 
+@pytest.mark.timeout(150)
+def test_under_torchrun():
+    from multiproc import free_port
+    torchrun = shutil.which("torchrun") or pytest.fail("torchrun is missing: torch installs it")
+    code, out, err = bench(["all_reduce", "all_gather", *SWEEP, "--backend", "zcoll,gloo"], timeout=140,
+                           launcher=(torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()),
+                                     "--no-python"))
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert "2 ranks via" in out
+    assert_well_formed(out, ["all_reduce", "all_gather"], ["zcoll", "gloo"])
+
+
 @pytest.mark.timeout(100)
 def test_nproc_with_mpi_reruns_itself_under_mpirun():
     """The main job: --nproc 2 with mpi among the backends runs all three in the same ranks."""
