@@ -22,7 +22,6 @@
 namespace zcoll {
 namespace {
 
-constexpr size_t kMinRingBytes = 256u << 10;
 constexpr unsigned kSpinPolls = 64, kYieldPolls = 256;
 // After the last operation, keep draining for messages already on their way, then sleep: a
 // message sent to a sleeping rank waits in the transport until that rank's next p2p call.
@@ -232,11 +231,9 @@ void P2PLaneDeleter::operator()(P2PLane* lane) const { delete lane; }
 void ProcessGroupZcoll::shutdown() { p2p_->close(); }
 
 void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
-  TransportOptions options = collectiveOptions;
-  // The engine drains every ring into buffers of its own, so a smaller ring only costs more
-  // rounds on large messages.
-  options.shmRingBytes = std::max(collectiveOptions.shmRingBytes / 4, kMinRingBytes);
-  auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
+  // Rings as large as the collectives': a quarter of that size cost large messages half their
+  // speed (a 2-rank sendrecv of 1-64 MiB ran at 0.4-0.5x MPI's, now 0.9-1.1x), for little memory.
+  auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), collectiveOptions);
   p2p_.reset(new P2PLane(std::move(transport), timeout_));
 }
 
