@@ -32,11 +32,8 @@ buckets are DDP's default (25 MB cap). Measured figures: bench/figures/ddp_step.
 import argparse
 import copy
 import json
-import multiprocessing as mp
 import os
-import queue
 import time
-import traceback
 from datetime import timedelta
 
 import numpy as np
@@ -44,6 +41,7 @@ import torch
 import torch.distributed as dist
 import zcoll  # registers the "zcoll" backend
 import zcoll.hooks
+from local_ranks import launch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 CONFIGS = ("compute", "gloo", "zcoll", "zcoll-int8+EF", "zcoll-bf16")
@@ -165,52 +163,6 @@ def run_rank(rank: int, world: int, store, settings: dict) -> dict:
     return out
 
 
-def _rank_entry(rank, world, port, settings, results):
-    try:
-        store = dist.TCPStore("127.0.0.1", port, None, False, timedelta(seconds=60))
-        results.put(("ok", rank, run_rank(rank, world, store, settings)))
-    except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
-        results.put(("error", rank, traceback.format_exc()))
-
-
-def launch(settings: dict, nproc: int, timeout: float) -> dict:
-    """Runs run_rank in `nproc` spawned processes; returns {rank: result}. A failing rank, or none
-    reporting by `timeout` seconds, raises (and every rank still running is killed)."""
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    server = dist.TCPStore("127.0.0.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
-    procs = [ctx.Process(target=_rank_entry, args=(r, nproc, server.port, settings, results), daemon=True)
-             for r in range(nproc)]
-    for p in procs:
-        p.start()
-    out = {}
-    deadline = time.monotonic() + timeout
-    finished = False
-    try:
-        while len(out) < nproc:
-            try:
-                status, rank, value = results.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"ranks {sorted(set(range(nproc)) - set(out))} did not finish "
-                                       f"within {timeout} s") from None
-                dead = [r for r, p in enumerate(procs) if r not in out and p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"rank {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
-                continue
-            if status != "ok":
-                raise RuntimeError(f"rank {rank} failed:\n{value}")
-            out[rank] = value
-        finished = True
-    finally:
-        for p in procs:  # after a failure the others may wait for the failed rank forever
-            p.join(timeout=max(0.1, min(30.0, deadline - time.monotonic())) if finished else 0.1)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    return out
-
-
 def summarise(per_rank: dict) -> dict:
     """Per configuration: the median (and p25, p75) over steps of the step's max over ranks, in ms;
     the ratio to zcoll's; the time above `compute` and its share; rank 0's last loss; whether every
@@ -277,7 +229,7 @@ def main():
 
     load_before = os.getloadavg()
     t0 = time.monotonic()
-    per_rank = launch(settings, args.nproc, args.timeout)
+    per_rank = launch(run_rank, settings, args.nproc, args.timeout)
     wall = time.monotonic() - t0
     load_after = os.getloadavg()
     table = summarise(per_rank)

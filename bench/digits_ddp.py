@@ -22,11 +22,8 @@ tests/test_error_feedback.py asserts them. Findings: docs/compression.md.
 import argparse
 import copy
 import json
-import multiprocessing as mp
 import os
-import queue
 import time
-import traceback
 from datetime import timedelta
 
 import numpy as np
@@ -36,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import zcoll  # registers the "zcoll" backend
 import zcoll.hooks
+from local_ranks import launch
 
 CONFIGS = ("exact", "int8+EF", "int4-ring+EF", "int4-ring", "gloo")
 
@@ -151,52 +149,6 @@ def train_ranks(rank: int, world: int, store, settings: dict) -> dict:
     return out
 
 
-def _rank_entry(rank, world, port, settings, results):
-    try:
-        store = dist.TCPStore("127.0.0.1", port, None, False, timedelta(seconds=60))
-        results.put(("ok", rank, train_ranks(rank, world, store, settings)))
-    except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
-        results.put(("error", rank, traceback.format_exc()))
-
-
-def launch(settings: dict, nproc: int, timeout: float) -> dict:
-    """Runs train_ranks in `nproc` spawned processes; returns {rank: result}. A failing rank, or
-    none reporting by `timeout` seconds, raises (and every rank still running is killed)."""
-    ctx = mp.get_context("spawn")
-    results = ctx.Queue()
-    server = dist.TCPStore("127.0.0.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
-    procs = [ctx.Process(target=_rank_entry, args=(r, nproc, server.port, settings, results), daemon=True)
-             for r in range(nproc)]
-    for p in procs:
-        p.start()
-    out = {}
-    deadline = time.monotonic() + timeout
-    finished = False
-    try:
-        while len(out) < nproc:
-            try:
-                status, rank, value = results.get(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"ranks {sorted(set(range(nproc)) - set(out))} did not finish "
-                                       f"within {timeout} s") from None
-                dead = [r for r, p in enumerate(procs) if r not in out and p.exitcode not in (None, 0)]
-                if dead:
-                    raise RuntimeError(f"rank {dead[0]} died (exit code {procs[dead[0]].exitcode})") from None
-                continue
-            if status != "ok":
-                raise RuntimeError(f"rank {rank} failed:\n{value}")
-            out[rank] = value
-        finished = True
-    finally:
-        for p in procs:  # after a failure the others may wait for the failed rank forever
-            p.join(timeout=max(0.1, min(30.0, deadline - time.monotonic())) if finished else 0.1)
-            if p.is_alive():
-                p.kill()
-                p.join(5)
-    return out
-
-
 def summarise(per_rank: dict) -> dict:
     """Rank 0's figures per configuration, plus whether every rank ended with the same parameters
     (a compressed all-reduce gives every rank the same decoded result)."""
@@ -238,7 +190,7 @@ def main():
         ap.error(f"unknown configs {sorted(set(configs) - set(CONFIGS))}")
     settings = default_settings(steps=args.steps, batch=args.batch, hidden=args.hidden, lr=args.lr,
                                 block=args.block, seed=args.seed, configs=configs)
-    table = summarise(launch(settings, args.nproc, args.timeout))
+    table = summarise(launch(train_ranks, settings, args.nproc, args.timeout))
     print(f"digits MLP 64-{settings['hidden']}-10, {args.nproc} ranks x {settings['batch']} examples, "
           f"{settings['steps']} SGD steps, lr {settings['lr']}, int4 block {settings['block']} "
           f"({os.cpu_count()} cores)")
