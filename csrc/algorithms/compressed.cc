@@ -24,8 +24,14 @@ struct Wire {
   size_t bytes(size_t elems) const { return kernels::encodedBytes(c.codec, elems, c.block); }
   // Byte offset of the chunk that starts `elemOffset` elements into its segment.
   size_t offset(size_t elemOffset) const { return elemOffset / chunkElems * bytes(chunkElems); }
-  uint32_t key(int rank, uint32_t stage) const {
-    return kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
+  // What E_{rank,stage} of values starting at global index `begin` needs besides the values.
+  kernels::CodecParams params(int rank, uint32_t stage, size_t begin) const {
+    kernels::CodecParams p;
+    p.codec = c.codec;
+    p.block = c.block;
+    p.key = kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
+    p.base = begin;
+    return p;
   }
   // E_{rank,stage}(x[begin, begin+n)) into out; `begin` is the global index (the hash's).
   // `scale`: the residual's factor (p for an AVG result, docs/arithmetic.md §6).
@@ -36,12 +42,7 @@ struct Wire {
   // The same for values not stored at their global position (`v[0]` is element `begin`).
   void encodeValues(const float* v, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out,
                     float scale = 1.0f) const {
-    kernels::CodecParams p;
-    p.codec = c.codec;
-    p.block = c.block;
-    p.key = key(rank, stage);
-    p.base = begin;
-    kernels::cpu::encode(p, v, n, out, residual ? residual + begin : nullptr, scale);
+    kernels::cpu::encode(params(rank, stage, begin), v, n, out, residual ? residual + begin : nullptr, scale);
   }
   void decode(const uint8_t* in, size_t n, float* out) const { kernels::cpu::decode(c.codec, c.block, in, n, out); }
 
@@ -102,6 +103,20 @@ void gatherEncoded(Transport& t, float* x, const std::vector<Segment>& segs, con
   for (int s = 0; s < t.size(); ++s) w.decode(wire + wireOffset(segs, w, s), segs[s].size(), x + segs[s].begin);
 }
 
+// Two-shot's first exchange, for one pair of ranks: this rank's stage-0 encoding of segment s
+// (at `from`) goes to its owner s, and rank q's encoding of our segment lands at `into`; chunk
+// by chunk, the same messages from the host and the staged schedule.
+void exchangeContribution(Transport& t, const CollectiveArgs& a, const Wire& w, const std::vector<Segment>& segs,
+                          int s, const uint8_t* from, int q, uint8_t* into, std::vector<RequestId>& sends,
+                          std::vector<RequestId>& recvs) {
+  schedule::forEachChunk(0, segs[s].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+    sends.push_back(t.isend(s, a.tag(0, c), from + w.offset(off), w.bytes(m)));
+  });
+  schedule::forEachChunk(0, segs[t.rank()].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+    recvs.push_back(t.irecv(q, a.tag(0, c), into + w.offset(off), w.bytes(m)));
+  });
+}
+
 // The reduce phase leaves the owner's float32 sum in x[its segment]; with `gather`, the owner
 // encodes it instead and every rank decodes every segment (all-reduce).
 void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire& w, const std::vector<Segment>& segs,
@@ -156,13 +171,8 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
     const int s = (r + k) % p, q = (r + p - k) % p;
     const size_t at = wireOffset(segs, w, s);
     w.encode(x, segs[s].begin, segs[s].size(), r, 0, wire.data() + at);
-    schedule::forEachChunk(0, segs[s].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      sends.push_back(t.isend(s, a.tag(0, c), wire.data() + at + w.offset(off), w.bytes(m)));
-    });
     incoming[q].resize(w.bytes(mine.size()));
-    schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      recvs[q].push_back(t.irecv(q, a.tag(0, c), incoming[q].data() + w.offset(off), w.bytes(m)));
-    });
+    exchangeContribution(t, a, w, segs, s, wire.data() + at, q, incoming[q].data(), sends, recvs[q]);
   }
   // The owner sums v_0 + v_1 + ... + v_{p-1} in rank order, its own part exact, chunk by chunk
   // and, inside a chunk, tile by tile: each contribution's tile is decoded, added and, once the
@@ -219,31 +229,18 @@ void stagedTwoShot(Transport& t, kernels::CodecDevice& dev, float* x, const Coll
   float* devSum = gather ? reinterpret_cast<float*>(dev.deviceBuffer(2, mine.size() * sizeof(float))) : x + mine.begin;
   uint8_t* hostWire = dev.hostBuffer(0, total);
   uint8_t* hostParts = dev.hostBuffer(1, partBytes * p);
-  auto params = [&](uint32_t stage, size_t begin) {
-    kernels::CodecParams cp;
-    cp.codec = w.c.codec;
-    cp.block = w.c.block;
-    cp.key = w.key(r, stage);
-    cp.base = begin;
-    return cp;
-  };
   // Every contribution encoded once (stage 0) on the device, then to the host and its owner.
   for (int s = 0; s < p; ++s)
     if (s != r)
-      dev.encode(params(0, segs[s].begin), x + segs[s].begin, segs[s].size(), devWire + wireOffset(segs, w, s),
+      dev.encode(w.params(r, 0, segs[s].begin), x + segs[s].begin, segs[s].size(), devWire + wireOffset(segs, w, s),
                  w.residual ? w.residual + segs[s].begin : nullptr, 1.0f);
   dev.copyToHost(hostWire, devWire, total);  // our own segment's bytes are not sent
   dev.synchronize();
   std::vector<RequestId> sends, recvs;
   for (int k = 1; k < p; ++k) {
     const int s = (r + k) % p, q = (r + p - k) % p;
-    const size_t at = wireOffset(segs, w, s);
-    schedule::forEachChunk(0, segs[s].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      sends.push_back(t.isend(s, a.tag(0, c), hostWire + at + w.offset(off), w.bytes(m)));
-    });
-    schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      recvs.push_back(t.irecv(q, a.tag(0, c), hostParts + q * partBytes + w.offset(off), w.bytes(m)));
-    });
+    exchangeContribution(t, a, w, segs, s, hostWire + wireOffset(segs, w, s), q, hostParts + q * partBytes, sends,
+                         recvs);
   }
   for (RequestId q : recvs) t.wait(q, a.deadline);
   // The owner's exact sum in rank order, its own part exact (decodeSumBody).
@@ -254,7 +251,7 @@ void stagedTwoShot(Transport& t, kernels::CodecDevice& dev, float* x, const Coll
   for (RequestId q : sends) t.wait(q, a.deadline);  // hostWire is about to be overwritten
   if (gather) {
     const size_t own = wireOffset(segs, w, r);
-    dev.encode(params(kernels::kGatherStage, mine.begin), devSum, mine.size(), devWire + own,
+    dev.encode(w.params(r, kernels::kGatherStage, mine.begin), devSum, mine.size(), devWire + own,
                w.residual ? w.residual + mine.begin : nullptr, average ? static_cast<float>(p) : 1.0f);
     dev.copyToHost(hostWire + own, devWire + own, partBytes);
     dev.synchronize();
@@ -368,12 +365,8 @@ void stagedCompressedAllGather(Transport& t, kernels::CodecDevice& dev, float* d
   const size_t total = wireOffset(segs, w, t.size()), own = wireOffset(segs, w, r);
   uint8_t* devWire = dev.deviceBuffer(0, total);
   uint8_t* hostWire = dev.hostBuffer(0, total);
-  kernels::CodecParams cp;
-  cp.codec = c.codec;
-  cp.block = c.block;
-  cp.key = w.key(r, kernels::kGatherStage);
-  cp.base = segs[r].begin;
-  dev.encode(cp, data + segs[r].begin, segs[r].size(), devWire + own, nullptr, 1.0f);
+  dev.encode(w.params(r, kernels::kGatherStage, segs[r].begin), data + segs[r].begin, segs[r].size(), devWire + own,
+             nullptr, 1.0f);
   dev.copyToHost(hostWire + own, devWire + own, w.bytes(segs[r].size()));
   dev.synchronize();
   gatherWire(t, segs, w, hostWire, a, 0, false);  // as compressedAllGather: a ring from step 0
