@@ -33,6 +33,14 @@ at::Tensor floatCopy(const DeviceStaging& s, const at::Tensor& t, double premul)
   return scaled.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous().view(-1);
 }
 
+// Slice q of a flat tensor of `p` equal parts of `part` elements: [q * part, (q + 1) * part).
+struct EqualSlices {
+  std::vector<size_t> begin, end;
+  EqualSlices(int p, size_t part) : begin(p), end(p) {
+    for (int q = 0; q < p; ++q) begin[q] = q * part, end[q] = (q + 1) * part;
+  }
+};
+
 }  // namespace
 
 at::Tensor ProcessGroupZcoll::scratchCopy(const at::Tensor& t) {
@@ -49,6 +57,11 @@ kernels::CodecDevice& ProcessGroupZcoll::codecDeviceFor(const std::optional<c10:
   return *codecDevice_;
 }
 
+// What ZCOLL_DEBUG logs for a compressed collective on a device, e.g. "allreduce/int8 on cuda:0".
+std::string ProcessGroupZcoll::onDevice(const char* collective, const DeviceStaging& s) const {
+  return std::string(collective) + "/" + config_.compression + " on " + s.device().str();
+}
+
 // The device-side compressed collectives run the two-shot schedule (algorithms/compressed.h,
 // staged*): each of its steps is a whole-segment kernel, and only encoded bytes cross to the
 // host. They end with the stream drained, so the work completes with `out` written.
@@ -58,8 +71,7 @@ void ProcessGroupZcoll::deviceAllreduceNow(const DeviceStaging& s, const at::Ten
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
-    logChoice(("allreduce/" + config_.compression + " on " + s.device().str()).c_str(), out.nbytes(),
-              Algorithm::kTwoShot, false, a.chunkBytes);
+    logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
     stagedCompressedAllReduce(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
                               static_cast<size_t>(input.numel()), a, c,
                               residual.defined() ? residual.data_ptr<float>() : nullptr);
@@ -72,34 +84,27 @@ void ProcessGroupZcoll::deviceReduceScatterNow(const DeviceStaging& s, const at:
                                                RedOp op, DType dtype, uint64_t seq) {
   c10::OptionalStreamGuard guard(s.stream());
   const int64_t m = out.numel();
-  std::vector<size_t> b(getSize()), e(getSize());
-  for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
-    logChoice(("reduce_scatter/" + config_.compression + " on " + s.device().str()).c_str(), input.nbytes(),
-              Algorithm::kTwoShot, false, a.chunkBytes);
-    stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(), b.data(),
-                                  e.data(), a, c);
+    logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
+    const EqualSlices slices(getSize(), m);
+    stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
+                                  slices.begin.data(), slices.end.data(), a, c);
   }
   out.copy_(input.narrow(0, getRank() * m, m).view(out.sizes()));
   waitForStream(s.stream());
 }
 
-void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
+void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor& all, const at::Tensor& out,
                                         DType dtype, uint64_t seq) {
   c10::OptionalStreamGuard guard(s.stream());
-  const int p = getSize();
-  const int64_t part = input.numel();
-  at::Tensor all = at::empty({part * p}, input.options());
-  all.narrow(0, getRank() * part, part).copy_(input);
-  std::vector<size_t> b(p), e(p);
-  for (int q = 0; q < p; ++q) b[q] = q * part, e[q] = (q + 1) * part;
   Compression c;
   const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
-  logChoice(("allgather/" + config_.compression + " on " + s.device().str()).c_str(), out.nbytes(), Algorithm::kRing,
-            false, a.chunkBytes);
-  stagedCompressedAllGather(*transport_, codecDeviceFor(s.stream()), all.data_ptr<float>(), b.data(), e.data(), a, c);
+  logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a.chunkBytes);
+  const EqualSlices slices(getSize(), static_cast<size_t>(all.numel() / getSize()));
+  stagedCompressedAllGather(*transport_, codecDeviceFor(s.stream()), all.data_ptr<float>(), slices.begin.data(),
+                            slices.end.data(), a, c);
   out.copy_(all.view(out.sizes()));
   waitForStream(s.stream());
 }
@@ -258,8 +263,7 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
   const size_t part = static_cast<size_t>(input.numel());
   const int p = getSize(), r = getRank();
   const DType dtype = toDType(input.scalar_type(), "allgather");
-  std::vector<size_t> b(p), e(p);
-  for (int q = 0; q < p; ++q) b[q] = q * part, e[q] = (q + 1) * part;
+  const EqualSlices slices(p, part);
   const at::Tensor in = input.contiguous();
   if (mayCompress && compressible(dtype, flatOutput.nbytes())) {
     float* data = float32View(flatOutput, dtype, part * p);
@@ -267,13 +271,13 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
     logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(), Algorithm::kRing, false, a.chunkBytes);
-    compressedAllGather(*transport_, data, b.data(), e.data(), a, c);
+    compressedAllGather(*transport_, data, slices.begin.data(), slices.end.data(), a, c);
     if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, flatOutput.data_ptr(), part * p);
     return;
   }
   std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * r, in.data_ptr(), input.nbytes());
   const CollectiveArgs a = argsFor(OpCode::kAllGather, dtype, RedOp::kSum, seq);
-  allGather(*transport_, flatOutput.data_ptr(), b.data(), e.data(), a);
+  allGather(*transport_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -286,13 +290,11 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
                     " tensors for a group of ", getSize());
   checkMatches(outs, in, "allgather", "output", "input");
-  std::vector<at::Tensor> all = outs;
-  all.push_back(in);
-  auto staging = stagingFor(all, "allgather");
-  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
-  const std::vector<at::Tensor> houts = staging ? staging->host(outs, false, true) : outs;
-  return enqueue(c10d::OpType::ALLGATHER, outs, [this, hin, houts](uint64_t seq) { gatherIntoList(houts, hin, seq); },
-                 opts.asyncOp, staging);
+  std::vector<at::Tensor> ins{in}, houts = outs;
+  auto staging = stageCall(ins, houts, "allgather");
+  return enqueue(c10d::OpType::ALLGATHER, outs,
+                 [this, hin = ins[0], houts](uint64_t seq) { gatherIntoList(houts, hin, seq); }, opts.asyncOp,
+                 staging);
 }
 
 void ProcessGroupZcoll::gatherIntoList(const std::vector<at::Tensor>& outs, const at::Tensor& in, uint64_t seq) {
@@ -345,15 +347,22 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& ou
   auto staging = stagingFor({out, in}, "allgather_into_tensor");
   const DType dtype = toDType(in.scalar_type(), "allgather_into_tensor");
   if (staging && compressible(dtype, out.nbytes())) {  // the codec work on the device
-    const at::Tensor part = floatCopy(*staging, in, 1.0);
-    return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, staging, part, out, dtype](uint64_t seq) {
-      deviceGatherNow(*staging, part, out, dtype, seq);
+    // The float32 gather buffer, holding this rank's part, filled now on the caller's stream.
+    at::Tensor all;
+    {
+      c10::OptionalStreamGuard guard(staging->stream());
+      all = at::empty({out.numel()}, in.options().dtype(at::kFloat));
+      all.narrow(0, getRank() * in.numel(), in.numel()).copy_(in.reshape(-1));
+    }
+    return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, staging, all, out, dtype](uint64_t seq) {
+      deviceGatherNow(*staging, all, out, dtype, seq);
     }, opts.asyncOp);
   }
-  const at::Tensor hout = staging ? staging->host(out, false, true) : out;
-  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
+  std::vector<at::Tensor> ins{in}, outs{out};
+  if (staging) staging->replaceWithHostCopies(ins, outs);
   return enqueue(c10d::OpType::_ALLGATHER_BASE, {out},
-                 [this, hout, hin](uint64_t seq) { gatherIntoTensor(hout, hin, seq); }, opts.asyncOp, staging);
+                 [this, hout = outs[0], hin = ins[0]](uint64_t seq) { gatherIntoTensor(hout, hin, seq); },
+                 opts.asyncOp, staging);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
@@ -362,11 +371,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesce
                     " outputs for ", inputs.size(), " inputs");
   for (size_t i = 0; i < inputs.size(); ++i)
     checkGatherPair(outputs[i], inputs[i], getSize(), "allgather_into_tensor_coalesced");
-  std::vector<at::Tensor> all = outputs;
-  all.insert(all.end(), inputs.begin(), inputs.end());
-  auto staging = stagingFor(all, "allgather_into_tensor_coalesced");
-  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
-  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
+  std::vector<at::Tensor> ins = inputs, outs = outputs;
+  auto staging = stageCall(ins, outs, "allgather_into_tensor_coalesced");
   return enqueue(c10d::OpType::COALESCED, outputs, [this, outs, ins](uint64_t seq) {
     // One sequence number for the whole call; the tensors go one after another, so every rank
     // sends and receives them in the same order.
@@ -418,8 +424,7 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
   const size_t m = static_cast<size_t>(output.numel());
   if (op == RedOp::kPremulSum)
     kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
-  std::vector<size_t> b(getSize()), e(getSize());
-  for (int r = 0; r < getSize(); ++r) b[r] = r * m, e[r] = (r + 1) * m;
+  const EqualSlices slices(getSize(), m);
   if (compresses(op, dtype, scratch.nbytes())) {
     const size_t r = static_cast<size_t>(getRank());
     float* data = float32View(scratch, dtype, m * getSize());
@@ -427,13 +432,13 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
     Compression c;
     CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
     const Algorithm algo = chooseCompressed(Collective::kReduceScatter, scratch.nbytes(), a);
-    compressedReduceScatter(*transport_, data, b.data(), e.data(), a, c, algo);
+    compressedReduceScatter(*transport_, data, slices.begin.data(), slices.end.data(), a, c, algo);
     if (dtype != DType::kFloat32)  // our slice, rounded once into the scratch tensor's dtype
       kernels::cpu::fromFloat32(dtype, data + r * m, static_cast<char*>(scratch.data_ptr()) + r * m * scratch.element_size(), m);
   } else {
     CollectiveArgs a = argsFor(OpCode::kReduceScatter, dtype, op, seq);
     const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a);
-    reduceScatter(*transport_, scratch.data_ptr(), b.data(), e.data(), a, algo);
+    reduceScatter(*transport_, scratch.data_ptr(), slices.begin.data(), slices.end.data(), a, algo);
   }
   output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
 }
@@ -454,11 +459,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesce
                       "zcoll reduce_scatter_tensor_coalesced: input ", i,
                       " must hold world_size x output elements of the output's dtype");
   }
-  std::vector<at::Tensor> all = outputs;
-  all.insert(all.end(), inputs.begin(), inputs.end());
-  auto staging = stagingFor(all, "reduce_scatter_tensor_coalesced");
-  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
-  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
+  std::vector<at::Tensor> ins = inputs, outs = outputs;
+  auto staging = stageCall(ins, outs, "reduce_scatter_tensor_coalesced");
   return enqueue(c10d::OpType::COALESCED, outputs, [this, outs, ins, dtypes, op, premul](uint64_t seq) {
     for (size_t i = 0; i < ins.size(); ++i)
       reduceScatterNow(outs[i], scratchCopy(ins[i]), op, dtypes[i], premul, seq);
@@ -532,12 +534,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
     outs = outputs[0];
     checkMatches(outs, in, "gather", "output", "input");
   }
-  std::vector<at::Tensor> all = outs;
-  all.push_back(in);
-  auto staging = stagingFor(all, "gather");
-  const at::Tensor hin = staging ? staging->host(in, true, false) : in;
-  const std::vector<at::Tensor> houts = staging ? staging->host(outs, false, true) : outs;
-  return enqueue(c10d::OpType::GATHER, outs, [this, in = hin, outs = houts, root](uint64_t seq) {
+  std::vector<at::Tensor> ins{in}, houts = outs;
+  auto staging = stageCall(ins, houts, "gather");
+  return enqueue(c10d::OpType::GATHER, outs, [this, in = ins[0], outs = houts, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     if (getRank() != root) {
       sendTo[root] = in.contiguous();
@@ -566,12 +565,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
     ins = inputs[0];
     checkMatches(ins, out, "scatter", "input", "output");
   }
-  std::vector<at::Tensor> all = ins;
-  all.push_back(out);
-  auto staging = stagingFor(all, "scatter");
-  const at::Tensor hout = staging ? staging->host(out, false, true) : out;
-  const std::vector<at::Tensor> hins = staging ? staging->host(ins, true, false) : ins;
-  return enqueue(c10d::OpType::SCATTER, {out}, [this, out = hout, ins = hins, root](uint64_t seq) {
+  std::vector<at::Tensor> hins = ins, outs{out};
+  auto staging = stageCall(hins, outs, "scatter");
+  return enqueue(c10d::OpType::SCATTER, {out}, [this, out = outs[0], ins = hins, root](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     at::Tensor buf = at::empty({out.numel()}, out.options());
     if (getRank() == root) {
@@ -611,10 +607,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
     return rows;
   };
   const auto inRows = splits(input, inputSplitSizes, "input"), outRows = splits(output, outputSplitSizes, "output");
-  auto staging = stagingFor({input, output}, "all_to_all_single");
-  const at::Tensor in = staging ? staging->host(input, true, false) : input;
-  const at::Tensor out = staging ? staging->host(output, false, true) : output;
-  return enqueue(c10d::OpType::ALLTOALL_BASE, {output}, [this, in, out, inRows, outRows](uint64_t seq) {
+  std::vector<at::Tensor> ins{input}, outs{output};
+  auto staging = stageCall(ins, outs, "all_to_all_single");
+  return enqueue(c10d::OpType::ALLTOALL_BASE, {output},
+                 [this, in = ins[0], out = outs[0], inRows, outRows](uint64_t seq) {
     at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
     // Received straight into `out` when it is contiguous and is not also the input.
     const bool direct = out.is_contiguous() && !out.is_alias_of(in);
@@ -639,11 +635,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tenso
     checkTensor(outputs[q], "all_to_all");
     TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
   }
-  std::vector<at::Tensor> all = inputs;
-  all.insert(all.end(), outputs.begin(), outputs.end());
-  auto staging = stagingFor(all, "all_to_all");
-  const std::vector<at::Tensor> ins = staging ? staging->host(inputs, true, false) : inputs;
-  const std::vector<at::Tensor> outs = staging ? staging->host(outputs, false, true) : outputs;
+  std::vector<at::Tensor> ins = inputs, outs = outputs;
+  auto staging = stageCall(ins, outs, "all_to_all");
   return enqueue(c10d::OpType::ALLTOALL, outputs, [this, ins, outs](uint64_t seq) {
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     for (int q = 0; q < getSize(); ++q) {

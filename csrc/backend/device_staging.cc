@@ -51,6 +51,11 @@ std::vector<at::Tensor> DeviceStaging::host(const std::vector<at::Tensor>& ts, b
   return out;
 }
 
+void DeviceStaging::replaceWithHostCopies(std::vector<at::Tensor>& ins, std::vector<at::Tensor>& outs) {
+  ins = host(ins, true, false);
+  outs = host(outs, false, true);
+}
+
 void DeviceStaging::inputsQueued() {
   if (!stream_) return;
   inputsCopied_.emplace(stream_->device_type());

@@ -31,6 +31,8 @@ class DeviceStaging {
   // back into t after the collective. Undefined in, undefined out.
   at::Tensor host(const at::Tensor& t, bool read, bool write);
   std::vector<at::Tensor> host(const std::vector<at::Tensor>& ts, bool read, bool write);
+  // A call that reads `ins` and writes `outs`: each tensor replaced by its host copy.
+  void replaceWithHostCopies(std::vector<at::Tensor>& ins, std::vector<at::Tensor>& outs);
 
   // The caller's thread, after the last host(): marks where the inputs' copies end.
   void inputsQueued();

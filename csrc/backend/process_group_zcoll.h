@@ -155,6 +155,16 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::shared_ptr<DeviceStaging> stagingFor(const std::vector<at::Tensor>& tensors, const char* op) const {
     return DeviceStaging::forTensors(tensors, config_.stageCpu, op);
   }
+  // The same for a call that reads `ins` and writes `outs`, which a staging replaces by their
+  // host copies (the body then uses those; the work still reports the caller's tensors).
+  std::shared_ptr<DeviceStaging> stageCall(std::vector<at::Tensor>& ins, std::vector<at::Tensor>& outs,
+                                           const char* op) const {
+    std::vector<at::Tensor> all = ins;
+    all.insert(all.end(), outs.begin(), outs.end());
+    auto staging = stagingFor(all, op);
+    if (staging) staging->replaceWithHostCopies(ins, outs);
+    return staging;
+  }
   // The codec device of `stream` (none: the emulated one of staged CPU tensors).
   kernels::CodecDevice& codecDeviceFor(const std::optional<c10::Stream>& stream);
   // The compressed collectives with their codec work on the device: `input` is the float32
@@ -163,8 +173,11 @@ class ProcessGroupZcoll : public c10d::Backend {
                           DType dtype, uint64_t seq, const at::Tensor& residual);
   void deviceReduceScatterNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, RedOp op,
                               DType dtype, uint64_t seq);
-  void deviceGatherNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, DType dtype,
+  // The all-gather's copy, `all`, is the whole float32 gather buffer with this rank's part.
+  void deviceGatherNow(const DeviceStaging& s, const at::Tensor& all, const at::Tensor& out, DType dtype,
                        uint64_t seq);
+  // What ZCOLL_DEBUG logs for a compressed collective on a device.
+  std::string onDevice(const char* collective, const DeviceStaging& s) const;
   // A contiguous flat copy of `t` in scratch_ (valid until the next scratch use).
   at::Tensor scratchCopy(const at::Tensor& t);
   void reduceScatterNow(const at::Tensor& output, at::Tensor scratch, RedOp op, DType dtype, double premul,
