@@ -4,15 +4,13 @@ a deliberately corrupted result fails the run, bad flags are usage errors, compr
 within the documented error bound, --plot writes a PNG. Plus the pieces: sizes, bus factors,
 verifiable inputs."""
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 
 import numpy as np
 import pytest
+from commands import clean_env, run_command
 
 from zcoll.bench import cli
 from zcoll.bench.collectives import COLLECTIVES, DTYPES, rank_values, reduce_values
@@ -27,19 +25,7 @@ SIZES = [8, 64, 512, 4096, 32768]
 def bench(args, timeout=90, env=None, launcher=()):
     """Runs the CLI in its own session (so a hang kills every rank it started); returns
     (exit status, stdout, stderr)."""
-    clean = {k: v for k, v in os.environ.items()
-             if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-             and not k.startswith(("ZCOLL_", "OMPI_", "PMIX_"))}
-    clean.update(env or {})
-    proc = subprocess.Popen([*launcher, sys.executable, "-m", "zcoll.bench", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=clean, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"zcoll-bench {' '.join(args)} timed out\n{out[-3000:]}\n{err[-3000:]}")
-    return proc.returncode, out, err
+    return run_command([*launcher, sys.executable, "-m", "zcoll.bench", *args], timeout, clean_env(env))
 
 
 def mpirun():

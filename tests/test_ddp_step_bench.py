@@ -2,16 +2,13 @@
 every configuration (a positive median time, ranks in agreement) and --json writes the same."""
 import json
 import math
-import os
 import re
-import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from commands import BENCH, run_command
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "ddp_step.py"
+SCRIPT = BENCH / "ddp_step.py"
 CONFIGS = ["compute", "gloo", "zcoll", "zcoll-int8+EF", "zcoll-bf16"]
 ROW = re.compile(r"^(?P<name>\S+)\s+(?P<ms>\d+\.\d+)\s+(?P<lo>\d+\.\d+)-(?P<hi>\d+\.\d+)\s+(?P<ratio>\d+\.\d+)\s")
 
@@ -19,18 +16,7 @@ ROW = re.compile(r"^(?P<name>\S+)\s+(?P<ms>\d+\.\d+)\s+(?P<lo>\d+\.\d+)-(?P<hi>\
 def run_script(args, timeout=90):
     """Runs the script in its own session (a hang kills every rank it started); returns
     (exit status, stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith("ZCOLL_")}
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"ddp_step.py {' '.join(args)} timed out\n{out[-3000:]}\n{err[-3000:]}")
-    return proc.returncode, out, err
+    return run_command([sys.executable, str(SCRIPT), *args], timeout)
 
 
 @pytest.mark.timeout(120)

@@ -9,20 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from commands import bench_script
 
 RANK = str(Path(__file__).with_name("netns_rank.py"))
 BRIDGE, SUBNET = "zcbr0", "10.231.77"
 WORLD = 3
-
-
-def _shaped_bench():
-    """bench/shaped_allreduce.py, whose make_hosts builds the namespaces (here without tbf)."""
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "bench" / "shaped_allreduce.py"
-    spec = importlib.util.spec_from_file_location("shaped_allreduce", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -30,7 +21,7 @@ def hosts():
     if shutil.which("ip") is None or os.geteuid() != 0:
         pytest.skip("network namespaces need root and iproute2 (ip)")
     try:
-        names, undo = _shaped_bench().make_hosts(WORLD, None, BRIDGE, SUBNET, "zcoll-t")
+        names, undo = bench_script("shaped_allreduce").make_hosts(WORLD, None, BRIDGE, SUBNET, "zcoll-t")
     except (subprocess.CalledProcessError, OSError) as e:
         pytest.skip(f"cannot make network namespaces here: {getattr(e, 'stderr', e)}")
     yield names

@@ -3,6 +3,7 @@ world size (measured, printed at the end of the run, bounded), the error-feedbac
 NaN propagation, and consistency with the uncompressed contract."""
 import numpy as np
 import pytest
+from commands import bench_script
 from conftest import report
 
 from zcoll import reference as R
@@ -32,20 +33,9 @@ def gaussian_inputs(p, n=N, seed=0):
     return [rng.standard_normal(n).astype(np.float32) for _ in range(p)]
 
 
-def _error_study():
-    """bench/compression_error.py: the study behind docs/compression.md's table."""
-    import importlib.util
-    from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "bench" / "compression_error.py"
-    spec = importlib.util.spec_from_file_location("compression_error", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def error_study():
-    study = _error_study()
+    study = bench_script("compression_error")  # the study behind docs/compression.md's table
     return study, study.measure()
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from commands import bench_script, run_command
 from test_bench_cli import parse
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "shaped_bench.py"
@@ -19,20 +20,12 @@ BRIDGE, SUBNET, NAMES = "zcbq0", "10.231.80", "zcoll-sbt"
 SIZES, BACKENDS = [65536, 262144], ["zcoll", "zcoll+int8", "gloo"]
 
 
-def _shaped_allreduce():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("shaped_allreduce", SCRIPT.with_name("shaped_allreduce.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def netns():
     if shutil.which("ip") is None or os.geteuid() != 0:
         pytest.skip("network namespaces need root and iproute2 (ip)")
     try:  # what the script will do, once: skip where it cannot be done
-        _, undo = _shaped_allreduce().make_hosts(1, "1gbit", BRIDGE, SUBNET, NAMES)
+        _, undo = bench_script("shaped_allreduce").make_hosts(1, "1gbit", BRIDGE, SUBNET, NAMES)
     except (subprocess.CalledProcessError, OSError) as e:
         pytest.skip(f"cannot make shaped network namespaces here: {getattr(e, 'stderr', e)}")
     undo()
@@ -44,26 +37,13 @@ def _namespaces():
 
 @pytest.mark.timeout(150)
 def test_zcoll_bench_across_shaped_namespaces(netns):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-           and not k.startswith(("ZCOLL_", "OMPI_", "PMIX_"))}
     cmd = [sys.executable, str(SCRIPT), "--world", "2", "--rate", "1gbit", "--timeout", "100",
            "--bridge", BRIDGE, "--subnet", SUBNET, "--names", NAMES,
            "--", "all_reduce", "-b", "64K", "-e", "256K", "-f", "4", "-n", "2", "-w", "1",
            "--backend", "zcoll,gloo", "--compress", "none,int8"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGTERM)  # the script kills its ranks and removes the namespaces
-        try:
-            out, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, err = proc.communicate()
-        pytest.fail(f"shaped_bench.py timed out\n{out[-3000:]}\n{err[-3000:]}")
-    assert proc.returncode == 0, out[-3000:] + err[-3000:]
+    # on a timeout, SIGTERM first: the script kills its ranks and removes the namespaces
+    code, out, err = run_command(cmd, 120, stop_signal=signal.SIGTERM)
+    assert code == 0, out[-3000:] + err[-3000:]
 
     hosts = re.findall(rf"\d+: ({NAMES}\d+-\d+) {re.escape(SUBNET)}\.1\d", out)
     assert len(hosts) == 2, out[:2000]
