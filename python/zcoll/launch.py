@@ -7,6 +7,11 @@ import os
 import socket
 
 
+# What MPI launchers (Open MPI, PMI/PMIx) set in each rank.
+MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+MPI_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+
+
 def _first(*names: str) -> str | None:
     for name in names:
         if os.environ.get(name):
@@ -19,8 +24,8 @@ def mpi_env(port: int | None = None) -> dict[str, str]:
     MASTER_PORT from the MPI launcher's environment. Rank 0's host and a free port of its are
     shared through mpi4py when it is installed; otherwise MASTER_ADDR/MASTER_PORT must be set.
     Variables already set are kept."""
-    rank = _first("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
-    size = _first("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
+    rank = _first(*MPI_RANK_VARS)
+    size = _first(*MPI_SIZE_VARS)
     if rank is None or size is None:
         raise RuntimeError("zcoll.launch.mpi_env: no MPI launcher variables (OMPI_COMM_WORLD_RANK/SIZE "
                            "or PMI_RANK/SIZE); run under mpirun, or use torchrun")

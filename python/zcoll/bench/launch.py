@@ -19,7 +19,8 @@ import subprocess
 import sys
 import time
 
-_MPI_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK")
+from ..launch import MPI_RANK_VARS, MPI_SIZE_VARS, mpi_env
+
 _RANK_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
 SPAWNED = "ZCOLL_BENCH_SPAWNED"  # set in the ranks --nproc starts: the parent's pid
 CPU = "ZCOLL_BENCH_CPU"          # the core a spawned rank pins itself to
@@ -27,7 +28,7 @@ CPU = "ZCOLL_BENCH_CPU"          # the core a spawned rank pins itself to
 
 def launcher() -> str | None:
     """'mpirun', 'nproc' (ours), 'torchrun', 'env' (RANK/WORLD_SIZE from elsewhere) or None."""
-    if any(os.environ.get(v) for v in _MPI_RANK_VARS):
+    if any(os.environ.get(v) for v in MPI_RANK_VARS):
         return "mpirun"
     if os.environ.get(SPAWNED):
         return "nproc"
@@ -38,7 +39,7 @@ def launcher() -> str | None:
 
 def world_size(kind: str) -> int:
     if kind == "mpirun":
-        return int(os.environ.get("OMPI_COMM_WORLD_SIZE") or os.environ.get("PMI_SIZE") or 1)
+        return next((int(os.environ[v]) for v in MPI_SIZE_VARS if os.environ.get(v)), 1)
     return int(os.environ["WORLD_SIZE"])
 
 
@@ -143,7 +144,6 @@ def prepare_rank(kind: str) -> None:
         if os.environ.get(CPU):
             os.sched_setaffinity(0, {int(os.environ[CPU])})
     elif kind == "mpirun":
-        from ..launch import mpi_env
         # MPI's rank is the truth under mpirun; RANK & co. left over in the environment are not.
         for name in _RANK_VARS:
             os.environ.pop(name, None)
