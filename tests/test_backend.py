@@ -430,7 +430,7 @@ def ranks_coalesced(rank, world, store):
     rs = dist.ReduceScatterOptions()
     rs.reduceOp = dist.ReduceOp.SUM
     pg.reduce_scatter_tensor_coalesced(outs, ins, rs).wait()
-    gathered = [[torch.empty(3, 2) for _ in range(world)], [torch.empty(5) for _ in range(world)]]
+    gathered = [[torch.empty(3, 2), torch.empty(5)] for _ in range(world)]  # [rank][input] (torch's layout)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch deprecates all_gather_coalesced
         dist.all_gather_coalesced(gathered, [torch.full((3, 2), float(rank)), torch.arange(5.0) + rank])
@@ -457,8 +457,8 @@ def test_coalesced_calls_equal_one_call_per_tensor():
     for r in range(world):
         a, b, of, oi, gathered = res[r]
         for q in range(world):
-            np.testing.assert_array_equal(gathered[0][q], np.full((3, 2), float(q)))
-            np.testing.assert_array_equal(gathered[1][q], np.arange(5) + q)
+            np.testing.assert_array_equal(gathered[q][0], np.full((3, 2), float(q)))
+            np.testing.assert_array_equal(gathered[q][1], np.arange(5) + q)
         np.testing.assert_array_equal(a.view(np.uint32), want_a.view(np.uint32))
         np.testing.assert_array_equal(b, want_b)
         np.testing.assert_array_equal(of.view(np.uint32), rs_f[r].view(np.uint32))

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/StreamGuard.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "algorithms/collective.h"
@@ -31,6 +32,15 @@ at::Tensor floatCopy(const DeviceStaging& s, const at::Tensor& t, double premul)
   c10::OptionalStreamGuard guard(s.stream());
   const at::Tensor scaled = premul != 1.0 ? t.mul(premul) : t;
   return scaled.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous().view(-1);
+}
+
+// A contiguous tensor as a matrix of its dim-0 rows (a 0-dim tensor is one row), also when it
+// has no rows at all: an all_to_all_single rank with nothing to send (an MoE rank without tokens).
+at::Tensor asRows(const at::Tensor& t) {
+  if (t.dim() == 0) return t.view({1, 1});
+  int64_t width = 1;
+  for (int64_t d = 1; d < t.dim(); ++d) width *= t.size(d);
+  return t.view({t.size(0), width});
 }
 
 // Slice q of a flat tensor of `p` equal parts of `part` elements: [q * part, (q + 1) * part).
@@ -111,12 +121,13 @@ void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
                                                             const c10d::AllreduceOptions& opts) {
-  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
   at::Tensor t = tensors[0];
+  if (t.defined() && t.layout() == at::kSparse) return sparseAllreduce(t, opts);
   const DType dtype = checkTensor(t, "allreduce");
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
-  kernels::cpu::checkReduceOp(dtype, op);
+  checkReduceOp(dtype, op, "allreduce");
   auto staging = stagingFor({t}, "allreduce");
   if (staging && compresses(op, dtype, t.nbytes())) {  // the codec work on the device
     const at::Tensor input = floatCopy(*staging, t, op == RedOp::kPremulSum ? premul : 1.0);
@@ -128,6 +139,68 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
   return enqueue(c10d::OpType::ALLREDUCE, {t},
                  [this, h, op, dtype, premul](uint64_t seq) { allreduceNow(h, op, dtype, premul, seq); }, opts.asyncOp,
                  staging);
+}
+
+// Sparse COO tensors (nn.Embedding(sparse=True) gradients under DDP), SUM only, as gloo: every
+// rank all-gathers every rank's coalesced indices and values and adds the ranks' tensors in rank
+// order with torch's sparse addition, so all ranks compute the same coalesced sum, which
+// replaces the tensor's contents (docs/arithmetic.md, "Sparse tensors").
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::sparseAllreduce(const at::Tensor& t,
+                                                                  const c10d::AllreduceOptions& opts) {
+  ZCOLL_CHECK_ARG(opts.reduceOp == c10d::ReduceOp::SUM,
+                  "zcoll allreduce: sparse tensors are reduced with SUM only (as in gloo)");
+  ZCOLL_CHECK_ARG_TYPE(t.is_cpu(), "zcoll allreduce: sparse tensors must be on the CPU, got ", t.device());
+  toDType(t.scalar_type(), "allreduce");  // a dtype zcoll moves
+  const at::Tensor in = t.coalesce();      // read now, as dense inputs are
+  return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, t, in](uint64_t seq) {
+    const int p = getSize();
+    // Every rank's shape, sparse and dense dims and nnz, so that every rank sees a mismatch.
+    constexpr int64_t kMeta = 4 + 64;  // nnz, sparse_dim, dense_dim, dim, sizes (torch: at most 64 dims)
+    at::Tensor meta = at::zeros({kMeta}, at::kLong), metas = at::empty({p * kMeta}, at::kLong);
+    int64_t* m = meta.data_ptr<int64_t>();
+    m[0] = in._nnz(), m[1] = in.sparse_dim(), m[2] = in.dense_dim(), m[3] = in.dim();
+    for (int64_t d = 0; d < in.dim(); ++d) m[4 + d] = in.size(d);
+    gatherInto(metas, meta, seq);
+    auto describe = [&](int q) {  // "shape [4, 3] (sparse_dim 1, dense_dim 1)" of rank q
+      const int64_t* mq = metas.data_ptr<int64_t>() + q * kMeta;
+      return c10::str("shape ", c10::IntArrayRef(mq + 4, mq[3]), " (sparse_dim ", mq[1], ", dense_dim ", mq[2], ")");
+    };
+    std::vector<int64_t> nnz(p);
+    for (int q = 0; q < p; ++q) {
+      const int64_t* mq = metas.data_ptr<int64_t>() + q * kMeta;
+      nnz[q] = mq[0];
+      ZCOLL_CHECK(std::equal(mq + 1, mq + kMeta, m + 1), "zcoll allreduce: rank ", getRank(), "'s sparse tensor has ",
+                  describe(getRank()), ", rank ", q, "'s ", describe(q), ": sparse tensors differ across ranks");
+    }
+    // Rank q's indices ([sparse_dim, nnz_q]) and values ([nnz_q, dense sizes...]), gathered flat.
+    const int64_t sparseDim = in.sparse_dim();
+    int64_t rowElems = 1;  // values per index: the dense dimensions' elements
+    for (int64_t d = sparseDim; d < in.dim(); ++d) rowElems *= in.size(d);
+    auto gatherRows = [&](const at::Tensor& mine, int64_t perRow, OpCode opcode) {
+      std::vector<size_t> begin(p), end(p);
+      size_t total = 0;
+      for (int q = 0; q < p; ++q) begin[q] = total, total += nnz[q] * perRow, end[q] = total;
+      at::Tensor all = at::empty({static_cast<int64_t>(total)}, mine.options());
+      all.narrow(0, begin[getRank()], mine.numel()).copy_(mine.reshape(-1));
+      const CollectiveArgs a = argsFor(opcode, toDType(mine.scalar_type(), "allreduce"), RedOp::kSum, seq);
+      allGather(*transport_, all.data_ptr(), begin.data(), end.data(), a);
+      return std::make_pair(all, begin);
+    };
+    // The indices go as [nnz, sparse_dim] rows so that each rank's part is contiguous.
+    const auto [indices, iBegin] = gatherRows(in._indices().t().contiguous(), sparseDim, OpCode::kAllGather);
+    const auto [values, vBegin] = gatherRows(in._values().contiguous(), rowElems, OpCode::kAllGather);
+    at::Tensor sum;
+    for (int q = 0; q < p; ++q) {
+      std::vector<int64_t> valueShape{nnz[q]};
+      for (int64_t d = sparseDim; d < in.dim(); ++d) valueShape.push_back(in.size(d));
+      const at::Tensor part = at::sparse_coo_tensor(
+          indices.narrow(0, iBegin[q], nnz[q] * sparseDim).view({nnz[q], sparseDim}).t(),
+          values.narrow(0, vBegin[q], nnz[q] * rowElems).view(valueShape), in.sizes(), in.options());
+      sum = q == 0 ? part.coalesce() : (sum + part).coalesce();  // one addition per element and rank
+    }
+    at::NoGradGuard noGrad;
+    t.copy_(sum);
+  }, opts.asyncOp);
 }
 
 void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq) {
@@ -187,15 +260,15 @@ void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, 
 // state for `t` (same element count), read and rewritten in place (arithmetic.md §6).
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduceWithFeedback(const at::Tensor& t, const at::Tensor& residual,
                                                                         bool average) {
-  TORCH_CHECK_VALUE(compressing_, "zcoll allreduce_with_feedback: compression is off for this group "
-                    "(set zcoll.Options(compression=...) or ZCOLL_COMPRESS)");
+  ZCOLL_CHECK_ARG(compressing_, "zcoll allreduce_with_feedback: compression is off for this group "
+                  "(set zcoll.Options(compression=...) or ZCOLL_COMPRESS)");
   const DType dtype = checkTensor(t, "allreduce_with_feedback");
-  TORCH_CHECK_TYPE(dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16,
-                   "zcoll allreduce_with_feedback: compresses float32/float16/bfloat16, not ", dtypeName(dtype));
+  ZCOLL_CHECK_ARG_TYPE(dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16,
+                       "zcoll allreduce_with_feedback: compresses float32/float16/bfloat16, not ", dtypeName(dtype));
   checkTensor(residual, "allreduce_with_feedback");
-  TORCH_CHECK_VALUE(residual.scalar_type() == at::kFloat && residual.is_contiguous() && residual.numel() == t.numel(),
-                    "zcoll allreduce_with_feedback: the residual must be a contiguous float32 tensor of ", t.numel(),
-                    " elements");
+  ZCOLL_CHECK_ARG(residual.scalar_type() == at::kFloat && residual.is_contiguous() && residual.numel() == t.numel(),
+                  "zcoll allreduce_with_feedback: the residual must be a contiguous float32 tensor of ", t.numel(),
+                  " elements");
   const RedOp op = average ? RedOp::kAvg : RedOp::kSum;
   at::Tensor tensor = t, res = residual;
   if (auto staging = stagingFor({t, residual}, "allreduce_with_feedback")) {
@@ -220,7 +293,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
   std::vector<DType> dtypes;
   for (const auto& t : tensors) {
     dtypes.push_back(checkTensor(t, "allreduce_coalesced"));
-    kernels::cpu::checkReduceOp(dtypes.back(), op);
+    checkReduceOp(dtypes.back(), op, "allreduce_coalesced");
   }
   auto staging = stagingFor(tensors, "allreduce_coalesced");
   std::vector<at::Tensor> ts = staging ? staging->host(tensors, true, true) : tensors;
@@ -231,9 +304,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
                                                             const c10d::BroadcastOptions& opts) {
-  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
-  TORCH_CHECK_VALUE(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
-                    " is not a rank of a group of ", getSize());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
+                  " is not a rank of a group of ", getSize());
   checkTensor(tensors[0], "broadcast");
   const int root = static_cast<int>(opts.rootRank);
   auto staging = stagingFor(tensors, "broadcast");
@@ -283,12 +356,12 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
                                                             std::vector<at::Tensor>& inputs,
                                                             const c10d::AllgatherOptions& opts) {
-  TORCH_CHECK_VALUE(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
+  ZCOLL_CHECK_ARG(inputs.size() == 1 && outputs.size() == 1, "zcoll allgather: expects one input and one output list");
   at::Tensor in = inputs[0];
   checkTensor(in, "allgather");
   auto outs = outputs[0];
-  TORCH_CHECK_VALUE(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
-                    " tensors for a group of ", getSize());
+  ZCOLL_CHECK_ARG(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
+                  " tensors for a group of ", getSize());
   checkMatches(outs, in, "allgather", "output", "input");
   std::vector<at::Tensor> ins{in}, houts = outs;
   auto staging = stageCall(ins, houts, "allgather");
@@ -304,35 +377,53 @@ void ProcessGroupZcoll::gatherIntoList(const std::vector<at::Tensor>& outs, cons
   for (size_t r = 0; r < outs.size(); ++r) outs[r].copy_(flat.narrow(0, r * in.numel(), in.numel()).view(outs[r].sizes()));
 }
 
-// torch's deprecated all_gather_coalesced: outputs[i] (world_size tensors) gathers inputs[i]; one
-// work, the tensors one after another in the same order on every rank.
+// torch's (deprecated) all_gather_coalesced: outputs[r][i] receives rank r's inputs[i]. The
+// inputs (any shapes and dtypes) travel packed in one byte buffer: one all-gather for them all.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_coalesced(std::vector<std::vector<at::Tensor>>& outputs,
                                                                       std::vector<at::Tensor>& inputs,
                                                                       const c10d::AllgatherOptions& opts) {
-  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_coalesced: ", outputs.size(),
-                    " output lists for ", inputs.size(), " inputs");
-  std::vector<at::Tensor> flatOuts;
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    checkTensor(inputs[i], "allgather_coalesced");
-    TORCH_CHECK_VALUE(static_cast<int>(outputs[i].size()) == getSize(), "zcoll allgather_coalesced: output list ", i,
-                      " has ", outputs[i].size(), " tensors for a group of ", getSize());
-    checkMatches(outputs[i], inputs[i], "allgather_coalesced", "output", "input");
-    flatOuts.insert(flatOuts.end(), outputs[i].begin(), outputs[i].end());
+  const int p = getSize();
+  ZCOLL_CHECK_ARG(static_cast<int>(outputs.size()) == p, "zcoll allgather_coalesced: ", outputs.size(),
+                  " output lists for a group of ", p, " (output_tensor_lists[rank][i] receives rank's input i)");
+  for (const auto& t : inputs) checkTensor(t, "allgather_coalesced");
+  std::vector<at::Tensor> ins = inputs, outs;
+  for (int r = 0; r < p; ++r) {
+    ZCOLL_CHECK_ARG(outputs[r].size() == inputs.size(), "zcoll allgather_coalesced: output list ", r, " has ",
+                    outputs[r].size(), " tensors for ", inputs.size(), " inputs");
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      const at::Tensor& out = outputs[r][i];
+      checkTensor(out, "allgather_coalesced");
+      ZCOLL_CHECK_ARG(out.numel() == inputs[i].numel() && out.scalar_type() == inputs[i].scalar_type(),
+                      "zcoll allgather_coalesced: output ", r, "[", i, "] must match input ", i, "'s size and dtype (",
+                      inputs[i].numel(), " x ", inputs[i].scalar_type(), "), got ", out.numel(), " x ",
+                      out.scalar_type());
+    }
+    outs.insert(outs.end(), outputs[r].begin(), outputs[r].end());
   }
-  std::vector<at::Tensor> all = flatOuts;
-  all.insert(all.end(), inputs.begin(), inputs.end());
-  auto staging = stagingFor(all, "allgather_coalesced");
-  std::vector<std::vector<at::Tensor>> outs = outputs;
-  std::vector<at::Tensor> ins = inputs;
-  if (staging) {
-    for (auto& list : outs) list = staging->host(list, false, true);
-    ins = staging->host(ins, true, false);
-  }
-  return enqueue(c10d::OpType::ALLGATHER_COALESCED, flatOuts, [this, outs, ins](uint64_t seq) {
-    for (size_t i = 0; i < ins.size(); ++i) gatherIntoList(outs[i], ins[i], seq);
+  std::vector<at::Tensor> houts = outs;
+  auto staging = stageCall(ins, houts, "allgather_coalesced");
+  return enqueue(c10d::OpType::ALLGATHER_COALESCED, outs, [this, ins, houts](uint64_t seq) {
+    // Input i sits at offsets[i] of each rank's part, aligned for any dtype's view of the bytes.
+    std::vector<int64_t> offsets;
+    int64_t part = 0;
+    for (const auto& t : ins) {
+      offsets.push_back(part);
+      part += (static_cast<int64_t>(t.nbytes()) + 15) / 16 * 16;
+    }
+    if (part == 0) return;  // every input is empty, on every rank
+    const int p = getSize();
+    at::Tensor packed = at::empty({part}, at::kByte);
+    for (size_t i = 0; i < ins.size(); ++i)
+      packed.narrow(0, offsets[i], ins[i].nbytes()).copy_(ins[i].contiguous().view(-1).view(at::kByte));
+    at::Tensor all = at::from_blob(scratch_.get(part * p), {part * p}, at::kByte);
+    gatherInto(all, packed, seq);
+    for (int r = 0; r < p; ++r)
+      for (size_t i = 0; i < ins.size(); ++i) {
+        const at::Tensor& out = houts[r * ins.size() + i];
+        out.copy_(all.narrow(0, r * part + offsets[i], ins[i].nbytes()).view(ins[i].scalar_type()).view(out.sizes()));
+      }
   }, opts.asyncOp, staging);
 }
-
 
 void ProcessGroupZcoll::gatherIntoTensor(const at::Tensor& out, const at::Tensor& in, uint64_t seq) {
   at::Tensor flat = out.is_contiguous() ? out : at::empty_like(out, at::MemoryFormat::Contiguous);
@@ -367,8 +458,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& ou
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather_into_tensor_coalesced(
     std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::AllgatherOptions& opts) {
-  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll allgather_into_tensor_coalesced: ", outputs.size(),
-                    " outputs for ", inputs.size(), " inputs");
+  ZCOLL_CHECK_ARG(outputs.size() == inputs.size(), "zcoll allgather_into_tensor_coalesced: ", outputs.size(),
+                  " outputs for ", inputs.size(), " inputs");
   for (size_t i = 0; i < inputs.size(); ++i)
     checkGatherPair(outputs[i], inputs[i], getSize(), "allgather_into_tensor_coalesced");
   std::vector<at::Tensor> ins = inputs, outs = outputs;
@@ -392,7 +483,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
   const DType dtype = checkTensor(output, "reduce_scatter");
   double premul = 1.0;
   const RedOp op = toRedOp(reduceOp, &premul);
-  kernels::cpu::checkReduceOp(dtype, op);
+  checkReduceOp(dtype, op, "reduce_scatter");
   std::vector<at::Tensor> all = inputs;
   all.push_back(output);
   auto staging = stagingFor(all, "reduce_scatter");
@@ -445,19 +536,19 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesced(
     std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs, const c10d::ReduceScatterOptions& opts) {
-  TORCH_CHECK_VALUE(outputs.size() == inputs.size(), "zcoll reduce_scatter_tensor_coalesced: ", outputs.size(),
-                    " outputs for ", inputs.size(), " inputs");
+  ZCOLL_CHECK_ARG(outputs.size() == inputs.size(), "zcoll reduce_scatter_tensor_coalesced: ", outputs.size(),
+                  " outputs for ", inputs.size(), " inputs");
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   std::vector<DType> dtypes;
   for (size_t i = 0; i < inputs.size(); ++i) {
     checkTensor(inputs[i], "reduce_scatter_tensor_coalesced");
     dtypes.push_back(checkTensor(outputs[i], "reduce_scatter_tensor_coalesced"));
-    kernels::cpu::checkReduceOp(dtypes.back(), op);
-    TORCH_CHECK_VALUE(inputs[i].scalar_type() == outputs[i].scalar_type() &&
+    checkReduceOp(dtypes.back(), op, "reduce_scatter_tensor_coalesced");
+    ZCOLL_CHECK_ARG(inputs[i].scalar_type() == outputs[i].scalar_type() &&
                           inputs[i].numel() == outputs[i].numel() * getSize(),
-                      "zcoll reduce_scatter_tensor_coalesced: input ", i,
-                      " must hold world_size x output elements of the output's dtype");
+                    "zcoll reduce_scatter_tensor_coalesced: input ", i,
+                    " must hold world_size x output elements of the output's dtype");
   }
   std::vector<at::Tensor> ins = inputs, outs = outputs;
   auto staging = stageCall(ins, outs, "reduce_scatter_tensor_coalesced");
@@ -470,8 +561,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter_tensor_coalesce
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tensor& output, at::Tensor& input,
                                                                        const c10d::ReduceScatterOptions& opts) {
   checkTensor(input, "reduce_scatter_tensor");
-  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type() && input.numel() == output.numel() * getSize(),
-                    "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
+  ZCOLL_CHECK_ARG(input.scalar_type() == output.scalar_type() && input.numel() == output.numel() * getSize(),
+                  "zcoll reduce_scatter_tensor: input must hold world_size x output elements of the output's dtype");
   at::Tensor in = input;
   return reduceScatterFlat(c10d::OpType::_REDUCE_SCATTER_BASE, output, {in},
                            [in] { return in.contiguous().view(-1); }, opts.reduceOp, opts.asyncOp);
@@ -480,9 +571,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_reduce_scatter_base(at::Tenso
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at::Tensor>& outputs,
                                                                  std::vector<std::vector<at::Tensor>>& inputs,
                                                                  const c10d::ReduceScatterOptions& opts) {
-  TORCH_CHECK_VALUE(outputs.size() == 1 && inputs.size() == 1, "zcoll reduce_scatter: expects one output and one input list");
-  TORCH_CHECK_VALUE(static_cast<int>(inputs[0].size()) == getSize(), "zcoll reduce_scatter: input list has ",
-                    inputs[0].size(), " tensors for a group of ", getSize());
+  ZCOLL_CHECK_ARG(outputs.size() == 1 && inputs.size() == 1,
+                  "zcoll reduce_scatter: expects one output and one input list");
+  ZCOLL_CHECK_ARG(static_cast<int>(inputs[0].size()) == getSize(), "zcoll reduce_scatter: input list has ",
+                  inputs[0].size(), " tensors for a group of ", getSize());
   checkMatches(inputs[0], outputs[0], "reduce_scatter", "input", "output");
   std::vector<at::Tensor> parts = inputs[0];
   return reduceScatterFlat(c10d::OpType::REDUCE_SCATTER, outputs[0], parts, [parts] {
@@ -496,13 +588,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
 // reduce "oneshot"); other ranks' tensors are left as they were.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>& tensors,
                                                          const c10d::ReduceOptions& opts) {
-  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
   checkRoot(opts.rootRank, "reduce");
   at::Tensor t = tensors[0];
   const DType dtype = checkTensor(t, "reduce");
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
-  kernels::cpu::checkReduceOp(dtype, op);
+  checkReduceOp(dtype, op, "reduce");
   const int root = static_cast<int>(opts.rootRank);
   auto staging = stagingFor({t}, "reduce");
   const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;
@@ -523,14 +615,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector<at::Tensor>>& outputs,
                                                          std::vector<at::Tensor>& inputs, const c10d::GatherOptions& opts) {
   checkRoot(opts.rootRank, "gather");
-  TORCH_CHECK_VALUE(inputs.size() == 1, "zcoll gather: expects one input tensor");
+  ZCOLL_CHECK_ARG(inputs.size() == 1, "zcoll gather: expects one input tensor");
   at::Tensor in = inputs[0];
   checkTensor(in, "gather");
   const int root = static_cast<int>(opts.rootRank);
   std::vector<at::Tensor> outs;
   if (getRank() == root) {
-    TORCH_CHECK_VALUE(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == getSize(),
-                      "zcoll gather: the root needs a list of world_size output tensors");
+    ZCOLL_CHECK_ARG(outputs.size() == 1 && static_cast<int>(outputs[0].size()) == getSize(),
+                    "zcoll gather: the root needs a list of world_size output tensors");
     outs = outputs[0];
     checkMatches(outs, in, "gather", "output", "input");
   }
@@ -554,14 +646,14 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
                                                           std::vector<std::vector<at::Tensor>>& inputs,
                                                           const c10d::ScatterOptions& opts) {
   checkRoot(opts.rootRank, "scatter");
-  TORCH_CHECK_VALUE(outputs.size() == 1, "zcoll scatter: expects one output tensor");
+  ZCOLL_CHECK_ARG(outputs.size() == 1, "zcoll scatter: expects one output tensor");
   at::Tensor out = outputs[0];
   checkTensor(out, "scatter");
   const int root = static_cast<int>(opts.rootRank);
   std::vector<at::Tensor> ins;
   if (getRank() == root) {
-    TORCH_CHECK_VALUE(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == getSize(),
-                      "zcoll scatter: the root needs a list of world_size input tensors");
+    ZCOLL_CHECK_ARG(inputs.size() == 1 && static_cast<int>(inputs[0].size()) == getSize(),
+                    "zcoll scatter: the root needs a list of world_size input tensors");
     ins = inputs[0];
     checkMatches(ins, out, "scatter", "input", "output");
   }
@@ -587,23 +679,23 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
                                                                 const c10d::AllToAllOptions& opts) {
   checkTensor(input, "all_to_all_single");
   checkTensor(output, "all_to_all_single");
-  TORCH_CHECK_VALUE(input.scalar_type() == output.scalar_type(), "zcoll all_to_all_single: dtypes differ");
+  ZCOLL_CHECK_ARG(input.scalar_type() == output.scalar_type(), "zcoll all_to_all_single: dtypes differ");
   const int p = getSize();
   // Splits are in rows of dim 0; none given means equal parts.
   auto splits = [p](const at::Tensor& t, const std::vector<int64_t>& given, const char* what) {
     std::vector<int64_t> rows = given;
     const int64_t dim0 = t.dim() ? t.size(0) : 1;
     if (rows.empty()) {
-      TORCH_CHECK_VALUE(dim0 % p == 0, "zcoll all_to_all_single: ", what, " dim 0 (", dim0,
-                        ") does not split evenly over ", p, " ranks");
+      ZCOLL_CHECK_ARG(dim0 % p == 0, "zcoll all_to_all_single: ", what, " dim 0 (", dim0,
+                      ") does not split evenly over ", p, " ranks");
       rows.assign(p, dim0 / p);
     }
-    TORCH_CHECK_VALUE(static_cast<int>(rows.size()) == p, "zcoll all_to_all_single: ", what, " has ", rows.size(),
-                      " split sizes for ", p, " ranks");
+    ZCOLL_CHECK_ARG(static_cast<int>(rows.size()) == p, "zcoll all_to_all_single: ", what, " has ", rows.size(),
+                    " split sizes for ", p, " ranks");
     int64_t total = 0;
     for (int64_t r : rows) total += r;
-    TORCH_CHECK_VALUE(total == dim0, "zcoll all_to_all_single: ", what, " split sizes add up to ", total,
-                      ", not dim 0 = ", dim0);
+    ZCOLL_CHECK_ARG(total == dim0, "zcoll all_to_all_single: ", what, " split sizes add up to ", total,
+                    ", not dim 0 = ", dim0);
     return rows;
   };
   const auto inRows = splits(input, inputSplitSizes, "input"), outRows = splits(output, outputSplitSizes, "output");
@@ -611,11 +703,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
   auto staging = stageCall(ins, outs, "all_to_all_single");
   return enqueue(c10d::OpType::ALLTOALL_BASE, {output},
                  [this, in = ins[0], out = outs[0], inRows, outRows](uint64_t seq) {
-    at::Tensor src = in.contiguous().view({in.dim() ? in.size(0) : 1, -1});
+    at::Tensor src = asRows(in.contiguous());
     // Received straight into `out` when it is contiguous and is not also the input.
     const bool direct = out.is_contiguous() && !out.is_alias_of(in);
-    at::Tensor dst = (direct ? out : at::empty_like(out, at::MemoryFormat::Contiguous))
-                         .view({out.dim() ? out.size(0) : 1, -1});
+    at::Tensor dst = asRows(direct ? out : at::empty_like(out, at::MemoryFormat::Contiguous));
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     for (int64_t q = 0, si = 0, so = 0; q < getSize(); si += inRows[q], so += outRows[q], ++q) {
       sendTo[q] = src.narrow(0, si, inRows[q]);
@@ -628,12 +719,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall_base(at::Tensor& outp
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::alltoall(std::vector<at::Tensor>& outputs,
                                                            std::vector<at::Tensor>& inputs, const c10d::AllToAllOptions& opts) {
-  TORCH_CHECK_VALUE(static_cast<int>(inputs.size()) == getSize() && static_cast<int>(outputs.size()) == getSize(),
-                    "zcoll all_to_all: needs world_size input and output tensors");
+  ZCOLL_CHECK_ARG(static_cast<int>(inputs.size()) == getSize() && static_cast<int>(outputs.size()) == getSize(),
+                  "zcoll all_to_all: needs world_size input and output tensors");
   for (int q = 0; q < getSize(); ++q) {
     checkTensor(inputs[q], "all_to_all");
     checkTensor(outputs[q], "all_to_all");
-    TORCH_CHECK_VALUE(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
+    ZCOLL_CHECK_ARG(inputs[q].scalar_type() == outputs[q].scalar_type(), "zcoll all_to_all: dtypes differ");
   }
   std::vector<at::Tensor> ins = inputs, outs = outputs;
   auto staging = stageCall(ins, outs, "all_to_all");

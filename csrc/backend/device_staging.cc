@@ -3,6 +3,8 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include "backend/errors.h"
+
 namespace zcoll {
 
 std::optional<c10::Stream> currentStream(c10::Device device) {
@@ -22,8 +24,8 @@ std::shared_ptr<DeviceStaging> DeviceStaging::forTensors(const std::vector<at::T
   std::optional<c10::Device> device;
   for (const auto& t : tensors) {
     if (!t.defined()) continue;
-    TORCH_CHECK_VALUE(!device || *device == t.device(), "zcoll ", op, ": tensors on ", *device, " and ", t.device(),
-                      " in one call (all of a call's tensors must be on one device)");
+    ZCOLL_CHECK_ARG(!device || *device == t.device(), "zcoll ", op, ": tensors on ", *device, " and ", t.device(),
+                    " in one call (all of a call's tensors must be on one device)");
     device = t.device();
   }
   if (!device || (device->is_cpu() && !stageCpu)) return nullptr;

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <atomic>
 #include <mutex>
+#include <optional>
+#include <sstream>
 #include <unordered_map>
 
 #include "algorithms/point_to_point.h"
@@ -36,15 +38,15 @@ std::chrono::microseconds nap(unsigned idle) {
 
 // The one tensor of a p2p call.
 at::Tensor p2pTensor(const std::vector<at::Tensor>& tensors, const char* op) {
-  TORCH_CHECK_VALUE(tensors.size() == 1, "zcoll ", op, ": expects one tensor, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll ", op, ": expects one tensor, got ", tensors.size());
   checkTensor(tensors[0], op);
   return tensors[0];
 }
 
 void checkPeer(int peer, int rank, int size, const char* op) {
-  TORCH_CHECK_VALUE(peer >= 0 && peer < size, "zcoll ", op, ": peer rank ", peer, " is not a rank of a group of ",
-                    size);
-  TORCH_CHECK_VALUE(peer != rank, "zcoll ", op, ": peer rank ", peer, " is this rank (messages to self are not supported)");
+  ZCOLL_CHECK_ARG(peer >= 0 && peer < size, "zcoll ", op, ": peer rank ", peer, " is not a rank of a group of ",
+                  size);
+  ZCOLL_CHECK_ARG(peer != rank, "zcoll ", op, ": peer rank ", peer, " is this rank (messages to self are not supported)");
 }
 
 // A receive lands in a contiguous host buffer: the tensor itself, or one written back into it
@@ -85,7 +87,7 @@ class P2PWork : public c10d::Work {
 
   void complete(int source, std::exception_ptr error) {
     if (source >= 0) source_.store(source);  // before the future: a waiter then reads it
-    if (error) future_->setError(std::move(error));
+    if (error) future_->setError(asTorchError(error));
     else future_->markCompleted(c10::IValue(std::vector<at::Tensor>{tensor_}));
   }
 
@@ -104,13 +106,16 @@ class P2PLane {
   // Stops the thread (which says farewell, aborts the transport and fails what is pending);
   // later submissions throw. Idempotent.
   void close();
-  // `buffer` is contiguous: what is sent, or where a receive lands before `tensor` gets it.
-  c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int tag, at::Tensor tensor, at::Tensor buffer);
+  // `buffer` is contiguous: what is sent, or where a receive lands before `tensor` gets it. The
+  // operation fails with a timeout at `deadline` (default: the group timeout from now).
+  c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor, at::Tensor buffer,
+                                        std::optional<Deadline> deadline = std::nullopt);
 
  private:
   struct Submission {
     c10d::OpType type;
-    int peer, tag;
+    int peer;
+    int64_t tag;
     at::Tensor tensor, buffer;
     Deadline deadline;
     c10::intrusive_ptr<P2PWork> work;
@@ -135,16 +140,16 @@ class P2PLane {
   std::thread thread_;
 };
 
-c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int tag, at::Tensor tensor,
-                                               at::Tensor buffer) {
+c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor,
+                                               at::Tensor buffer, std::optional<Deadline> deadline) {
   auto work = c10::make_intrusive<P2PWork>(type, tensor, type == c10d::OpType::RECV ? peer : -1);
-  auto s = std::make_unique<Submission>(
-      Submission{type, peer, tag, std::move(tensor), std::move(buffer), Clock::now() + timeout_, work});
+  auto s = std::make_unique<Submission>(Submission{type, peer, tag, std::move(tensor), std::move(buffer),
+                                                   deadline.value_or(Clock::now() + timeout_), work});
   std::vector<std::unique_ptr<Submission>> done;  // released here, on the caller's thread
   {
     std::lock_guard<std::mutex> lock(mu_);
-    TORCH_CHECK(!stop_, "zcoll ", type == c10d::OpType::SEND ? "send" : "recv",
-                ": the process group has been shut down (destroy_process_group)");
+    TORCH_CHECK_WITH(DistBackendError, !stop_, "zcoll ", type == c10d::OpType::SEND ? "send" : "recv",
+                     ": the process group has been shut down (destroy_process_group)");
     done.swap(finished_);
     incoming_.push_back(std::move(s));
   }
@@ -252,6 +257,81 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recv(std::vector<at::Tensor>& 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   const at::Tensor t = p2pTensor(tensors, "recv");
   return p2p_->submit(c10d::OpType::RECVANYSOURCE, kAnySource, tag, t, contiguousTarget(t));
+}
+
+}  // namespace zcoll
+
+namespace zcoll {
+
+// gloo's monitored barrier on the p2p lane: every other rank tells rank 0 it arrived; rank 0
+// waits for them all until one deadline, then sends each a verdict (the ranks that failed to
+// arrive, or none) and raises if there were any. So ranks that did arrive learn of the failure
+// at once, rather than at their group timeout as under gloo. The messages carry tags above any
+// int, which user tags cannot reach.
+void ProcessGroupZcoll::monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks) {
+  const int p = getSize(), rank = getRank();
+  if (p == 1) return;
+  const std::chrono::milliseconds timeout = opts.timeout == c10d::kUnsetTimeout ? timeout_ : opts.timeout;
+  ZCOLL_CHECK_ARG(timeout.count() >= 0, "zcoll monitored_barrier: negative timeout ", timeout.count(), " ms");
+  const int64_t arriveTag = kMonitoredBarrierTags + 2 * static_cast<int64_t>(monitoredBarriers_++);
+  const int64_t verdictTag = arriveTag + 1;
+  at::Tensor token = at::zeros({1}, at::kInt);
+  if (rank != 0) {
+    at::Tensor failed = at::zeros({p}, at::kInt);  // failed[q] == 1: rank q did not pass
+    auto sent = p2p_->submit(c10d::OpType::SEND, 0, arriveTag, token, token);
+    auto verdict = p2p_->submit(c10d::OpType::RECV, 0, verdictTag, failed, failed);
+    try {
+      sent->wait();
+      verdict->wait();
+    } catch (const std::exception& e) {
+      TORCH_CHECK_WITH(DistBackendError, false, "[Rank ", rank, "]: zcoll monitored_barrier: this rank reached the "
+                       "barrier but could not hear rank 0's verdict; check rank 0's log for the faulty rank: ",
+                       errorMessage(e));
+    }
+    std::vector<int> ranks;
+    for (int q = 0; q < p; ++q)
+      if (failed[q].item<int>()) ranks.push_back(q);
+    TORCH_CHECK_WITH(DistBackendError, ranks.empty(), "[Rank ", rank, "]: zcoll monitored_barrier: rank 0 ",
+                     "reports that ", ranks.size() == 1 ? "rank " : "ranks ", c10::Join(", ", ranks),
+                     " failed to pass monitoredBarrier in ", timeout.count(), " ms");
+    return;
+  }
+  const Deadline deadline = Clock::now() + timeout;
+  std::vector<c10::intrusive_ptr<c10d::Work>> arrivals(p);
+  std::vector<at::Tensor> tokens(p);
+  for (int q = 1; q < p; ++q) {
+    tokens[q] = at::zeros({1}, at::kInt);
+    arrivals[q] = p2p_->submit(c10d::OpType::RECV, q, arriveTag, tokens[q], tokens[q], deadline);
+  }
+  at::Tensor failed = at::zeros({p}, at::kInt);
+  std::vector<int> ranks;
+  std::ostringstream why;  // what each failed rank's receive said
+  bool timedOut = false;
+  for (int q = 1; q < p; ++q) {
+    try {
+      arrivals[q]->wait();
+    } catch (const std::exception& e) {
+      timedOut = timedOut || dynamic_cast<const DistTimeoutError*>(&e) != nullptr;
+      failed[q] = 1;
+      ranks.push_back(q);
+      why << "\n  rank " << q << ": " << errorMessage(e);
+      if (!waitAllRanks) break;  // gloo's semantics: report the first rank that failed
+    }
+  }
+  std::vector<c10::intrusive_ptr<c10d::Work>> verdicts;
+  for (int q = 1; q < p; ++q) verdicts.push_back(p2p_->submit(c10d::OpType::SEND, q, verdictTag, failed, failed));
+  for (auto& v : verdicts) {
+    try {
+      v->wait();
+    } catch (const std::exception&) {  // a rank that is gone needs no verdict
+    }
+  }
+  if (ranks.empty()) return;
+  const std::string message = c10::str("[Rank 0]: zcoll monitored_barrier: ", ranks.size() == 1 ? "rank " : "ranks ",
+                                       c10::Join(", ", ranks), " failed to pass monitoredBarrier in ", timeout.count(),
+                                       " ms", timedOut ? " (timed out waiting for them)" : "", why.str());
+  if (timedOut) throw DistTimeoutError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, message);
+  throw c10::DistBackendError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)}, message);
 }
 
 }  // namespace zcoll

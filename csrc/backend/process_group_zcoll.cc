@@ -21,8 +21,9 @@ class C10dStore : public Store {
 
 }  // namespace
 
-ZcollWork::ZcollWork(c10d::OpType type, std::vector<at::Tensor> outputs, std::function<void()> run)
+ZcollWork::ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run)
     : c10d::Work(-1, type),
+      seq_(seq),
       outputs_(std::move(outputs)),
       run_(std::move(run)),
       future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
@@ -41,7 +42,7 @@ std::exception_ptr ZcollWork::run() {
     run_();
     return nullptr;
   } catch (...) {
-    return std::current_exception();
+    return asTorchError(std::current_exception());
   }
 }
 
@@ -64,25 +65,29 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     const std::string& name = *forced[static_cast<int>(c)];
     if (name.empty()) continue;
     Algorithm& algo = forced_[static_cast<int>(c)];
-    TORCH_CHECK_VALUE(parseAlgorithm(name, &algo) && supports(c, algo), "zcoll: ", collectiveName(c), " has no algorithm '",
-                      name, "'");
+    ZCOLL_CHECK_ARG(parseAlgorithm(name, &algo) && supports(c, algo), "zcoll: ", collectiveName(c), " has no algorithm '",
+                    name, "'");
     hasForced_[static_cast<int>(c)] = true;
   }
   if (config_.compression != "none") {
     const std::string& name = config_.compression;
     using kernels::Codec;
-    TORCH_CHECK_VALUE(name == "fp16" || name == "bf16" || name == "int8" || name == "int4", "zcoll: unknown compression '",
-                      name, "' (none, fp16, bf16, int8, int4)");
+    ZCOLL_CHECK_ARG(name == "fp16" || name == "bf16" || name == "int8" || name == "int4", "zcoll: unknown compression '",
+                    name, "' (none, fp16, bf16, int8, int4)");
     compression_.codec = name == "fp16" ? Codec::kFp16 : name == "bf16" ? Codec::kBf16 : name == "int8" ? Codec::kInt8 : Codec::kInt4;
     compression_.block = config_.compressBlock;
-    TORCH_CHECK_VALUE(!kernels::isBlockwise(compression_.codec) || kernels::validBlock(compression_.block),
-                      "zcoll: compression block must be a multiple of 16 in [16, 65536], got ", compression_.block);
+    ZCOLL_CHECK_ARG(!kernels::isBlockwise(compression_.codec) || kernels::validBlock(compression_.block),
+                    "zcoll: compression block must be a multiple of 16 in [16, 65536], got ", compression_.block);
     compressing_ = true;
   }
-  transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
-  if (config_.debug && rank == 0)
-    std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
-  startP2P(topt);  // before the thread: if it throws, nothing is left running
+  try {
+    transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
+    if (config_.debug && rank == 0)
+      std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
+    startP2P(topt);  // before the thread: if it throws, nothing is left running
+  } catch (...) {
+    std::rethrow_exception(asTorchError(std::current_exception()));
+  }
   thread_ = std::thread([this] { progressLoop(); });
 }
 
@@ -152,7 +157,7 @@ void ProcessGroupZcoll::afterRun(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
   } catch (const std::exception& e) {
-    failure_ = e.what();
+    failure_ = errorMessage(e);
   }
   transport_->abort("zcoll: an earlier collective failed: " + failure_);
 }
@@ -195,7 +200,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
       staging->afterRun();
     };
   }
-  auto work = c10::make_intrusive<ZcollWork>(type, std::move(outputs), [run = std::move(run), seq] { run(seq); });
+  auto work = c10::make_intrusive<ZcollWork>(type, seq, std::move(outputs), [run = std::move(run), seq] { run(seq); });
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -222,8 +227,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
 }
 
 void ProcessGroupZcoll::checkRoot(int64_t root, const char* op) const {
-  TORCH_CHECK_VALUE(root >= 0 && root < getSize(), "zcoll ", op, ": root ", root, " is not a rank of a group of ",
-                    getSize());
+  ZCOLL_CHECK_ARG(root >= 0 && root < getSize(), "zcoll ", op, ": root ", root, " is not a rank of a group of ",
+                  getSize());
 }
 
 // sendTo[p] / recvFrom[p]: contiguous buffers for rank p (undefined: nothing with p).

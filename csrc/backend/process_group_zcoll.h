@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -21,6 +22,7 @@
 #include "algorithms/compressed.h"
 #include "algorithms/tuner.h"
 #include "backend/device_staging.h"
+#include "backend/errors.h"
 #include "kernels/common/dtypes.h"
 #include "transport/transport.h"
 
@@ -48,13 +50,15 @@ struct BackendConfig {
 
 class ZcollWork : public c10d::Work {
  public:
-  ZcollWork(c10d::OpType type, std::vector<at::Tensor> outputs, std::function<void()> run);
+  ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run);
   bool isCompleted() override;
   bool isSuccess() const override;
   std::exception_ptr exception() const override;
   std::vector<at::Tensor> result() override { return outputs_; }
   bool wait(std::chrono::milliseconds timeout) override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
+  // The group's sequence number of this collective (0 for the first).
+  uint64_t getSequencenumber() const override { return seq_; }
 
   // Runs the collective (on the progress thread or inline) and returns its error, if any; the
   // future is completed separately, by finish(), once the group is ready for the next collective.
@@ -62,6 +66,7 @@ class ZcollWork : public c10d::Work {
   void finish(const std::exception_ptr& error);
 
  private:
+  const uint64_t seq_;
   std::vector<at::Tensor> outputs_;
   std::function<void()> run_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
@@ -121,6 +126,13 @@ class ProcessGroupZcoll : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> alltoall(std::vector<at::Tensor>& outputs, std::vector<at::Tensor>& inputs,
                                           const c10d::AllToAllOptions& opts) override;
   c10::intrusive_ptr<c10d::Work> barrier(const c10d::BarrierOptions& opts) override;
+  // gloo's semantics: rank 0 raises naming the ranks that did not arrive within opts.timeout (the
+  // first of them, or all with waitAllRanks); the ranks that did arrive raise too, at once.
+  void monitoredBarrier(const c10d::BarrierOptions& opts, bool waitAllRanks = false) override;
+  // Every rank starts at 0 and counts the same collectives (point-to-point not included): the
+  // number of collectives issued so far, as TORCH_DISTRIBUTED_DEBUG=DETAIL's checks compare it.
+  void setSequenceNumberForGroup() override {}
+  uint64_t getSequenceNumberForGroup() override { return nextSeq_.load(); }
 
   // zcoll's own: a compressed all-reduce (SUM, or AVG when `average`) with error feedback, whose
   // float32 `residual` (t.numel() elements) carries the rank's state from call to call.
@@ -145,6 +157,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
+  c10::intrusive_ptr<c10d::Work> sparseAllreduce(const at::Tensor& t, const c10d::AllreduceOptions& opts);
   bool compressible(DType dtype, size_t bytes) const;
   bool compresses(RedOp op, DType dtype, size_t bytes) const;
   float* float32View(const at::Tensor& buf, DType dtype, size_t n);
@@ -204,7 +217,10 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Store> store_;
   std::unique_ptr<Transport> transport_;
-  uint64_t nextSeq_ = 0;
+  std::atomic<uint64_t> nextSeq_{0};
+  // monitoredBarrier's p2p tags: two per call, above every tag a user can pass (an int).
+  static constexpr int64_t kMonitoredBarrierTags = int64_t{1} << 40;
+  uint64_t monitoredBarriers_ = 0;
   Algorithm forced_[3];       // per Collective, valid where hasForced_
   bool hasForced_[3] = {false, false, false};
   std::mutex logMutex_;

@@ -1,5 +1,7 @@
 #include "backend/tensor_args.h"
 
+#include "kernels/cpu/reduce_cpu.h"
+
 namespace zcoll {
 
 DType toDType(at::ScalarType t, const char* op) {
@@ -15,8 +17,8 @@ DType toDType(at::ScalarType t, const char* op) {
     case at::kByte: return DType::kUInt8;
     case at::kBool: return DType::kBool;
     default:
-      TORCH_CHECK_TYPE(false, "zcoll ", op, ": unsupported dtype ", t,
-                       " (supported: float64/32/16, bfloat16, int8/16/32/64, uint8, bool)");
+      ZCOLL_CHECK_ARG_TYPE(false, "zcoll ", op, ": unsupported dtype ", t,
+                           " (supported: float64/32/16, bfloat16, int8/16/32/64, uint8, bool)");
   }
 }
 
@@ -32,26 +34,31 @@ RedOp toRedOp(const c10d::ReduceOp& op, double* premul) {
     case c10d::ReduceOp::BXOR: return RedOp::kBxor;
     case c10d::ReduceOp::PREMUL_SUM: {
       auto* s = dynamic_cast<c10d::PreMulSumSupplement*>(op.supplement_.get());
-      TORCH_CHECK_VALUE(s != nullptr, "zcoll allreduce: PREMUL_SUM without a factor");
+      ZCOLL_CHECK_ARG(s != nullptr, "zcoll allreduce: PREMUL_SUM without a factor");
       *premul = s->tensor_factor.defined() ? s->tensor_factor.to(at::kDouble).item<double>() : s->double_factor;
       return RedOp::kPremulSum;
     }
-    default: TORCH_CHECK_VALUE(false, "zcoll: unsupported reduce op ", static_cast<int>(op.op_));
+    default: ZCOLL_CHECK_ARG(false, "zcoll: unsupported reduce op ", static_cast<int>(op.op_));
   }
 }
 
+void checkReduceOp(DType dtype, RedOp op, const char* collective) {
+  const std::string problem = kernels::cpu::reduceOpProblem(dtype, op);
+  ZCOLL_CHECK_ARG(problem.empty(), "zcoll ", collective, ": ", problem);
+}
+
 DType checkTensor(const at::Tensor& t, const char* op) {
-  TORCH_CHECK_VALUE(t.defined(), "zcoll ", op, ": undefined tensor");
-  TORCH_CHECK_VALUE(t.layout() == at::kStrided, "zcoll ", op, ": only dense tensors are supported");
+  ZCOLL_CHECK_ARG(t.defined(), "zcoll ", op, ": undefined tensor");
+  ZCOLL_CHECK_ARG(t.layout() == at::kStrided, "zcoll ", op, ": only dense tensors are supported");
 #if ZCOLL_WITH_CUDA
-  TORCH_CHECK_VALUE(t.is_cpu() || t.is_cuda(), "zcoll ", op, ": tensors must be on the CPU or a CUDA device, got ",
-                    t.device());
+  ZCOLL_CHECK_ARG(t.is_cpu() || t.is_cuda(), "zcoll ", op, ": tensors must be on the CPU or a CUDA device, got ",
+                  t.device());
 #else
   // Registered for cuda too, so that a CUDA tensor gets this message rather than torch's "no
   // backend for device".
-  TORCH_CHECK(!t.is_cuda(), "zcoll ", op, ": this zcoll was built without CUDA (ZCOLL_CUDA=off or no nvcc), so it "
+  ZCOLL_CHECK_ARG_TYPE(!t.is_cuda(), "zcoll ", op, ": this zcoll was built without CUDA (ZCOLL_CUDA=off or no nvcc), so it "
               "cannot take CUDA tensors; move the tensor to the CPU, or rebuild zcoll with CUDA");
-  TORCH_CHECK_VALUE(t.is_cpu(), "zcoll ", op, ": tensors must be on the CPU, got ", t.device());
+  ZCOLL_CHECK_ARG(t.is_cpu(), "zcoll ", op, ": tensors must be on the CPU, got ", t.device());
 #endif
   return toDType(t.scalar_type(), op);
 }
@@ -60,16 +67,16 @@ void checkMatches(const std::vector<at::Tensor>& list, const at::Tensor& like, c
                   const char* likeRole) {
   for (const auto& t : list) {
     checkTensor(t, op);
-    TORCH_CHECK_VALUE(t.numel() == like.numel() && t.scalar_type() == like.scalar_type(), "zcoll ", op, ": every ",
-                      role, " must match the ", likeRole, "'s size and dtype");
+    ZCOLL_CHECK_ARG(t.numel() == like.numel() && t.scalar_type() == like.scalar_type(), "zcoll ", op, ": every ",
+                    role, " must match the ", likeRole, "'s size and dtype");
   }
 }
 
 void checkGatherPair(const at::Tensor& output, const at::Tensor& input, int size, const char* op) {
   checkTensor(input, op);
   checkTensor(output, op);
-  TORCH_CHECK_VALUE(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * size, "zcoll ",
-                    op, ": output must hold world_size x input elements of the input's dtype");
+  ZCOLL_CHECK_ARG(output.scalar_type() == input.scalar_type() && output.numel() == input.numel() * size, "zcoll ",
+                  op, ": output must hold world_size x input elements of the input's dtype");
 }
 
 }  // namespace zcoll

@@ -8,6 +8,7 @@
 
 #include <vector>
 
+#include "backend/errors.h"
 #include "kernels/common/dtypes.h"
 
 namespace zcoll {
@@ -15,6 +16,8 @@ namespace zcoll {
 DType toDType(at::ScalarType t, const char* op);
 // PREMUL_SUM's factor goes to *premul.
 RedOp toRedOp(const c10d::ReduceOp& op, double* premul);
+// `op` is defined for `dtype` (ArgumentError naming the collective otherwise).
+void checkReduceOp(DType dtype, RedOp op, const char* collective);
 // Checks what every zcoll collective needs of a tensor and returns its dtype.
 DType checkTensor(const at::Tensor& t, const char* op);
 // Every tensor of `list` (the `role`s) has `like`'s size and dtype (`like` is the `likeRole`).

@@ -4,11 +4,52 @@
 #include <pybind11/pybind11.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include "backend/errors.h"
 #include "backend/process_group_zcoll.h"
+#include "util/error.h"
 
 namespace py = pybind11;
 
+namespace {
+
+// The Python classes of zcoll's own errors, defined in zcoll/errors.py, which hands them over
+// when it is imported (before any group exists). Never released: they live as long as Python.
+struct ErrorTypes {
+  PyObject* argument = nullptr;      // zcoll.ArgumentError(ValueError, RuntimeError)
+  PyObject* argumentType = nullptr;  // zcoll.ArgumentTypeError(TypeError, RuntimeError)
+  PyObject* timeout = nullptr;       // zcoll.DistTimeoutError(DistBackendError, TimeoutError)
+} errorTypes;
+
+// Raises `type` (when registered) with `message`; otherwise hands the exception on to the next
+// translator (torch's, which knows the c10 base classes).
+void raiseAs(PyObject* type, const char* message) {
+  if (type == nullptr) throw;
+  PyErr_SetString(type, message);
+}
+
+// Tried before torch's translator (pybind11 tries the most recently registered first), for
+// exceptions that reach Python through pybind11: every torch.distributed call and Work.wait().
+void translate(std::exception_ptr error) {
+  try {
+    if (error) std::rethrow_exception(error);
+  } catch (const zcoll::ArgumentError& e) {
+    raiseAs(errorTypes.argument, e.what_without_backtrace());
+  } catch (const zcoll::ArgumentTypeError& e) {
+    raiseAs(errorTypes.argumentType, e.what_without_backtrace());
+  } catch (const zcoll::DistTimeoutError& e) {
+    raiseAs(errorTypes.timeout, e.what_without_backtrace());
+  } catch (const zcoll::TimeoutError& e) {  // the torch-free layers' (transport test bindings)
+    raiseAs(errorTypes.timeout, e.what());
+  }
+}
+
+}  // namespace
+
 void bindBackend(py::module_& m) {
+  m.def("_set_error_types", [](py::object argument, py::object argumentType, py::object timeout) {
+    errorTypes = {argument.release().ptr(), argumentType.release().ptr(), timeout.release().ptr()};
+  }, "Called by zcoll.errors at import: the Python classes zcoll's C++ errors are raised as.");
+  py::register_exception_translator(&translate);
   py::class_<zcoll::ProcessGroupZcoll, c10d::Backend, c10::intrusive_ptr<zcoll::ProcessGroupZcoll>>(
       m, "ProcessGroupZcoll", "zcoll's c10d backend (use torch.distributed, not this class).")
       .def(py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,

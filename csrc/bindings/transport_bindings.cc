@@ -293,7 +293,6 @@ void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<si
 }  // namespace
 
 void bindTransport(py::module_& m) {
-  py::register_exception<zcoll::TimeoutError>(m, "TimeoutError", PyExc_TimeoutError);
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
                     std::string, size_t>(),

@@ -22,12 +22,6 @@ namespace zcoll {
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 
-// A wait ran past its deadline; the message names the rank, peer and message.
-class TimeoutError : public Error {
- public:
-  using Error::Error;
-};
-
 // Key-value rendezvous: the c10d store in the backend, any set/get object in tests.
 class Store {
  public:

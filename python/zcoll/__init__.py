@@ -14,6 +14,7 @@ from .config import Options  # noqa: E402
 
 if _dist is not None:
     from .backend import register as _register
+    from .errors import ArgumentError, ArgumentTypeError, DistTimeoutError  # noqa: F401
 
     _register()
 
@@ -30,3 +31,5 @@ def build_info() -> dict:
 
 
 __all__ = ["Options", "build_info", "__version__"]
+if _dist is not None:
+    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError"]

@@ -159,12 +159,18 @@ void fromFloat32(DType dtype, const float* x, void* dst, size_t n) {
   return narrow<float>(x, dst, n);
 }
 
-void checkReduceOp(DType dtype, RedOp op) {
+std::string reduceOpProblem(DType dtype, RedOp op) {
   const bool bitwise = op == RedOp::kBand || op == RedOp::kBor || op == RedOp::kBxor;
-  ZCOLL_CHECK(!(bitwise && isFloating(dtype)), "reduce op ", redOpName(op), " is bitwise and not defined for ",
-              dtypeName(dtype));
-  ZCOLL_CHECK(!((op == RedOp::kAvg || op == RedOp::kPremulSum) && dtype == DType::kBool), "reduce op ",
-              redOpName(op), " is not defined for bool");
+  if (bitwise && isFloating(dtype))
+    return std::string("reduce op ") + redOpName(op) + " is bitwise and not defined for " + dtypeName(dtype);
+  if ((op == RedOp::kAvg || op == RedOp::kPremulSum) && dtype == DType::kBool)
+    return std::string("reduce op ") + redOpName(op) + " is not defined for bool";
+  return "";
+}
+
+void checkReduceOp(DType dtype, RedOp op) {
+  const std::string problem = reduceOpProblem(dtype, op);
+  ZCOLL_CHECK(problem.empty(), problem);
 }
 
 void reduceSources(DType dtype, RedOp op, const void* const* srcs, int nsrc, void* dst, size_t n,

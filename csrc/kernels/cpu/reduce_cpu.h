@@ -6,13 +6,16 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "kernels/common/dtypes.h"
 
 namespace zcoll::kernels::cpu {
 
-// Throws zcoll::Error when `op` is not defined for `dtype` (bitwise on floats, AVG/PREMUL_SUM on
-// bool). PREMUL_SUM reduces like SUM here: scale inputs with premultiply() first.
+// Why `op` is not defined for `dtype` (bitwise on floats, AVG/PREMUL_SUM on bool), or "" when it
+// is. PREMUL_SUM reduces like SUM here: scale inputs with premultiply() first.
+std::string reduceOpProblem(DType dtype, RedOp op);
+// Throws zcoll::Error naming reduceOpProblem's reason.
 void checkReduceOp(DType dtype, RedOp op);
 
 // `divisor` > 0 applies AVG's division by p before the rounding (floats: / float(p) in A(T);

@@ -93,7 +93,7 @@ inline in_addr resolveIpv4(const std::string& host, const std::string& ctx) {
   hints.ai_family = AF_INET;
   addrinfo* res = nullptr;
   const int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
-  ZCOLL_CHECK(rc == 0 && res != nullptr, ctx, "cannot resolve '", host, "' to an IPv4 address: ",
+  ZCOLL_CHECK_AS(NetworkError, rc == 0 && res != nullptr, ctx, "cannot resolve '", host, "' to an IPv4 address: ",
               rc == 0 ? "no address" : gai_strerror(rc));
   a = reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr;
   freeaddrinfo(res);
@@ -119,7 +119,7 @@ inline std::string interfaceAddress(const std::string& ifname, const std::string
     else others += std::string(" ") + a->ifa_name + "=" + ip;
   }
   freeifaddrs(list);
-  ZCOLL_CHECK(!found.empty(), ctx, "interface '", ifname, "' (ZCOLL_SOCKET_IFNAME) has no IPv4 address; IPv4 interfaces:",
+  ZCOLL_CHECK_AS(NetworkError, !found.empty(), ctx, "interface '", ifname, "' (ZCOLL_SOCKET_IFNAME) has no IPv4 address; IPv4 interfaces:",
               others.empty() ? " none" : others);
   return found;
 }
@@ -131,7 +131,7 @@ inline std::string routeAddress(const std::string& host, const std::string& ctx)
   sockaddr_in to = socketAddress(host, 9, ctx);  // any non-zero port will do
   Fd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   ZCOLL_CHECK(fd, ctx, "socket(UDP) failed: ", errnoText(errno));
-  ZCOLL_CHECK(connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0, ctx, "no route to the store host ",
+  ZCOLL_CHECK_AS(NetworkError, connect(fd.get(), reinterpret_cast<sockaddr*>(&to), sizeof to) == 0, ctx, "no route to the store host ",
               host, ": ", errnoText(errno), " (set ZCOLL_SOCKET_IFNAME)");
   sockaddr_in local{};
   socklen_t len = sizeof local;
@@ -225,7 +225,7 @@ inline Fd listenOn(const std::string& host, int& port, const std::string& ctx) {
   ZCOLL_CHECK(fd, ctx, "socket() failed: ", errnoText(errno));
   detail::setBuffers(fd.get());  // accepted sockets inherit them, window scale included
   sockaddr_in sa = detail::socketAddress(host, 0, ctx);
-  ZCOLL_CHECK(bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0, ctx, "cannot bind to ", host,
+  ZCOLL_CHECK_AS(NetworkError, bind(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0, ctx, "cannot bind to ", host,
               ": ", errnoText(errno));
   ZCOLL_CHECK(listen(fd.get(), SOMAXCONN) == 0, ctx, "listen failed: ", errnoText(errno));
   socklen_t len = sizeof sa;
@@ -248,7 +248,7 @@ inline Fd connectTo(const Endpoint& to, Deadline deadline, const std::string& ct
       detail::setNoDelay(fd.get(), ctx);
       return fd;
     }
-    ZCOLL_CHECK(detail::transientConnectError(err), ctx, "connect to ", to.str(), " failed: ", errnoText(err));
+    ZCOLL_CHECK_AS(NetworkError, detail::transientConnectError(err), ctx, "connect to ", to.str(), " failed: ", errnoText(err));
     if (Clock::now() + backoff >= deadline)
       throw TimeoutError(ctx + "could not connect to " + to.str() + " before the timeout (last error: " +
                          errnoText(err) + ")");
@@ -267,7 +267,7 @@ inline Fd acceptBy(int listenFd, Deadline deadline, const std::string& ctx) {
     }
     const int err = errno;
     // ECONNABORTED: a client gave up between SYN and accept; it will retry.
-    ZCOLL_CHECK(err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED, ctx,
+    ZCOLL_CHECK_AS(NetworkError, err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED, ctx,
                 "accept failed: ", errnoText(err));
     if (!detail::pollFor(listenFd, POLLIN, deadline)) throw TimeoutError(ctx + "timed out waiting for a connection");
   }
@@ -284,7 +284,7 @@ inline void sendAllBy(int fd, const void* data, size_t n, Deadline deadline, con
       continue;
     }
     const int err = errno;
-    ZCOLL_CHECK(err == EAGAIN || err == EWOULDBLOCK || err == EINTR, ctx, "send failed: ", errnoText(err));
+    ZCOLL_CHECK_AS(NetworkError, err == EAGAIN || err == EWOULDBLOCK || err == EINTR, ctx, "send failed: ", errnoText(err));
     if (!detail::pollFor(fd, POLLOUT, deadline)) throw TimeoutError(ctx + "timed out sending");
   }
 }
@@ -298,9 +298,9 @@ inline void recvAllBy(int fd, void* data, size_t n, Deadline deadline, const std
       n -= static_cast<size_t>(k);
       continue;
     }
-    ZCOLL_CHECK(k != 0, ctx, "connection closed by the peer");
+    ZCOLL_CHECK_AS(NetworkError, k != 0, ctx, "connection closed by the peer");
     const int err = errno;
-    ZCOLL_CHECK(err == EAGAIN || err == EWOULDBLOCK || err == EINTR, ctx, "recv failed: ", errnoText(err));
+    ZCOLL_CHECK_AS(NetworkError, err == EAGAIN || err == EWOULDBLOCK || err == EINTR, ctx, "recv failed: ", errnoText(err));
     if (!detail::pollFor(fd, POLLIN, deadline)) throw TimeoutError(ctx + "timed out receiving");
   }
 }

@@ -190,14 +190,14 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
 
 // expectFrom < 0: any higher rank not connected yet (the accepting side).
 void TcpTransport::checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const {
-  ZCOLL_CHECK(h.magic == kHelloMagic, ctx, "the peer is not a zcoll tcp transport (hello magic ", hex(h.magic), ")");
-  ZCOLL_CHECK(h.group == group_, ctx, "rank ", h.from, " belongs to another group (store prefixes differ)");
-  ZCOLL_CHECK(h.size == size_, ctx, "group sizes differ: ", size_, " here, ", h.size, " at rank ", h.from);
-  ZCOLL_CHECK(h.to == expectTo, ctx, "rank ", h.from, " meant to reach rank ", h.to, ", not ", expectTo);
+  ZCOLL_CHECK_AS(NetworkError, h.magic == kHelloMagic, ctx, "the peer is not a zcoll tcp transport (hello magic ", hex(h.magic), ")");
+  ZCOLL_CHECK_AS(NetworkError, h.group == group_, ctx, "rank ", h.from, " belongs to another group (store prefixes differ)");
+  ZCOLL_CHECK_AS(NetworkError, h.size == size_, ctx, "group sizes differ: ", size_, " here, ", h.size, " at rank ", h.from);
+  ZCOLL_CHECK_AS(NetworkError, h.to == expectTo, ctx, "rank ", h.from, " meant to reach rank ", h.to, ", not ", expectTo);
   if (expectFrom >= 0) {
-    ZCOLL_CHECK(h.from == expectFrom, ctx, "reached rank ", h.from, " instead (stale address in the store?)");
+    ZCOLL_CHECK_AS(NetworkError, h.from == expectFrom, ctx, "reached rank ", h.from, " instead (stale address in the store?)");
   } else {
-    ZCOLL_CHECK(h.from > rank_ && h.from < size_ && !peers_[h.from].fd, ctx, "unexpected hello from rank ", h.from,
+    ZCOLL_CHECK_AS(NetworkError, h.from > rank_ && h.from < size_ && !peers_[h.from].fd, ctx, "unexpected hello from rank ", h.from,
                 " (only higher ranks dial, once each)");
   }
 }
@@ -430,7 +430,7 @@ void TcpTransport::connectionLost(int peer, const char* op, const std::string& w
   for (const auto* q : {&peers_[peer].sends, &peers_[peer].recvs})
     if (!q->empty())
       inflight += "; pending " + direction(peer, q == &peers_[peer].sends) + ": " + progressText(q->front());
-  ZCOLL_CHECK(false, "rank ", rank_, " tcp: connection to rank ", peer, " lost (", op, ": ", why, inflight, ")");
+  ZCOLL_CHECK_AS(NetworkError, false, "rank ", rank_, " tcp: connection to rank ", peer, " lost (", op, ": ", why, inflight, ")");
   __builtin_unreachable();
 }
 

@@ -1,0 +1,65 @@
+"""zcoll against gloo, call by call (tests/gloo_parity.py holds the table): the same results bit
+for bit, and where gloo raises, zcoll raises an exception of gloo's type (bad arguments: a
+ValueError or TypeError that is also gloo's RuntimeError). Where gloo is not the oracle (it
+lacks a feature, or returns wrong data), the case says why and zcoll must give its expected
+result; gloo must still behave as the case says."""
+import pytest
+from gloo_parity import CASES, GROUPS_STILL_WORK, Raises
+from multiproc import run_ranks
+
+WORLDS = (2, 3)
+_tables = {}
+
+
+def table(world):
+    """Every case's outcomes on every rank, {rank: {name: ...}}: one run of processes per world."""
+    if world not in _tables:
+        from gloo_parity import run_table
+        _tables[world] = run_ranks(run_table, world, timeout=240)
+    return _tables[world]
+
+
+def describe(o):
+    return f"returned {o[1]!r:.300}" if o[0] == "ok" else f"raised {o[1][0]}: {o[2]}"
+
+
+def check(name, rank, zcoll, gloo, expected, c):
+    where = f"{name} on rank {rank}: zcoll {describe(zcoll)}; gloo {describe(gloo)}"
+    if c is None or c.expect is None:  # gloo is the oracle
+        if gloo[0] == "ok":
+            assert zcoll == gloo, where
+            return
+        assert zcoll[0] == "raised", where
+        assert gloo[1][0] in zcoll[1], f"{where}: zcoll's exception is not a {gloo[1][0]}"
+        if zcoll[2] != gloo[2]:  # raised by the backends, not by torch's Python: an argument error
+            assert {"builtins.ValueError", "builtins.TypeError"} & set(zcoll[1]), \
+                f"{where}: a bad argument must raise a ValueError or TypeError"
+        return
+    if isinstance(expected, Raises):
+        want = f"{expected.type.__module__}.{expected.type.__qualname__}"
+        assert zcoll[0] == "raised" and want in zcoll[1], f"{where}: expected {want}"
+    else:
+        assert zcoll == ("ok", expected), f"{where}: expected {expected!r:.300}"
+    if c.gloo == "refuses":
+        assert gloo[0] == "raised", f"{where}: gloo no longer refuses ({c.why}); make gloo the oracle"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("world", WORLDS)
+@pytest.mark.parametrize("name", [c.name for c in CASES] + [GROUPS_STILL_WORK])
+def test_zcoll_matches_gloo(name, world):
+    c = next((c for c in CASES if c.name == name), None)
+    if c is not None and world < c.min_world:
+        pytest.skip(f"needs {c.min_world} ranks")
+    outcomes = {rank: results[name] for rank, results in table(world).items()}
+    for rank, (zcoll, gloo, expected) in sorted(outcomes.items()):
+        check(name, rank, zcoll, gloo, expected, c)
+    if c is not None and c.gloo == "wrong":  # on some rank at least
+        assert any(gloo != zcoll for zcoll, gloo, _ in outcomes.values()), \
+            f"{name}: gloo now agrees with zcoll ({c.why}); make gloo the oracle"
+
+
+def test_every_refusal_or_gloo_bug_is_explained():
+    """The table's exceptions to 'gloo is the oracle' each carry a reason."""
+    special = [c for c in CASES if c.expect is not None]
+    assert special and all(c.why and c.gloo in ("refuses", "wrong") for c in special)
