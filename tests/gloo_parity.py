@@ -13,7 +13,9 @@ Where gloo is not the oracle, the case says why and gives zcoll's `expect(rank, 
 - gloo="refuses": gloo lacks what zcoll (and NCCL) has, e.g. PREMUL_SUM or int16; gloo must
   raise;
 - gloo="wrong": gloo returns wrong data (e.g. it broadcasts a non-contiguous view's storage as
-  if it were contiguous); gloo must still do so, so the note stays true.
+  if it were contiguous); gloo must still do so, so the note stays true;
+- gloo="accepts": gloo takes a form torch deprecated and NCCL refuses (several tensors per rank:
+  the old multi-device mode); zcoll refuses it as NCCL does, gloo must still take it.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class Case:
     name: str
     fn: Callable[[int, int, Any], Any]
     expect: Callable[[int, int], Any] | None = None  # zcoll's result where gloo is not the oracle
-    gloo: str | None = None  # "refuses" or "wrong" (with expect)
+    gloo: str | None = None  # "refuses", "wrong" or "accepts" (with expect)
     why: str = ""
     min_world: int = 1
 
@@ -44,7 +46,8 @@ CASES: list[Case] = []
 
 
 def case(name, expect=None, gloo=None, why="", min_world=1):
-    assert (expect is None) == (gloo is None) and gloo in (None, "refuses", "wrong") and (gloo is None or why), name
+    assert (expect is None) == (gloo is None) and gloo in (None, "refuses", "wrong", "accepts"), name
+    assert gloo is None or why, name
 
     def register(fn):
         assert all(c.name != name for c in CASES), name
@@ -129,6 +132,17 @@ for _dtype in DTYPES:
 @case("all_reduce/avg/float32")
 def _(rank, world, group):
     t = rank_data(rank, (4,), torch.float32)
+    dist.all_reduce(t, op=dist.ReduceOp.AVG, group=group)
+    return t
+
+
+AVG_INT_WHY = "gloo's AVG makes a float it cannot store in an integer tensor; zcoll truncates (arithmetic.md §3)"
+
+
+@case("all_reduce/avg/int32", gloo="refuses", why=AVG_INT_WHY,
+      expect=lambda rank, world: reduce_exact("sum", [rank_data(r, (4,), torch.int32) for r in range(world)]))
+def _(rank, world, group):
+    t = rank_data(rank, (4,), torch.int32) * world
     dist.all_reduce(t, op=dist.ReduceOp.AVG, group=group)
     return t
 
@@ -305,6 +319,22 @@ for _dtype in (torch.float32, torch.int32, torch.bool):
     for _op in ("sum", "max", "product"):
         for _root in (0, 1):
             _reduce_case(_dtype, _op, _root)
+
+
+@case("reduce/avg_float32")
+def _(rank, world, group):
+    t = rank_data(rank, (5,), torch.float32) * world
+    dist.reduce(t, dst=0, op=dist.ReduceOp.AVG, group=group)
+    return t if rank == 0 else None
+
+
+@case("reduce/avg_int64", gloo="refuses", why=AVG_INT_WHY,
+      expect=lambda rank, world: reduce_exact("sum", [rank_data(r, (5,), torch.int64) for r in range(world)])
+      if rank == 0 else None)
+def _(rank, world, group):
+    t = rank_data(rank, (5,), torch.int64) * world
+    dist.reduce(t, dst=0, op=dist.ReduceOp.AVG, group=group)
+    return t if rank == 0 else None
 
 
 @case("reduce/non_contiguous")
@@ -662,6 +692,24 @@ def _(rank, world, group):
     return out
 
 
+@case("reduce_scatter_tensor/avg")
+def _(rank, world, group):
+    out = out_of_place((4,), torch.float32)
+    dist.reduce_scatter_tensor(out, rank_data(rank, (world * 4,), torch.float32) * world, op=dist.ReduceOp.AVG,
+                               group=group)
+    return out
+
+
+@case("reduce_scatter_tensor/premul_sum", gloo="refuses", why="gloo has no PREMUL_SUM (NCCL has; FSDP uses it)",
+      expect=lambda rank, world: sum(rank_data(r, (world * 4,), torch.float32) * 0.5
+                                     for r in range(world)).reshape(world, 4)[rank])
+def _(rank, world, group):
+    out = out_of_place((4,), torch.float32)
+    dist.reduce_scatter_tensor(out, rank_data(rank, (world * 4,), torch.float32), op=dist._make_nccl_premul_sum(0.5),
+                               group=group)
+    return out
+
+
 @case("reduce_scatter_tensor/wrong_size")
 def _(rank, world, group):
     out = out_of_place((4,), torch.float32)
@@ -839,6 +887,59 @@ def _(rank, world, group):
 
 
 # ---------------------------------------------------------------------------------------------
+# the ProcessGroup methods themselves, with argument forms torch's Python functions never make
+
+MULTI_DEVICE = "several tensors per rank is torch's deprecated multi-device mode; NCCL refuses it"
+
+
+@case("pg.allreduce/two_tensors", expect=lambda rank, world: Raises(ValueError), gloo="accepts", why=MULTI_DEVICE)
+def _(rank, world, group):
+    ts = [rank_data(rank, (3,), torch.float32), rank_data(rank, (3,), torch.float32, 1)]
+    group.allreduce(ts).wait()
+    return ts
+
+
+@case("pg.broadcast/two_tensors", expect=lambda rank, world: Raises(ValueError), gloo="accepts", why=MULTI_DEVICE)
+def _(rank, world, group):
+    ts = [rank_data(rank, (3,), torch.float32), rank_data(rank, (3,), torch.float32, 1)]
+    group.broadcast(ts).wait()
+    return ts
+
+
+@case("pg.allgather/two_inputs")
+def _(rank, world, group):
+    ins = [rank_data(rank, (2,), torch.float32), rank_data(rank, (2,), torch.float32, 1)]
+    outs = [[out_of_place((2,), torch.float32) for _ in range(world)] for _ in ins]
+    group.allgather(outs, ins).wait()
+    return outs
+
+
+@case("pg.allgather_coalesced/mixed_dtypes")
+def _(rank, world, group):
+    ins = [rank_data(rank, (2,), torch.float32), rank_data(rank, (3,), torch.int64, 1),
+           rank_data(rank, (2, 2), torch.bool)]
+    outs = [[out_of_place(t.shape, t.dtype) for t in ins] for _ in range(world)]
+    group.allgather_coalesced(outs, ins).wait()
+    return outs
+
+
+@case("pg.allgather_coalesced/empty_only")
+def _(rank, world, group):
+    ins = [torch.ones(0), torch.ones(0, 3)]
+    outs = [[torch.ones(0), torch.ones(0, 3)] for _ in range(world)]
+    group.allgather_coalesced(outs, ins).wait()
+    return outs
+
+
+@case("pg.reduce_scatter/two_outputs")
+def _(rank, world, group):
+    outs = [out_of_place((2,), torch.float32) for _ in range(2)]
+    ins = [[rank_data(rank, (2,), torch.float32, q) for q in range(world)] for _ in outs]
+    group.reduce_scatter(outs, ins).wait()
+    return outs
+
+
+# ---------------------------------------------------------------------------------------------
 # running the table
 
 def type_name(cls):
@@ -868,16 +969,17 @@ def outcome(fn, *args):
         return ("raised", [type_name(c) for c in type(e).__mro__], str(e).split("\n")[0][:300])
 
 
-def run_table(rank, world, store):
+def run_table(rank, world, store, transport):
     """Runs every case on a zcoll world group and a gloo group of the same ranks; returns
     {name: (zcoll outcome, gloo outcome, zcoll's expected result or None)}, and last, under
     GROUPS_STILL_WORK, whether both groups still work after all the refused calls."""
     import warnings
     from datetime import timedelta
 
-    import zcoll  # noqa: F401  (registers the backend)
+    import zcoll
     warnings.simplefilter("ignore")  # torch's deprecation warnings for the coalesced calls
-    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60),
+                            pg_options=zcoll.Options(transport=transport))
     gloo = dist.new_group(backend="gloo", timeout=timedelta(seconds=60))
     zc = dist.group.WORLD
     results = {}

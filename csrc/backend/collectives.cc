@@ -34,6 +34,10 @@ at::Tensor floatCopy(const DeviceStaging& s, const at::Tensor& t, double premul)
   return scaled.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true).contiguous().view(-1);
 }
 
+// Why a list of several tensors is refused where gloo takes one per device and reduces them all.
+constexpr const char* kOneTensor =
+    " (several tensors per rank is torch's multi-device mode, which torch deprecated and NCCL refuses)";
+
 // A contiguous tensor as a matrix of its dim-0 rows (a 0-dim tensor is one row), also when it
 // has no rows at all: an all_to_all_single rank with nothing to send (an MoE rank without tokens).
 at::Tensor asRows(const at::Tensor& t) {
@@ -121,7 +125,7 @@ void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
                                                             const c10d::AllreduceOptions& opts) {
-  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll allreduce: expects one tensor per rank, got ", tensors.size(), kOneTensor);
   at::Tensor t = tensors[0];
   if (t.defined() && t.layout() == at::kSparse) return sparseAllreduce(t, opts);
   const DType dtype = checkTensor(t, "allreduce");
@@ -304,7 +308,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
                                                             const c10d::BroadcastOptions& opts) {
-  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size(), kOneTensor);
   ZCOLL_CHECK_ARG(opts.rootRank >= 0 && opts.rootRank < getSize(), "zcoll broadcast: root ", opts.rootRank,
                   " is not a rank of a group of ", getSize());
   checkTensor(tensors[0], "broadcast");
@@ -588,7 +592,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce_scatter(std::vector<at:
 // reduce "oneshot"); other ranks' tensors are left as they were.
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>& tensors,
                                                          const c10d::ReduceOptions& opts) {
-  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size());
+  ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll reduce: expects one tensor per rank, got ", tensors.size(), kOneTensor);
   checkRoot(opts.rootRank, "reduce");
   at::Tensor t = tensors[0];
   const DType dtype = checkTensor(t, "reduce");
