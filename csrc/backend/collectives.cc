@@ -180,19 +180,19 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::sparseAllreduce(const at::Tens
     const int64_t sparseDim = in.sparse_dim();
     int64_t rowElems = 1;  // values per index: the dense dimensions' elements
     for (int64_t d = sparseDim; d < in.dim(); ++d) rowElems *= in.size(d);
-    auto gatherRows = [&](const at::Tensor& mine, int64_t perRow, OpCode opcode) {
+    auto gatherRows = [&](const at::Tensor& mine, int64_t perRow) {
       std::vector<size_t> begin(p), end(p);
       size_t total = 0;
       for (int q = 0; q < p; ++q) begin[q] = total, total += nnz[q] * perRow, end[q] = total;
       at::Tensor all = at::empty({static_cast<int64_t>(total)}, mine.options());
       all.narrow(0, begin[getRank()], mine.numel()).copy_(mine.reshape(-1));
-      const CollectiveArgs a = argsFor(opcode, toDType(mine.scalar_type(), "allreduce"), RedOp::kSum, seq);
+      const CollectiveArgs a = argsFor(OpCode::kAllGather, toDType(mine.scalar_type(), "allreduce"), RedOp::kSum, seq);
       allGather(*transport_, all.data_ptr(), begin.data(), end.data(), a);
       return std::make_pair(all, begin);
     };
     // The indices go as [nnz, sparse_dim] rows so that each rank's part is contiguous.
-    const auto [indices, iBegin] = gatherRows(in._indices().t().contiguous(), sparseDim, OpCode::kAllGather);
-    const auto [values, vBegin] = gatherRows(in._values().contiguous(), rowElems, OpCode::kAllGather);
+    const auto [indices, iBegin] = gatherRows(in._indices().t().contiguous(), sparseDim);
+    const auto [values, vBegin] = gatherRows(in._values().contiguous(), rowElems);
     at::Tensor sum;
     for (int q = 0; q < p; ++q) {
       std::vector<int64_t> valueShape{nnz[q]};
