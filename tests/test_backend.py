@@ -1,6 +1,7 @@
 """init_process_group("zcoll") in real processes: results equal zcoll.reference bit for bit,
 async works and futures, groups, bad input, and a clean shutdown."""
 import os
+import socket
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -546,4 +547,6 @@ def test_debug_info_logs_each_choice_once(capfd):
     assert err.count(f"allreduce of 4096 bytes over 2 ranks (shm): {small} (tuner)") == 1, err
     assert f"allreduce of {4 << 20} bytes over 2 ranks (shm): {large} (tuner)" in err, err
     assert "reduce of 40 bytes over 2 ranks (shm): oneshot (ZCOLL_ALGO)" in err, err
-    assert "zcoll INFO: transport shm (requested shm)" in err, err
+    assert "zcoll INFO: transport shm, algorithms" in err, err
+    host = socket.gethostname()
+    assert f"zcoll INFO: group of 2 ranks on 1 host x 2 ranks ({host}: 0,1); transport shm" in err, err

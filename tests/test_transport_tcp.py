@@ -78,7 +78,7 @@ def options_and_ids(rank, world, store):
     import zcoll
 
     if rank == 0:
-        with pytest.raises(RuntimeError, match="interface 'nosuch0' .* has no IPv4 address"):
+        with pytest.raises(RuntimeError, match="no interface matches ZCOLL_SOCKET_IFNAME=nosuch0"):
             transport(rank, world, store, prefix="bad", socket_ifname="nosuch0")
     # each way of choosing the advertised address, on its own transport (prefix)
     for prefix, kw in [("ifname", {"socket_ifname": "lo"}), ("route", {"store_host": "127.0.0.1"})]:

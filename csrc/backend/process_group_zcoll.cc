@@ -14,6 +14,7 @@ class C10dStore : public Store {
   explicit C10dStore(c10::intrusive_ptr<c10d::Store> s) : s_(std::move(s)) {}
   void set(const std::string& key, const std::vector<uint8_t>& value) override { s_->set(key, value); }
   std::vector<uint8_t> get(const std::string& key) override { return s_->get(key); }
+  bool check(const std::string& key) override { return s_->check({key}); }
 
  private:
   c10::intrusive_ptr<c10d::Store> s_;
@@ -54,12 +55,16 @@ void ZcollWork::finish(const std::exception_ptr& error) {
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                      std::chrono::milliseconds timeout, BackendConfig config)
     : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout),
-      store_(std::make_unique<C10dStore>(store)) {
+      store_(std::make_unique<C10dStore>(store)), topology_(size, config_.hostOf, config_.hostNames) {
   TransportOptions topt;
   topt.timeout = timeout;
   topt.socketIfname = config_.socketIfname;
+  topt.socketFamily = config_.socketFamily;
+  topt.connectTimeout = config_.connectTimeout;
   topt.storeHost = config_.storeHost;
   topt.shmRingBytes = config_.shmRingBytes;
+  topt.hostOf = config_.hostOf;
+  topt.hostNames = config_.hostNames;
   const std::string* forced[3] = {&config_.allreduceAlgo, &config_.reduceAlgo, &config_.reduceScatterAlgo};
   for (auto c : {Collective::kAllReduce, Collective::kReduce, Collective::kReduceScatter}) {
     const std::string& name = *forced[static_cast<int>(c)];
@@ -83,7 +88,9 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   try {
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
     if (config_.debug && rank == 0)
-      std::fprintf(stderr, "zcoll INFO: group of %d ranks on transport %s\n", size, transport_->name());
+      std::fprintf(stderr, "zcoll INFO: group of %d ranks on %s; transport %s%s\n", size,
+                   topology_.describe().c_str(), transport_->name(),
+                   std::string(transport_->name()) == "shm+tcp" ? " (shm within a host, tcp between hosts)" : "");
     startP2P(topt);  // before the thread: if it throws, nothing is left running
   } catch (...) {
     std::rethrow_exception(asTorchError(std::current_exception()));

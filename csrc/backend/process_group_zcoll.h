@@ -24,13 +24,14 @@
 #include "backend/device_staging.h"
 #include "backend/errors.h"
 #include "kernels/common/dtypes.h"
+#include "transport/topology.h"
 #include "transport/transport.h"
 
 namespace zcoll {
 
 // Per-group configuration: zcoll.Options in Python fills it from pg_options and ZCOLL_* env.
 struct BackendConfig {
-  std::string transport = "shm";  // resolved by Python: "shm" or "tcp"
+  std::string transport = "auto";  // "auto" (a transport per peer by host), "shm" or "tcp"
   size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
   // Forced algorithm per collective ("" = the tuner's), from ZCOLL_ALGO / Options.algo.
   std::string allreduceAlgo, reduceAlgo, reduceScatterAlgo;
@@ -41,7 +42,13 @@ struct BackendConfig {
   int compressBlock = 256;
   size_t shmRingBytes = 4u << 20;
   std::string socketIfname;
+  int socketFamily = 0;  // AF_INET / AF_INET6 first; 0: as the store host
+  std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};  // ZCOLL_CONNECT_TIMEOUT
   std::string storeHost;
+  // The host of each rank (numbered in order of each host's lowest rank) and the hosts' names,
+  // from every rank's host identity (zcoll/backend.py).
+  std::vector<int> hostOf;
+  std::vector<std::string> hostNames;
   bool debug = false;
   // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
   // the codec work on an emulated device), so GPU-less machines test it.
@@ -88,6 +95,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   const std::string getBackendName() const override { return "zcoll"; }
   const BackendConfig& config() const { return config_; }
   const char* transportName() const { return transport_->name(); }
+  const Topology& topology() const { return topology_; }
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override;
@@ -216,6 +224,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   BackendConfig config_;
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Store> store_;
+  Topology topology_;
   std::unique_ptr<Transport> transport_;
   std::atomic<uint64_t> nextSeq_{0};
   // monitoredBarrier's p2p tags: two per call, above every tag a user can pass (an int).

@@ -2,6 +2,7 @@
 // backend.py), bound as a subclass of torch's Backend so pg._get_backend(device) exposes it.
 #include <pybind11/chrono.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include "backend/errors.h"
@@ -57,7 +58,8 @@ void bindBackend(py::module_& m) {
                        size_t shmRingBytes, const std::string& socketIfname, const std::string& storeHost,
                        bool debug, const std::string& allreduceAlgo, const std::string& reduceAlgo,
                        const std::string& reduceScatterAlgo, const std::string& compression,
-                       size_t compressMinBytes, int compressBlock, bool stageCpu) {
+                       size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
+                       std::vector<std::string> hostNames, int socketFamily, double connectTimeout) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -72,6 +74,10 @@ void bindBackend(py::module_& m) {
              c.compressMinBytes = compressMinBytes;
              c.compressBlock = compressBlock;
              c.stageCpu = stageCpu;
+             c.hostOf = std::move(hostOf);
+             c.hostNames = std::move(hostNames);
+             c.socketFamily = socketFamily;
+             c.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
@@ -79,7 +85,10 @@ void bindBackend(py::module_& m) {
            py::arg("debug"), py::arg("allreduce_algo") = "", py::arg("reduce_algo") = "",
            py::arg("reduce_scatter_algo") = "", py::arg("compression") = "none",
            py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256,
-           py::arg("stage_cpu") = false, py::call_guard<py::gil_scoped_release>())
+           py::arg("stage_cpu") = false, py::arg("host_of") = std::vector<int>{},
+           py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
+           py::arg("connect_timeout") = 20.0,
+           py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })

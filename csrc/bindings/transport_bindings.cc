@@ -15,6 +15,7 @@
 #include "algorithms/tuner.h"
 #include "bindings/names.h"
 #include "kernels/cpu/emulated_codec_device.h"
+#include "transport/tcp/address.h"
 #include "transport/transport.h"
 
 namespace py = pybind11;
@@ -38,6 +39,10 @@ class PyStore : public zcoll::Store {
     std::string s = obj_.attr("get")(key).cast<std::string>();
     return {s.begin(), s.end()};
   }
+  bool check(const std::string& key) override {
+    py::gil_scoped_acquire gil;
+    return obj_.attr("check")(std::vector<std::string>{key}).cast<bool>();
+  }
 
  private:
   py::object obj_;
@@ -51,13 +56,17 @@ zcoll::Deadline deadlineIn(double seconds) {
 class PyTransport {
  public:
   PyTransport(const std::string& kind, py::object store, const std::string& prefix, int rank, int size,
-              double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes)
+              double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes,
+              std::vector<int> hostOf, int socketFamily, double connectTimeout)
       : store_(std::make_unique<PyStore>(std::move(store))) {
     zcoll::TransportOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
     options.socketIfname = std::move(socketIfname);
+    options.socketFamily = socketFamily;
     options.storeHost = std::move(storeHost);
     options.shmRingBytes = shmRingBytes;
+    options.hostOf = std::move(hostOf);
+    options.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
     py::gil_scoped_release release;
     transport_ = zcoll::makeTransport(kind, *store_, prefix, rank, size, options);
   }
@@ -295,10 +304,12 @@ void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<si
 void bindTransport(py::module_& m) {
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
-                    std::string, size_t>(),
+                    std::string, size_t, std::vector<int>, int, double>(),
            py::arg("kind"), py::arg("store"), py::arg("prefix"), py::arg("rank"), py::arg("size"),
            py::arg("timeout") = 30.0, py::arg("socket_ifname") = "", py::arg("store_host") = "",
-           py::arg("shm_ring_bytes") = size_t{4} << 20)
+           py::arg("shm_ring_bytes") = size_t{4} << 20, py::arg("host_of") = std::vector<int>{},
+           py::arg("socket_family") = 0, py::arg("connect_timeout") = 20.0,
+           "kind: shm, tcp or auto (a transport per peer by host_of, each rank's host index).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })
@@ -336,6 +347,22 @@ void bindTransport(py::module_& m) {
       .def("reduce", &reducePy, py::arg("data"), py::arg("root"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce to root in place (other ranks' arrays become scratch).");
+  m.def("interfaces", [] {
+    std::vector<py::tuple> out;
+    for (const auto& i : zcoll::tcp::interfaces()) out.push_back(py::make_tuple(i.name, i.address, i.loopback));
+    return out;
+  }, "This host's interface addresses that are up: [(name, address, loopback)].");
+  m.def("choose_address", [](const std::vector<std::tuple<std::string, std::string, bool>>& ifs,
+                             const std::string& socketIfname, const std::string& route, bool remotePeers,
+                             int family) {
+    std::vector<zcoll::tcp::Interface> list;
+    for (const auto& [name, address, loopback] : ifs)
+      list.push_back({name, address, address.find(':') != std::string::npos ? AF_INET6 : AF_INET, loopback});
+    const auto c = zcoll::tcp::chooseAddress(list, socketIfname, route, remotePeers, family, "");
+    return py::make_tuple(c.address, c.reason);
+  }, py::arg("interfaces"), py::arg("socket_ifname") = "", py::arg("route") = "", py::arg("remote_peers") = true,
+        py::arg("family") = 0,
+        "The address the tcp transport advertises (docs/multi-host.md), from a list like interfaces()'s.");
   m.def("tune", [](const std::string& collective, size_t bytes, int ranks, const std::string& transport) {
     for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
       if (collective == zcoll::collectiveName(c)) {

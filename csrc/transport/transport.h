@@ -29,6 +29,8 @@ class Store {
   virtual void set(const std::string& key, const std::vector<uint8_t>& value) = 0;
   // Blocks until `key` exists; throws on the store's own timeout.
   virtual std::vector<uint8_t> get(const std::string& key) = 0;
+  // Whether `key` exists, without waiting.
+  virtual bool check(const std::string& key) = 0;
 };
 
 using RequestId = uint64_t;
@@ -72,13 +74,26 @@ class Transport {
 // (nothing below csrc/backend reads the environment).
 struct TransportOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};  // bounds the bootstrap
-  std::string socketIfname;          // tcp: advertise this interface's IPv4 address
+  std::string socketIfname;          // tcp: ZCOLL_SOCKET_IFNAME (NCCL_SOCKET_IFNAME's syntax)
+  int socketFamily = 0;              // tcp: AF_INET or AF_INET6 first (ZCOLL_SOCKET_FAMILY); 0: the store host's
   std::string storeHost;             // tcp: else advertise the local address that routes here
+  // tcp: how long a peer's published address may leave connections unanswered (a firewall that
+  // drops them) before that is an error naming it (ZCOLL_CONNECT_TIMEOUT).
+  std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};
   size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer
+  // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
+  // unknown (transport tests), when every peer may be on another host.
+  std::vector<int> hostOf;
+  std::vector<std::string> hostNames;
+  // Under the "auto" transport: tcp connects only to peers on other hosts (shm carries the
+  // rest), and shm, which spans one host's ranks, names them by their group ranks.
+  bool remoteOnly = false;
+  std::vector<int> groupRanks;
 };
 
-// Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host) and "tcp" (any host).
-// `prefix` namespaces the store keys (one transport per group and creation).
+// Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host), "tcp" (any host) and "auto":
+// per peer, shm to ranks on the same host and tcp to the others (transport/router.h), by
+// options.hostOf. `prefix` namespaces the store keys (one transport per group and creation).
 std::unique_ptr<Transport> makeTransport(const std::string& kind, Store& store, const std::string& prefix,
                                          int rank, int size, const TransportOptions& options);
 

@@ -10,13 +10,25 @@ from . import _C
 from .config import Options, host_identity, parse_algo
 
 
-def _pick_transport(store, rank: int, size: int, requested: str) -> str:
-    """auto: shm when every rank reports the same host identity, else tcp."""
-    if requested != "auto":
-        return requested
+def _topology(store, rank: int, size: int) -> tuple[list[int], list[str]]:
+    """Every rank's host (numbered in order of each host's lowest rank) and the hosts' names,
+    from each rank's host identity (zcoll.config.host_identity) through the store."""
     store.set(f"zcoll/host/{rank}", host_identity())
-    hosts = {store.get(f"zcoll/host/{r}").decode() for r in range(size)}
-    return "shm" if len(hosts) == 1 else "tcp"
+    identities = [store.get(f"zcoll/host/{r}").decode() for r in range(size)]
+    hosts: dict[str, int] = {}
+    host_of = [hosts.setdefault(identity, len(hosts)) for identity in identities]
+    return host_of, [identity.split("/")[0] for identity in hosts]
+
+
+def _store_host(store) -> str:
+    """The host of the TCPStore behind `store` (torch wraps it in PrefixStores), else MASTER_ADDR
+    (file:// and other stores have no host): the tcp transport advertises the local address
+    that routes there (docs/multi-host.md)."""
+    while isinstance(store, dist.PrefixStore):
+        store = store.underlying_store
+    if isinstance(store, dist.TCPStore):
+        return store.host
+    return os.environ.get("MASTER_ADDR", "")
 
 
 def _create_backend(dist_opts, pg_options):
@@ -24,21 +36,22 @@ def _create_backend(dist_opts, pg_options):
         raise TypeError(f"zcoll pg_options must be zcoll.Options, got {type(pg_options).__name__}")
     opts = (pg_options or Options()).resolved()
     store, rank, size = dist_opts.store, dist_opts.group_rank, dist_opts.group_size
-    transport = _pick_transport(store, rank, size, opts.transport)
+    host_of, host_names = _topology(store, rank, size)
     algos = parse_algo(opts.algo)
     if opts.debug and rank == 0:
-        print(f"zcoll INFO: transport {transport} (requested {opts.transport}), "
-              f"algorithms {algos or 'by the tuner'}, "
+        print(f"zcoll INFO: transport {opts.transport}, algorithms {algos or 'by the tuner'}, "
               f"chunk {opts.chunk_bytes or 'by the tuner'} bytes, compression {opts.compression}, "
               f"group of {size}", file=sys.stderr, flush=True)
     return _C.ProcessGroupZcoll(
-        store, rank, size, dist_opts.timeout, transport, opts.chunk_bytes, opts.shm_ring_bytes,
-        opts.socket_ifname, os.environ.get("MASTER_ADDR", ""), opts.debug,
+        store, rank, size, dist_opts.timeout, opts.transport, opts.chunk_bytes, opts.shm_ring_bytes,
+        opts.socket_ifname, _store_host(store), opts.debug,
         algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""),
         opts.compression, opts.compress_min_bytes, opts.compress_block,
         # Test-only: CPU tensors take the CUDA tensors' path (host staging, codecs on an
         # emulated device), so machines without a GPU test it (docs/architecture.md).
-        os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1")
+        os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
+        host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
+        connect_timeout=opts.connect_timeout)
 
 
 def register() -> None:

@@ -9,6 +9,7 @@ import socket
 from dataclasses import dataclass, field, fields
 
 TRANSPORTS = ("auto", "shm", "tcp")
+SOCKET_FAMILIES = {"": 0, "af_inet": socket.AF_INET, "af_inet6": socket.AF_INET6}
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
@@ -67,7 +68,7 @@ class Options:
     """Configuration of one zcoll process group (pass as ``pg_options``); None = env/default."""
 
     transport: str | None = field(default=None, metadata={"env": "ZCOLL_TRANSPORT",
-        "help": "auto (shm when all ranks share a host, else tcp), shm or tcp"})
+        "help": "auto (per peer: shm to ranks on the same host, tcp to other hosts), shm or tcp (for all peers)"})
     algo: str | None = field(default=None, metadata={"env": "ZCOLL_ALGO",
         "help": "force algorithms: 'ring' or 'allreduce:tree,reduce:oneshot,reduce_scatter:twoshot' "
                 "(unnamed collectives: the tuner)"})
@@ -82,7 +83,13 @@ class Options:
     shm_ring_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_RING_BYTES",
         "help": "bytes of each directed pair's shared-memory ring"})
     socket_ifname: str | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_IFNAME",
-        "help": "tcp: advertise this interface's address"})
+        "help": "tcp: advertise an address of these interfaces (NCCL_SOCKET_IFNAME's syntax: 'eth0', "
+                "'eth,ib' prefixes, '=eth0' exact, '^docker,lo' excluded)"})
+    socket_family: int | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_FAMILY",
+        "help": "tcp: AF_INET or AF_INET6 addresses first (default: the store host's family, else IPv4)"})
+    connect_timeout: float | None = field(default=None, metadata={"env": "ZCOLL_CONNECT_TIMEOUT",
+        "help": "tcp: seconds a peer's address may leave connections unanswered before that is an error "
+                "naming it (a refused or unroutable address fails within 2 s)"})
     debug: bool | None = field(default=None, metadata={"env": "ZCOLL_DEBUG",
         "help": "INFO: log transport and algorithm choices"})
 
@@ -123,13 +130,33 @@ class Options:
             raise ValueError(f"shm_ring_bytes must be positive, got {out.shm_ring_bytes}")
         if out.socket_ifname is None:
             out.socket_ifname = os.environ.get("ZCOLL_SOCKET_IFNAME", "")
+        if out.socket_family is None:
+            name = os.environ.get("ZCOLL_SOCKET_FAMILY", "").strip().lower()
+            if name not in SOCKET_FAMILIES:
+                raise ValueError(f"ZCOLL_SOCKET_FAMILY={name!r}: expected AF_INET or AF_INET6")
+            out.socket_family = SOCKET_FAMILIES[name]
+        elif out.socket_family not in SOCKET_FAMILIES.values():
+            raise ValueError(f"socket_family={out.socket_family!r}: expected socket.AF_INET or socket.AF_INET6")
+        if out.connect_timeout is None:
+            raw = os.environ.get("ZCOLL_CONNECT_TIMEOUT", "")
+            try:
+                out.connect_timeout = float(raw) if raw else 20.0
+            except ValueError:
+                raise ValueError(f"ZCOLL_CONNECT_TIMEOUT={raw!r} is not a number of seconds") from None
+        if not out.connect_timeout > 0:
+            raise ValueError(f"connect_timeout must be a positive number of seconds, got {out.connect_timeout}")
         if out.debug is None:
             out.debug = os.environ.get("ZCOLL_DEBUG", "").upper() in ("INFO", "1", "TRUE")
         return out
 
 
 def host_identity() -> str:
-    """Ranks with the same identity share memory: hostname plus the kernel's boot id."""
+    """Ranks with the same identity share memory: hostname plus the kernel's boot id, or
+    ZCOLL_HOSTID where set (like NCCL_HOSTID: containers on one machine that do not share
+    /dev/shm, or one machine split into "hosts" for testing)."""
+    override = os.environ.get("ZCOLL_HOSTID", "").strip()
+    if override:
+        return override
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()

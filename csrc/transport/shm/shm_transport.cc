@@ -179,7 +179,12 @@ class ShmTransport : public Transport {
   std::string pendingSummary() const;
   void checkPendingPeersDrained();
 
+  // The group rank of local rank i, for messages: under the "auto" transport this transport
+  // spans one host's ranks of a larger group.
+  int g(int i) const { return groupRanks_.empty() ? i : groupRanks_[i]; }
+
   int rank_, size_;
+  std::vector<int> groupRanks_;
   size_t ringBytes_;
   std::chrono::microseconds spinFor_;  // kSpinFor, or 0 when the ranks outnumber the cores
   std::vector<Segment> segs_;  // segs_[r]: rank r's segment (inbound rings of r)
@@ -203,7 +208,7 @@ std::vector<uint8_t> bytesOf(const std::string& s) { return {s.begin(), s.end()}
 
 ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& opt)
-    : rank_(rank), size_(size), ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
+    : rank_(rank), size_(size), groupRanks_(opt.groupRanks), ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
@@ -211,14 +216,14 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   const std::string mine = uniqueName(rank);
   const size_t total = Segment::totalBytes(size, ringBytes_);
   const int fd = shm_open(mine.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-  ZCOLL_CHECK(fd >= 0, "rank ", rank, " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
+  ZCOLL_CHECK(fd >= 0, "rank ", g(rank), " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
   const bool sized = ftruncate(fd, static_cast<off_t>(total)) == 0;
   void* base = sized ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
   const int err = errno;
   close(fd);
   if (base == MAP_FAILED) {
     shm_unlink(mine.c_str());
-    ZCOLL_CHECK(false, "rank ", rank, " shm: cannot map ", total, " bytes for ", mine, ": ", std::strerror(err),
+    ZCOLL_CHECK(false, "rank ", g(rank), " shm: cannot map ", total, " bytes for ", mine, ": ", std::strerror(err),
                 " (is /dev/shm large enough? lower ZCOLL_SHM_RING_BYTES)");
   }
   segs_[rank] = {base, total, ringBytes_};
@@ -247,15 +252,15 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       const auto nameBytes = store.get(key + "name/" + std::to_string(p));
       const std::string name(nameBytes.begin(), nameBytes.end());
       const int pfd = shm_open(name.c_str(), O_RDWR, 0600);
-      ZCOLL_CHECK(pfd >= 0, "rank ", rank, " shm: cannot open rank ", p, "'s segment ", name, ": ",
+      ZCOLL_CHECK(pfd >= 0, "rank ", g(rank), " shm: cannot open rank ", g(p), "'s segment ", name, ": ",
                   std::strerror(errno), " (are all ranks on one host? else use ZCOLL_TRANSPORT=tcp)");
       void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, pfd, 0);
       close(pfd);
-      ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", rank, " shm: cannot map rank ", p, "'s segment: ", std::strerror(errno));
+      ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", g(rank), " shm: cannot map rank ", g(p), "'s segment: ", std::strerror(errno));
       segs_[p] = {pbase, total, ringBytes_};
       const SegmentHeader& h = *segs_[p].header();
       ZCOLL_CHECK(h.magic == kSegmentMagic && h.ringBytes == ringBytes_ && h.size == static_cast<uint64_t>(size),
-                  "rank ", rank, " shm: rank ", p, "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
+                  "rank ", g(rank), " shm: rank ", g(p), "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
                   ringBytes_, ", group size ", h.size, " vs ", size, ")");
     }
     // 3. Everyone mapped everything: unlink our name so nothing outlives the processes.
@@ -276,7 +281,7 @@ ShmTransport::~ShmTransport() {
 }
 
 void ShmTransport::checkPeer(int peer) const {
-  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " shm: peer ", peer, " is not in a group of ", size_);
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", g(rank_), " shm: peer ", peer, " is not in a group of ", size_);
 }
 
 RequestId ShmTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
@@ -369,9 +374,9 @@ bool ShmTransport::progressRecv(int peer) {
       if (avail < kHeaderBytes) break;
       MessageHeader h;
       ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
-      ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", rank_, " shm: corrupt message header from rank ", peer);
+      ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", g(rank_), " shm: corrupt message header from rank ", g(peer));
       if (h.tag != r.tag || h.bytes != r.bytes)
-        throw Error(mismatchMessage("shm", rank_, peer, r.tag, r.bytes, h.tag, h.bytes));
+        throw Error(mismatchMessage("shm", g(rank_), g(peer), r.tag, r.bytes, h.tag, h.bytes));
       tail += sizeof h;
       r.done = sizeof h;
       moved = true;
@@ -430,10 +435,10 @@ void ShmTransport::sleepUntilRung(Deadline deadline) {
 
 void ShmTransport::checkPeerAlive(int peer) const {
   const SegmentHeader* h = segs_[peer].header();
-  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", rank_, " shm: rank ", peer,
+  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer),
               " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
   const auto pid = static_cast<pid_t>(h->pid);
-  ZCOLL_CHECK(!(kill(pid, 0) != 0 && errno == ESRCH), "rank ", rank_, " shm: rank ", peer, " (pid ", pid,
+  ZCOLL_CHECK(!(kill(pid, 0) != 0 && errno == ESRCH), "rank ", g(rank_), " shm: rank ", g(peer), " (pid ", pid,
               ") has exited; ", pendingSummary());
 }
 
@@ -441,9 +446,9 @@ std::string ShmTransport::pendingSummary() const {
   std::string s = "pending:";
   for (int p = 0; p < size_; ++p) {
     for (const auto& r : sendq_[p])
-      s += " send " + std::to_string(r.bytes) + " B to rank " + std::to_string(p) + ";";
+      s += " send " + std::to_string(r.bytes) + " B to rank " + std::to_string(g(p)) + ";";
     for (const auto& r : recvq_[p])
-      s += " recv " + std::to_string(r.bytes) + " B from rank " + std::to_string(p) + ";";
+      s += " recv " + std::to_string(r.bytes) + " B from rank " + std::to_string(g(p)) + ";";
   }
   return s;
 }
@@ -451,7 +456,7 @@ std::string ShmTransport::pendingSummary() const {
 void ShmTransport::wait(RequestId req, Deadline deadline) {
   auto it = owner_.find(req);
   if (it == owner_.end()) {
-    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " shm: wait on unknown request ", req);
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", g(rank_), " shm: wait on unknown request ", req);
     return;  // already complete
   }
   const int peer = it->second;
@@ -460,7 +465,7 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
   while (true) {
     if (aborted_.load(std::memory_order_acquire)) {
       std::lock_guard<std::mutex> lock(abortMutex_);
-      ZCOLL_CHECK(false, "rank ", rank_, " shm: aborted: ", abortReason_);
+      ZCOLL_CHECK(false, "rank ", g(rank_), " shm: aborted: ", abortReason_);
     }
     bool moved = false;
     for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);
@@ -474,7 +479,7 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
     if (idle == 1) idleSince = now;
     if (now - idleSince < spinFor_) continue;
     if (now >= deadline)
-      throw TimeoutError("rank " + std::to_string(rank_) + " shm: timed out waiting on rank " + std::to_string(peer) +
+      throw TimeoutError("rank " + std::to_string(g(rank_)) + " shm: timed out waiting on rank " + std::to_string(g(peer)) +
                          "; " + pendingSummary());
     if (now >= nextLivenessCheck) {
       checkPendingPeersDrained();
@@ -491,12 +496,12 @@ void ShmTransport::wait(RequestId req, Deadline deadline) {
 
 bool ShmTransport::test(RequestId req) {
   if (!owner_.count(req)) {
-    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", rank_, " shm: test of unknown request ", req);
+    ZCOLL_CHECK(req > 0 && req < nextId_, "rank ", g(rank_), " shm: test of unknown request ", req);
     return true;  // already complete
   }
   if (aborted_.load(std::memory_order_acquire)) {
     std::lock_guard<std::mutex> lock(abortMutex_);
-    ZCOLL_CHECK(false, "rank ", rank_, " shm: aborted: ", abortReason_);
+    ZCOLL_CHECK(false, "rank ", g(rank_), " shm: aborted: ", abortReason_);
   }
   bool moved = false;
   for (int p = 0; p < size_; ++p) moved |= progressSend(p) | progressRecv(p);

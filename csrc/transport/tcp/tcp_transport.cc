@@ -31,10 +31,12 @@
 #include <iomanip>
 #include <mutex>
 #include <sstream>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
 #include "transport/tcp/socket.h"
+#include "transport/topology.h"
 
 namespace zcoll {
 namespace {
@@ -42,6 +44,7 @@ namespace {
 constexpr uint64_t kHelloMagic = 0x7a636f6c6c746370ULL;  // "zcolltcp"
 constexpr uint64_t kFrameMagic = 0x7a63746672616d65ULL;  // "zctframe"
 constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (2 per frame)
+
 
 struct Hello {
   uint64_t magic;
@@ -98,6 +101,8 @@ class TcpTransport : public Transport {
   TcpTransport(Store& store, const std::string& prefix, int rank, int size, const TransportOptions& options);
 
   const char* name() const override { return "tcp"; }
+  // The address this rank advertised, and why it was chosen (ZCOLL_DEBUG).
+  const std::string& advertised() const { return advertised_; }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override;
@@ -109,6 +114,9 @@ class TcpTransport : public Transport {
 
  private:
   void connectMesh(Store& store, const std::string& prefix, Deadline deadline, const TransportOptions& options);
+  std::string who(int rank) const;
+  bool connects(int peer) const;  // a connection to `peer` exists (or is to be made)
+  void checkConnected(int peer, const char* op) const;
   void checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const;
   RequestId enqueue(int peer, std::deque<Request>& q, uint64_t tag, char* data, size_t bytes);
   void progressAll();
@@ -127,6 +135,9 @@ class TcpTransport : public Transport {
 
   const int rank_, size_;
   const uint64_t group_;
+  const Topology topology_;
+  const bool remoteOnly_;
+  std::string advertised_;
   std::vector<Peer> peers_;
   std::unordered_map<RequestId, int> pending_;  // queued request -> peer
   RequestId nextId_ = 1;
@@ -142,49 +153,101 @@ class TcpTransport : public Transport {
 
 TcpTransport::TcpTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& options)
-    : rank_(rank), size_(size), group_(fnv1a(prefix)), peers_(size) {
+    : rank_(rank), size_(size), group_(fnv1a(prefix)), topology_(size, options.hostOf, options.hostNames),
+      remoteOnly_(options.remoteOnly), peers_(size) {
   wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   ZCOLL_CHECK(wakeFd_, "rank ", rank, " tcp: eventfd failed: ", tcp::errnoText(errno));
   if (size > 1) connectMesh(store, prefix, Clock::now() + options.timeout, options);
 }
 
+// "rank 3 (host-b)": a rank and, when known, its host, for messages.
+std::string TcpTransport::who(int rank) const {
+  return "rank " + std::to_string(rank) + (topology_.hosts() > 1 ? " (" + topology_.hostName(topology_.hostOf(rank)) + ")" : "");
+}
+
+bool TcpTransport::connects(int peer) const { return peer != rank_ && (!remoteOnly_ || !topology_.sameHost(rank_, peer)); }
+
 // Nobody waits on anybody while dialing: a lower rank publishes its address only once it
 // listens, so the kernel completes our connection before the peer calls accept and our hello
 // waits in its buffer. Replies are read only after we have accepted all higher ranks.
+//
+// A rank that fails (an address that leads nowhere, a peer that does not speak zcoll) publishes
+// why under <prefix>/tcp/failed before it throws; the others check that key at least every
+// 100 ms wherever they wait, and fail with its text: every rank learns the cause in moments.
 void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline deadline,
                                const TransportOptions& options) {
-  const std::string ctx = "rank " + std::to_string(rank_) + " tcp: ";
-  const std::string host = tcp::advertisedAddress(options, ctx);
-  int port = 0;
-  const tcp::Fd listener = tcp::listenOn(host, port, ctx);
-  const std::string me = tcp::Endpoint{host, port}.str();
-  const auto key = [&](int r) { return prefix + "/tcp/addr/" + std::to_string(r); };
-  store.set(key(rank_), std::vector<uint8_t>(me.begin(), me.end()));
+  const std::string ctx = who(rank_) + " tcp: ";
+  const std::string failKey = prefix + "/tcp/failed";
+  bool reported = false;  // the failure came from another rank: not ours to publish
+  const tcp::Interrupt interrupt = [&] {
+    if (!store.check(failKey)) return;
+    const auto why = store.get(failKey);
+    reported = true;
+    throw NetworkError(ctx + "giving up: " + std::string(why.begin(), why.end()));
+  };
+  try {
+    bool remotePeers = options.hostOf.empty();  // unknown: any peer may be elsewhere
+    for (int p = 0; p < size_; ++p) remotePeers = remotePeers || !topology_.sameHost(rank_, p);
+    const std::string route = tcp::routeAddressTo(options.storeHost);
+    const int family = options.socketFamily ? options.socketFamily
+                       : route.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+    const tcp::AddressChoice choice = tcp::chooseAddress(tcp::interfaces(), options.socketIfname, route,
+                                                         remotePeers && !options.hostOf.empty(), family, ctx);
+    advertised_ = choice.address + " (" + choice.reason + ")";
+    int port = 0;
+    const tcp::Fd listener = tcp::listenOn(choice.address, port, ctx);
+    const std::string me = tcp::Endpoint{choice.address, port}.str();
+    const auto key = [&](int r) { return prefix + "/tcp/addr/" + std::to_string(r); };
+    store.set(key(rank_), std::vector<uint8_t>(me.begin(), me.end()));
 
-  std::vector<std::string> dialCtx(rank_);
-  for (int p = 0; p < rank_; ++p) {
-    const auto value = store.get(key(p));
-    const tcp::Endpoint to = tcp::Endpoint::parse(std::string(value.begin(), value.end()), ctx);
-    dialCtx[p] = ctx + "connecting to rank " + std::to_string(p) + " at " + to.str() + ": ";
-    peers_[p].fd = tcp::connectTo(to, deadline, dialCtx[p]);
-    const Hello h{kHelloMagic, group_, rank_, p, size_, 0};
-    tcp::sendAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p]);
-  }
-  for (int got = 0; got < size_ - 1 - rank_; ++got) {  // higher ranks arrive in any order
-    const std::string actx = ctx + "accepting higher ranks on " + me + " (" + std::to_string(got) + " of " +
-                             std::to_string(size_ - 1 - rank_) + " connected): ";
-    tcp::Fd fd = tcp::acceptBy(listener.get(), deadline, actx);
-    Hello h{};
-    tcp::recvAllBy(fd.get(), &h, sizeof h, deadline, actx);
-    checkHello(h, -1, rank_, actx);
-    const Hello reply{kHelloMagic, group_, rank_, h.from, size_, 0};
-    tcp::sendAllBy(fd.get(), &reply, sizeof reply, deadline, actx);
-    peers_[h.from].fd = std::move(fd);
-  }
-  for (int p = 0; p < rank_; ++p) {  // the reply proves we reached rank p of this group
-    Hello h{};
-    tcp::recvAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p]);
-    checkHello(h, p, rank_, dialCtx[p]);
+    // Waiting for a peer to publish is waiting for it to start: the group timeout bounds it. An
+    // address that does not answer is reported after options.connectTimeout (ZCOLL_CONNECT_TIMEOUT).
+    const Deadline giveUp = std::min(deadline, Clock::now() + options.connectTimeout);
+    std::vector<std::string> dialCtx(rank_);
+    for (int p = 0; p < rank_; ++p) {
+      if (!connects(p)) continue;
+      while (!store.check(key(p))) {
+        interrupt();
+        if (Clock::now() >= deadline)
+          throw TimeoutError(ctx + "timed out waiting for " + who(p) + " to publish its address (has it started?)");
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      const auto value = store.get(key(p));
+      const tcp::Endpoint to = tcp::Endpoint::parse(std::string(value.begin(), value.end()), ctx);
+      dialCtx[p] = ctx + "connecting to " + who(p) + " at " + to.str() + ": ";
+      const std::string hint = who(p) + " advertised " + to.str() + "; if that is not an address of its host that " +
+                               who(rank_) + "'s host can reach, set ZCOLL_SOCKET_IFNAME on " + who(p) +
+                               "'s host to an interface this host can reach, and check that no firewall blocks "
+                               "the port (docs/multi-host.md)";
+      peers_[p].fd = tcp::connectTo(to, giveUp, dialCtx[p], hint, interrupt);
+      const Hello h{kHelloMagic, group_, rank_, p, size_, 0};
+      tcp::sendAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p], interrupt);
+    }
+    int higher = 0;
+    for (int p = rank_ + 1; p < size_; ++p) higher += connects(p);
+    for (int got = 0; got < higher; ++got) {  // higher ranks arrive in any order
+      const std::string actx = ctx + "accepting higher ranks on " + me + " (" + std::to_string(got) + " of " +
+                               std::to_string(higher) + " connected): ";
+      tcp::Fd fd = tcp::acceptBy(listener.get(), deadline, actx, interrupt);
+      Hello h{};
+      tcp::recvAllBy(fd.get(), &h, sizeof h, deadline, actx, interrupt);
+      checkHello(h, -1, rank_, actx);
+      const Hello reply{kHelloMagic, group_, rank_, h.from, size_, 0};
+      tcp::sendAllBy(fd.get(), &reply, sizeof reply, deadline, actx, interrupt);
+      peers_[h.from].fd = std::move(fd);
+    }
+    for (int p = 0; p < rank_; ++p) {  // the reply proves we reached rank p of this group
+      if (!connects(p)) continue;
+      Hello h{};
+      tcp::recvAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p], interrupt);
+      checkHello(h, p, rank_, dialCtx[p]);
+    }
+  } catch (const Error& e) {
+    if (!reported) {
+      const std::string why = e.what();
+      store.set(failKey, std::vector<uint8_t>(why.begin(), why.end()));
+    }
+    throw;
   }
 }
 
@@ -197,8 +260,8 @@ void TcpTransport::checkHello(const Hello& h, int expectFrom, int expectTo, cons
   if (expectFrom >= 0) {
     ZCOLL_CHECK_AS(NetworkError, h.from == expectFrom, ctx, "reached rank ", h.from, " instead (stale address in the store?)");
   } else {
-    ZCOLL_CHECK_AS(NetworkError, h.from > rank_ && h.from < size_ && !peers_[h.from].fd, ctx, "unexpected hello from rank ", h.from,
-                " (only higher ranks dial, once each)");
+    ZCOLL_CHECK_AS(NetworkError, h.from > rank_ && h.from < size_ && connects(h.from) && !peers_[h.from].fd, ctx,
+                   "unexpected hello from rank ", h.from, " (only higher ranks on other hosts dial, once each)");
   }
 }
 
@@ -209,18 +272,24 @@ RequestId TcpTransport::enqueue(int peer, std::deque<Request>& q, uint64_t tag, 
   return id;
 }
 
+void TcpTransport::checkConnected(int peer, const char* op) const {
+  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: ", op, " rank ", peer, ", not in a group of ", size_);
+  ZCOLL_CHECK(peer == rank_ || connects(peer), "rank ", rank_, " tcp: ", op, " rank ", peer,
+              ", which is on this host: shared memory carries that (no tcp connection)");
+}
+
 RequestId TcpTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
-  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: send to rank ", peer, ", not in a group of ", size_);
+  checkConnected(peer, "send to");
   return enqueue(peer, peers_[peer].sends, tag, const_cast<char*>(static_cast<const char*>(data)), bytes);
 }
 
 RequestId TcpTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
-  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: recv from rank ", peer, ", not in a group of ", size_);
+  checkConnected(peer, "recv from");
   return enqueue(peer, peers_[peer].recvs, tag, static_cast<char*>(data), bytes);
 }
 
 RequestId TcpTransport::irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) {
-  ZCOLL_CHECK(peer >= 0 && peer < size_, "rank ", rank_, " tcp: recv from rank ", peer, ", not in a group of ", size_);
+  checkConnected(peer, "recv from");
   const RequestId id = enqueue(peer, peers_[peer].recvs, tag, nullptr, bytes);
   Request& r = peers_[peer].recvs.back();  // deque: stays where it is while others are queued
   r.staging.reset(new char[bytes]);  // not value-initialised: no pass over memory about to be overwritten

@@ -1,0 +1,19 @@
+// The "auto" transport (docs/multi-host.md): one Transport facade over a transport per peer,
+// shared memory to the ranks on this host and tcp to the ranks on other hosts, so every schedule
+// runs unchanged on any topology. Another network transport (UCX) slots in beside tcp.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "transport/topology.h"
+#include "transport/transport.h"
+
+namespace zcoll {
+
+// A transport per peer by options.hostOf: ranks on one host only -> shm; one rank per host -> tcp;
+// else the router. `name()` says which ("shm+tcp" for the router).
+std::unique_ptr<Transport> makeAutoTransport(Store& store, const std::string& prefix, int rank, int size,
+                                             const TransportOptions& options);
+
+}  // namespace zcoll
