@@ -82,7 +82,7 @@ def test_options_validate_compression(monkeypatch):
         Options(compression="int2").resolved()
     with pytest.raises(ValueError, match="compress_block must be a multiple of 16"):
         Options(compression="int8", compress_block=20).resolved()
-    with pytest.raises(ValueError, match="a compressed all-reduce runs ring or twoshot"):
+    with pytest.raises(ValueError, match="a compressed all-reduce runs ring, twoshot or hierarchical"):
         Options(compression="int8", algo="tree").resolved()
     monkeypatch.setenv("ZCOLL_COMPRESS", "INT4")
     monkeypatch.setenv("ZCOLL_COMPRESS_MIN_BYTES", "0")

@@ -178,7 +178,7 @@ BAD_FLAGS = [
     (["-n", "0"], "-n/--iters must be >= 1"),
     (["--compress", "int3"], "unknown codec 'int3'"),
     (["--compress", "int8", "--backend", "gloo"], "--compress applies to zcoll"),
-    (["--algo", "allreduce:tree", "--compress", "int8"], "compressed all-reduce runs ring or twoshot"),
+    (["--algo", "allreduce:tree", "--compress", "int8"], "compressed all-reduce runs ring, twoshot or hierarchical"),
     (["-b", "1", "-e", "1G", "-i", "1K"], "raise -i or use -f"),
 ]
 

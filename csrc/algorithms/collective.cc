@@ -13,12 +13,14 @@ const char* algorithmName(Algorithm a) {
     case Algorithm::kTree: return "tree";
     case Algorithm::kOneShot: return "oneshot";
     case Algorithm::kTwoShot: return "twoshot";
+    case Algorithm::kHierarchical: return "hierarchical";
   }
   return "?";
 }
 
 bool parseAlgorithm(const std::string& name, Algorithm* out) {
-  for (Algorithm a : {Algorithm::kRing, Algorithm::kTree, Algorithm::kOneShot, Algorithm::kTwoShot})
+  for (Algorithm a : {Algorithm::kRing, Algorithm::kTree, Algorithm::kOneShot, Algorithm::kTwoShot,
+                      Algorithm::kHierarchical})
     if (name == algorithmName(a)) {
       *out = a;
       return true;
@@ -58,6 +60,8 @@ void allReduce(Transport& t, void* data, size_t count, const CollectiveArgs& a, 
       }
       return;
     }
+    case Algorithm::kHierarchical:
+      ZCOLL_CHECK(false, "the hierarchical all-reduce needs the group's topology (hierarchicalAllReduce)");
   }
 }
 

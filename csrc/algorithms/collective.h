@@ -17,10 +17,11 @@
 
 namespace zcoll {
 
-enum class Algorithm { kRing, kTree, kOneShot, kTwoShot };
+// kHierarchical: the two-level schedules of algorithms/hierarchical.h (ranks on several hosts).
+enum class Algorithm { kRing, kTree, kOneShot, kTwoShot, kHierarchical };
 
 const char* algorithmName(Algorithm a);
-// "ring", "tree", "oneshot", "twoshot"; false for anything else.
+// "ring", "tree", "oneshot", "twoshot", "hierarchical"; false for anything else.
 bool parseAlgorithm(const std::string& name, Algorithm* out);
 
 // Scratch memory a caller lends to schedules: grows to the largest request and is reused, so a
@@ -43,13 +44,19 @@ struct CollectiveArgs {
   size_t chunkBytes = 1u << 19;
   Deadline deadline = Deadline::max();
   Workspace* workspace = nullptr;  // null: schedules allocate their own scratch
+  // AVG divides by this many ranks; 0: the transport's size. A hierarchical schedule's stage
+  // over some of the ranks divides by the whole group's (arithmetic.md §4).
+  int avgRanks = 0;
+
+  // The divisor AVG applies over a transport of p ranks (0 for every other op).
+  int64_t avgDivisor(int p) const { return op == RedOp::kAvg ? (avgRanks ? avgRanks : p) : 0; }
 
   // The tag of message `chunk` of `step` (transport/tag.h): op and dtype go in, so ranks that
   // disagree on them fail on the first message.
   uint64_t tag(uint32_t step, uint32_t chunk) const;
 };
 
-// In-place all-reduce of `count` elements at `data` with the given algorithm.
+// In-place all-reduce of `count` elements at `data` with the given (flat) algorithm.
 void allReduce(Transport& t, void* data, size_t count, const CollectiveArgs& a, Algorithm algo);
 
 // Reduce-scatter over caller-given segments (segment r ends at rank r; kRing or kTwoShot):

@@ -30,7 +30,7 @@ struct Wire {
     p.codec = c.codec;
     p.block = c.block;
     p.key = kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
-    p.base = begin;
+    p.base = c.elementBase + begin;
     return p;
   }
   // E_{rank,stage}(x[begin, begin+n)) into out; `begin` is the global index (the hash's).
@@ -145,11 +145,10 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
     });
     schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
       t.wait(recvs[c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
-      const bool average = owner && a.op == RedOp::kAvg;
-      w.decodeAddEncode(recvBuf.data() + w.offset(off), x, recv.begin + off, m, average ? static_cast<float>(p) : 0.0f,
-                        r, owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-                        out ? out + w.offset(off) : nullptr, average ? static_cast<float>(p) : 1.0f,
-                        tile.data());
+      const float divisor = owner ? static_cast<float>(a.avgDivisor(p)) : 0.0f;  // AVG divides at the owner
+      w.decodeAddEncode(recvBuf.data() + w.offset(off), x, recv.begin + off, m, divisor, r,
+                        owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
+                        out ? out + w.offset(off) : nullptr, divisor != 0.0f ? divisor : 1.0f, tile.data());
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
     std::swap(sendBuf, nextBuf);
@@ -181,7 +180,7 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
   std::vector<float> acc(tileElems), decoded(tileElems);
   const size_t own = wireOffset(segs, w, r);
   std::vector<uint8_t> gathered(w.bytes(mine.size()));
-  const bool average = a.op == RedOp::kAvg;
+  const float divisor = static_cast<float>(a.avgDivisor(p));  // 0: not AVG
   schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
     for (int q = 0; q < p; ++q)
       if (q != r) t.wait(recvs[q][c], a.deadline);
@@ -198,14 +197,14 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
         else
           for (size_t i = 0; i < n; ++i) acc[i] = acc[i] + v[i];
       }
-      if (average)
-        for (size_t i = 0; i < n; ++i) acc[i] = acc[i] / static_cast<float>(p);
+      if (divisor != 0.0f)
+        for (size_t i = 0; i < n; ++i) acc[i] = acc[i] / divisor;
       if (!gather) {  // reduce-scatter: the owner keeps the float32 sum (x_r's tile is consumed)
         std::copy(acc.begin(), acc.begin() + n, ownTile);
         continue;
       }
       w.encodeValues(acc.data(), mine.begin + off + at, n, r, kernels::kGatherStage,
-                     gathered.data() + w.offset(off) + w.bytes(at), average ? static_cast<float>(p) : 1.0f);
+                     gathered.data() + w.offset(off) + w.bytes(at), divisor != 0.0f ? divisor : 1.0f);
     }
   });
   for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
@@ -244,15 +243,14 @@ void stagedTwoShot(Transport& t, kernels::CodecDevice& dev, float* x, const Coll
   }
   for (RequestId q : recvs) t.wait(q, a.deadline);
   // The owner's exact sum in rank order, its own part exact (decodeSumBody).
-  const bool average = a.op == RedOp::kAvg;
+  const float divisor = static_cast<float>(a.avgDivisor(p));  // 0: not AVG
   dev.copyToDevice(devParts, hostParts, partBytes * p);
-  dev.decodeSum({w.c.codec, w.c.block, devParts, partBytes, p, r, x + mine.begin, mine.size(),
-                 average ? static_cast<float>(p) : 0.0f, devSum});
+  dev.decodeSum({w.c.codec, w.c.block, devParts, partBytes, p, r, x + mine.begin, mine.size(), divisor, devSum});
   for (RequestId q : sends) t.wait(q, a.deadline);  // hostWire is about to be overwritten
   if (gather) {
     const size_t own = wireOffset(segs, w, r);
     dev.encode(w.params(r, kernels::kGatherStage, mine.begin), devSum, mine.size(), devWire + own,
-               w.residual ? w.residual + mine.begin : nullptr, average ? static_cast<float>(p) : 1.0f);
+               w.residual ? w.residual + mine.begin : nullptr, divisor != 0.0f ? divisor : 1.0f);
     dev.copyToHost(hostWire + own, devWire + own, partBytes);
     dev.synchronize();
     gatherWire(t, segs, w, hostWire, a, 1, true);

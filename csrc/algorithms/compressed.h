@@ -18,6 +18,9 @@ struct Compression {
   int block = kernels::kDefaultBlock;  // blockwise codecs
   uint64_t seed = 0;                   // with step: the stochastic-rounding stream
   uint64_t step = 0;
+  // The hash's index of the data's first element: a hierarchical schedule compresses pieces of
+  // the tensor, each with the indices it has in the whole (arithmetic.md §4, hierarchical).
+  uint64_t elementBase = 0;
 };
 
 // Partition alignment in elements: the block for int8/int4, 32 for fp16/bf16.

@@ -56,7 +56,6 @@ void reduceFromAll(Transport& t, void* data, size_t begin, size_t end, char* slo
   });
 }
 
-int64_t avgDivisor(const CollectiveArgs& a, int p) { return a.op == RedOp::kAvg ? p : 0; }
 
 }  // namespace
 
@@ -75,7 +74,7 @@ void flatReduceScatter(Transport& t, void* data, const size_t* segBegin, const s
   // Our sends read other segments than the one reduced into (so the reduction need not wait for
   // them), but we wait for them before returning.
   std::vector<RequestId> none;
-  reduceFromAll(t, data, segBegin[r], segEnd[r], slots, a, 0, avgDivisor(a, p), none);
+  reduceFromAll(t, data, segBegin[r], segEnd[r], slots, a, 0, a.avgDivisor(p), none);
   for (RequestId s : sends) t.wait(s, a.deadline);
 }
 
@@ -107,7 +106,7 @@ void oneShotAllReduce(Transport& t, void* data, size_t count, const CollectiveAr
   std::vector<char> own;
   char* slots = scratch(a, static_cast<size_t>(p) * count * item, own);
   // The reduction overwrites `data`, which the sends read: the first chunk waits for all of them.
-  reduceFromAll(t, data, 0, count, slots, a, 0, avgDivisor(a, p), sends);
+  reduceFromAll(t, data, 0, count, slots, a, 0, a.avgDivisor(p), sends);
 }
 
 void oneShotReduce(Transport& t, void* data, size_t count, int root, const CollectiveArgs& a) {
@@ -124,7 +123,7 @@ void oneShotReduce(Transport& t, void* data, size_t count, int root, const Colle
   std::vector<char> own;
   char* slots = p == 2 ? nullptr : scratch(a, static_cast<size_t>(p) * count * item, own);
   std::vector<RequestId> none;
-  reduceFromAll(t, data, 0, count, slots, a, 0, avgDivisor(a, p), none);
+  reduceFromAll(t, data, 0, count, slots, a, 0, a.avgDivisor(p), none);
 }
 
 }  // namespace zcoll::schedule

@@ -15,7 +15,7 @@ void ringReduceScatter(Transport& t, void* data, const size_t* segBegin, const s
   const size_t ce = chunkElems(a), item = itemBytes(a);
   for (int k = 0; k < p - 1; ++k) {
     const int sendSeg = mod(r - k - 1, p), recvSeg = mod(r - k - 2, p);
-    const int64_t divisor = k == p - 2 && a.op == RedOp::kAvg ? p : 0;  // we own recvSeg: AVG divides here
+    const int64_t divisor = k == p - 2 ? a.avgDivisor(p) : 0;  // we own recvSeg: AVG divides here
     std::vector<RequestId> reqs;
     forEachChunk(segBegin[sendSeg], segEnd[sendSeg], ce, [&](size_t off, size_t n, size_t c) {
       reqs.push_back(t.isend(next, a.tag(k, c), at(data, off, a), n * item));

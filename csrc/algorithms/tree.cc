@@ -73,7 +73,7 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
     const bool root = node.parent < 0;
     if (node.childCount > 0 || root)
       kernels::cpu::reduceSources(a.dtype, a.op, srcs, 1 + node.childCount, at(data, off, a), n,
-                                  root && a.op == RedOp::kAvg ? p : 0);
+                                  root ? a.avgDivisor(p) : 0);
     if (!root) sends.push_back(t.isend(node.parent, a.tag(static_cast<uint32_t>(k), c), at(data, off, a), n * item));
   });
   return sends;

@@ -1,5 +1,7 @@
 #include "algorithms/tuner.h"
 
+#include <algorithm>
+
 namespace zcoll {
 
 const char* collectiveName(Collective c) {
@@ -13,7 +15,7 @@ const char* collectiveName(Collective c) {
 
 bool supports(Collective c, Algorithm algo) {
   switch (c) {
-    case Collective::kAllReduce: return true;
+    case Collective::kAllReduce: return true;  // kHierarchical: where the group spans hosts
     case Collective::kReduce: return algo == Algorithm::kTree || algo == Algorithm::kOneShot;
     case Collective::kReduceScatter: return algo == Algorithm::kRing || algo == Algorithm::kTwoShot;
   }
@@ -60,6 +62,18 @@ TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& trans
       return {Algorithm::kRing, chunkFor(perRank)};
   }
   return {Algorithm::kRing, chunkFor(perRank)};
+}
+
+TwoLevelChoice tuneTwoLevel(Collective c, size_t bytes, const Topology& topo, int rank) {
+  size_t most = 1;
+  for (int h = 0; h < topo.hosts(); ++h) most = std::max(most, topo.ranksOn(h).size());
+  const int local = static_cast<int>(topo.ranksOn(topo.hostOf(rank)).size());
+  // Inside the host: the reduce-scatter the tuner picks over shared memory for the host's ranks
+  // (it may differ between hosts of different sizes). Between hosts: the all-reduce it picks
+  // over the network for one rank's share, the same on every rank.
+  const TunerChoice intra = tune(Collective::kReduceScatter, bytes, local, "shm");
+  const TunerChoice inter = tune(c, bytes / most, topo.hosts(), "tcp");
+  return {{intra.algorithm, inter.algorithm}, std::min(intra.chunkBytes, inter.chunkBytes)};
 }
 
 TunerChoice tuneCompressed(kernels::Codec codec, size_t bytes, int ranks) {

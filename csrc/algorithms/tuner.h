@@ -8,6 +8,7 @@
 #include <string>
 
 #include "algorithms/collective.h"
+#include "algorithms/hierarchical.h"
 #include "kernels/common/codec_math.h"
 
 namespace zcoll {
@@ -23,6 +24,13 @@ struct TunerChoice {
 
 // `bytes`: the tensor's size (reduce_scatter: the whole input); `transport`: "shm" or "tcp".
 TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& transport);
+
+// A hierarchical collective's algorithms (inside this rank's host, between hosts) and chunk.
+struct TwoLevelChoice {
+  TwoLevel algos;
+  size_t chunkBytes;
+};
+TwoLevelChoice tuneTwoLevel(Collective c, size_t bytes, const Topology& topo, int rank);
 
 // The compressed all-reduce's schedule (ring or two-shot) and chunk: two-shot where the ring's
 // error, which grows with every re-encoding hop, would be large (many ranks, or int4).

@@ -215,8 +215,10 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
     compressedAllreduceNow(buf, op, dtype, seq);
   } else {
     CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op, seq);
-    const Algorithm algo = choose(Collective::kAllReduce, buf.nbytes(), a);
-    allReduce(*transport_, buf.data_ptr(), n, a, algo);
+    TwoLevel levels;
+    const Algorithm algo = choose(Collective::kAllReduce, buf.nbytes(), a, &levels);
+    if (algo == Algorithm::kHierarchical) hierarchicalAllReduce(*transport_, topology_, buf.data_ptr(), n, a, levels);
+    else allReduce(*transport_, buf.data_ptr(), n, a, algo);
   }
   if (!buf.is_same(t)) t.copy_(buf);
 }
@@ -255,8 +257,12 @@ void ProcessGroupZcoll::compressedAllreduceNow(const at::Tensor& buf, RedOp op, 
   if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, buf.data_ptr(), data, n);
   Compression c;
   CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
-  const Algorithm algo = chooseCompressed(Collective::kAllReduce, buf.nbytes(), a);
-  compressedAllReduce(*transport_, data, n, a, c, algo, residual);
+  TwoLevel levels;
+  const Algorithm algo = chooseCompressed(Collective::kAllReduce, buf.nbytes(), a, &levels);
+  if (algo == Algorithm::kHierarchical)
+    hierarchicalCompressedAllReduce(*transport_, topology_, data, n, a, c, levels, residual);
+  else
+    compressedAllReduce(*transport_, data, n, a, c, algo, residual);
   if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, buf.data_ptr(), n);
 }
 

@@ -120,40 +120,72 @@ CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, 
   return a;
 }
 
-Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& a) {
-  const TunerChoice tuned = tune(c, bytes, getSize(), transport_->name());
+// The two-level schedules run where the group spans hosts and some host has several ranks,
+// unless ZCOLL_ALGO forces a flat algorithm; forcing "hierarchical" elsewhere gets the tuner's
+// flat choice. Only all-reduce has them so far.
+bool ProcessGroupZcoll::twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const {
+  return c == Collective::kAllReduce && topology_.twoLevel() && (!forced || forcedAlgo == Algorithm::kHierarchical);
+}
+
+Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& a, TwoLevel* levels) {
   const int i = static_cast<int>(c);
-  const Algorithm algo = hasForced_[i] ? forced_[i] : tuned.algorithm;
+  const bool forced = hasForced_[i] && forced_[i] != Algorithm::kHierarchical;
+  if (twoLevel(c, hasForced_[i], forced_[i])) {
+    const TwoLevelChoice tuned = tuneTwoLevel(c, bytes, topology_, getRank());
+    if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
+    *levels = tuned.algos;
+    logChoice(collectiveName(c), bytes, Algorithm::kHierarchical, hasForced_[i], a.chunkBytes, levels);
+    return Algorithm::kHierarchical;
+  }
+  const TunerChoice tuned = tune(c, bytes, getSize(), transport_->name());
+  const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(collectiveName(c), bytes, algo, hasForced_[i], a.chunkBytes);
+  logChoice(collectiveName(c), bytes, algo, forced, a.chunkBytes);
   return algo;
 }
 
-// A forced all-reduce / reduce-scatter algorithm applies when it is ring or two-shot (Python
-// refuses others for the all-reduce together with compression).
-Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a) {
-  const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
+// A forced all-reduce / reduce-scatter algorithm applies when it is ring, two-shot or
+// hierarchical (Python refuses others for the all-reduce together with compression). Two
+// levels: only the stage between hosts is compressed, with the schedule the tuner picks for the
+// hosts.
+Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a,
+                                              TwoLevel* levels) {
   const int i = static_cast<int>(collective);
+  const std::string what = std::string(collectiveName(collective)) + "/" + config_.compression;
+  if (levels && twoLevel(collective, hasForced_[i], forced_[i])) {
+    size_t most = 1;
+    for (int h = 0; h < topology_.hosts(); ++h) most = std::max(most, topology_.ranksOn(h).size());
+    const TunerChoice inter = tuneCompressed(compression_.codec, bytes / most, topology_.hosts());
+    const TwoLevelChoice exact = tuneTwoLevel(collective, bytes, topology_, getRank());
+    if (!config_.chunkBytes) a.chunkBytes = std::min(inter.chunkBytes, exact.chunkBytes);
+    *levels = {exact.algos.intra, inter.algorithm};
+    logChoice(what.c_str(), bytes, Algorithm::kHierarchical, hasForced_[i], a.chunkBytes, levels);
+    return Algorithm::kHierarchical;
+  }
+  const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
   const bool forced = hasForced_[i] && (forced_[i] == Algorithm::kRing || forced_[i] == Algorithm::kTwoShot);
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice((std::string(collectiveName(collective)) + "/" + config_.compression).c_str(), bytes, algo, forced,
-            a.chunkBytes);
+  logChoice(what.c_str(), bytes, algo, forced, a.chunkBytes);
   return algo;
 }
 
-void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes) {
+void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes,
+                                  const TwoLevel* levels) {
   if (!config_.debug || getRank() != 0) return;
   // One line per distinct choice, not per call: training loops run the same sizes forever.
-  char line[240];
-  std::snprintf(line, sizeof line, "zcoll INFO: %s of %zu bytes over %d ranks (%s): %s (%s), chunk %zu bytes (%s)", what,
-                bytes, getSize(), transport_->name(), algorithmName(algo), forced ? "ZCOLL_ALGO" : "tuner", chunkBytes,
-                config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner");
+  std::string how = algorithmName(algo);
+  if (levels)
+    how += std::string(" over ") + topology_.describe() + ": " + algorithmName(levels->intra) + " within hosts, " +
+           algorithmName(levels->inter) + " between them";
+  const std::string line = c10::str("zcoll INFO: ", what, " of ", bytes, " bytes over ", getSize(), " ranks (",
+                                    transport_->name(), "): ", how, " (", forced ? "ZCOLL_ALGO" : "tuner", "), chunk ",
+                                    chunkBytes, " bytes (", config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner", ")");
   std::lock_guard<std::mutex> lock(logMutex_);
-  const std::string key = std::string(what) + algorithmName(algo) + std::to_string(chunkBytes);
+  const std::string key = std::string(what) + how + std::to_string(chunkBytes);
   if (std::find(logged_.begin(), logged_.end(), key) == logged_.end()) {
     logged_.push_back(key);
-    std::fprintf(stderr, "%s\n", line);
+    std::fprintf(stderr, "%s\n", line.c_str());
   }
 }
 

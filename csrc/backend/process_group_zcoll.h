@@ -214,9 +214,12 @@ class ProcessGroupZcoll : public c10d::Backend {
   // The arguments of a schedule run now: algorithm and chunk from the config or the tuner
   // (logged under ZCOLL_DEBUG=INFO the first time each choice is made), the group's workspace.
   CollectiveArgs argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const;
-  Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a);
-  Algorithm chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a);
-  void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes);
+  // kHierarchical (with `levels` filled) where the group spans hosts (twoLevel()).
+  Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a, TwoLevel* levels = nullptr);
+  Algorithm chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a, TwoLevel* levels = nullptr);
+  bool twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const;
+  void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes,
+                 const TwoLevel* levels = nullptr);
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
   void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);

@@ -12,10 +12,12 @@
 
 #include "algorithms/collective.h"
 #include "algorithms/compressed.h"
+#include "algorithms/hierarchical.h"
 #include "algorithms/tuner.h"
 #include "bindings/names.h"
 #include "kernels/cpu/emulated_codec_device.h"
 #include "transport/tcp/address.h"
+#include "transport/topology.h"
 #include "transport/transport.h"
 
 namespace py = pybind11;
@@ -58,7 +60,7 @@ class PyTransport {
   PyTransport(const std::string& kind, py::object store, const std::string& prefix, int rank, int size,
               double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes,
               std::vector<int> hostOf, int socketFamily, double connectTimeout)
-      : store_(std::make_unique<PyStore>(std::move(store))) {
+      : store_(std::make_unique<PyStore>(std::move(store))), topology_(size, hostOf) {
     zcoll::TransportOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
     options.socketIfname = std::move(socketIfname);
@@ -119,9 +121,11 @@ class PyTransport {
   }
 
   zcoll::Transport& transport() { return *transport_; }
+  const zcoll::Topology& topology() const { return topology_; }
 
  private:
   std::unique_ptr<PyStore> store_;
+  zcoll::Topology topology_;
   std::unique_ptr<zcoll::Transport> transport_;
   std::map<zcoll::RequestId, py::array> pending_;
 };
@@ -164,6 +168,24 @@ void allReducePy(PyTransport& t, py::array data, const std::string& dtype, const
   const size_t count = static_cast<size_t>(data.size());
   py::gil_scoped_release release;
   zcoll::allReduce(t.transport(), ptr, count, a, algorithm);
+}
+
+// The two-level schedules over the transport's hosts (host_of); `intra` is this rank's host's.
+zcoll::TwoLevel twoLevelOf(const PyTransport& t, const std::string& intra, const std::string& inter) {
+  if (!t.topology().twoLevel())
+    throw std::invalid_argument("a hierarchical schedule needs ranks on several hosts, some sharing one (host_of)");
+  return {algorithmOf(intra), algorithmOf(inter)};
+}
+
+void hierarchicalAllReducePy(PyTransport& t, py::array data, const std::string& dtype, const std::string& op,
+                             const std::string& intra, const std::string& inter, uint64_t seq, size_t chunkBytes,
+                             double timeoutSeconds) {
+  const auto a = argsOf(zcoll::OpCode::kAllReduce, dtype, op, seq, chunkBytes, timeoutSeconds);
+  const auto algos = twoLevelOf(t, intra, inter);
+  void* ptr = scheduleBuffer(data, a, "hierarchical_all_reduce");
+  const size_t count = static_cast<size_t>(data.size());
+  py::gil_scoped_release release;
+  zcoll::hierarchicalAllReduce(t.transport(), t.topology(), ptr, count, a, algos);
 }
 
 void reduceScatterPy(PyTransport& t, py::array data, const std::vector<size_t>& counts, const std::string& dtype,
@@ -259,6 +281,20 @@ void compressedAllReducePy(PyTransport& t, FloatArray data, const std::string& c
   }
 }
 
+void hierarchicalCompressedAllReducePy(PyTransport& t, FloatArray data, const std::string& codec,
+                                       const std::string& op, const std::string& intra, const std::string& inter,
+                                       int block, uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes,
+                                       double timeoutSeconds, py::object residual) {
+  const auto a = argsOf(zcoll::OpCode::kAllReduce, "float32", op, seqNo, chunkBytes, timeoutSeconds);
+  const auto c = compressionOf(codec, block, seed, step);
+  const auto algos = twoLevelOf(t, intra, inter);
+  float* ptr = writeable(data, "hierarchical_compressed_all_reduce");
+  float* res = residualOf(residual, data, "hierarchical_compressed_all_reduce");
+  const size_t count = static_cast<size_t>(data.size());
+  py::gil_scoped_release release;
+  zcoll::hierarchicalCompressedAllReduce(t.transport(), t.topology(), ptr, count, a, c, algos, res);
+}
+
 void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
                                const std::string& codec, const std::string& op, const std::string& algo, int block,
                                uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds,
@@ -324,6 +360,16 @@ void bindTransport(py::module_& m) {
       .def("all_reduce", &allReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"), py::arg("algo"),
            py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "In-place all-reduce (docs/arithmetic.md §4) of a contiguous array with the named algorithm.")
+      .def("hierarchical_all_reduce", &hierarchicalAllReducePy, py::arg("data"), py::arg("dtype"), py::arg("op"),
+           py::arg("intra"), py::arg("inter"), py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
+           py::arg("timeout") = 30.0,
+           "In-place two-level all-reduce over the hosts of host_of: `intra` reduce-scatter inside this rank's "
+           "host (ring or twoshot), `inter` all-reduce between hosts.")
+      .def("hierarchical_compressed_all_reduce", &hierarchicalCompressedAllReducePy, py::arg("data"),
+           py::arg("codec"), py::arg("op"), py::arg("intra"), py::arg("inter"), py::arg("block") = 256,
+           py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
+           py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
+           "The same over float32 with the stage between hosts compressed (ring or twoshot).")
       .def("reduce_scatter", &reduceScatterPy, py::arg("data"), py::arg("counts"), py::arg("dtype"), py::arg("op"),
            py::arg("algo"), py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce-scatter in place: rank r's slice (counts[r] elements, in order) gets its result.")
@@ -372,6 +418,14 @@ void bindTransport(py::module_& m) {
     throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
   }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"),
         "The tuner's (algorithm, chunk bytes) for a collective the user did not configure.");
+  m.def("tune_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank) {
+    const zcoll::Topology topo(static_cast<int>(hostOf.size()), hostOf);
+    const auto choice = zcoll::tuneTwoLevel(zcoll::Collective::kAllReduce, bytes, topo, rank);
+    return py::make_tuple(std::string(zcoll::algorithmName(choice.algos.intra)),
+                          std::string(zcoll::algorithmName(choice.algos.inter)), choice.chunkBytes);
+  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"),
+        "The tuner's hierarchical all-reduce for `rank`: (algorithm inside its host, between hosts, chunk bytes); "
+        "host_of numbers hosts in order of their lowest rank.");
   m.def("tune_compressed", [](const std::string& codec, size_t bytes, int ranks) {
     const auto choice = zcoll::tuneCompressed(zcoll::bindings::parseCodec(codec), bytes, ranks);
     return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);

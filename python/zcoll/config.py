@@ -14,7 +14,7 @@ COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
 ALGORITHMS = {
-    "allreduce": ("ring", "tree", "oneshot", "twoshot"),
+    "allreduce": ("ring", "tree", "oneshot", "twoshot", "hierarchical"),
     "reduce": ("tree", "oneshot"),
     "reduce_scatter": ("ring", "twoshot"),
 }
@@ -30,7 +30,7 @@ def parse_algo(spec: str, source: str = "algo") -> dict[str, str]:
             targets = [c for c, algos in ALGORITHMS.items() if item in algos]
             if not targets:
                 raise ValueError(f"{source}={spec!r}: unknown algorithm {item!r} "
-                                 f"(ring, tree, oneshot, twoshot)")
+                                 f"(ring, tree, oneshot, twoshot, hierarchical)")
             out.update({c: item for c in targets})
             continue
         if coll not in ALGORITHMS:
@@ -118,8 +118,9 @@ class Options:
         if not (16 <= out.compress_block <= 65536 and out.compress_block % 16 == 0):
             raise ValueError(f"compress_block must be a multiple of 16 in [16, 65536], got {out.compress_block}")
         forced = parse_algo(out.algo).get("allreduce")
-        if out.compression != "none" and forced not in (None, "ring", "twoshot"):
-            raise ValueError(f"algo forces allreduce:{forced}, but a compressed all-reduce runs ring or twoshot")
+        if out.compression != "none" and forced not in (None, "ring", "twoshot", "hierarchical"):
+            raise ValueError(f"algo forces allreduce:{forced}, but a compressed all-reduce runs ring, twoshot "
+                             f"or hierarchical")
         if out.chunk_bytes is None:
             out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 0, allow_zero=True)
         if out.shm_ring_bytes is None:

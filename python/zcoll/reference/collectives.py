@@ -53,6 +53,7 @@ class _Compression:
         if op not in (ReduceOp.SUM, ReduceOp.AVG, ReduceOp.PREMUL_SUM):
             raise ValueError(f"only sum/avg/premul_sum are compressed, not {op.value}")
         self.block, self.seed, self.step = block, seed, step
+        self.element_base = 0  # the hash index of the data's first element (hierarchical pieces)
 
     @property
     def align(self) -> int:
@@ -60,11 +61,14 @@ class _Compression:
 
     def roundtrip(self, v: np.ndarray, rank: int, stage: int, base: int) -> np.ndarray:
         key = stream_key(self.seed, self.step, rank, stage)
-        return C.roundtrip(self.codec, v, key, base, self.block)
+        return C.roundtrip(self.codec, v, key, self.element_base + base, self.block)
 
 
 # ---------------------------------------------------------------------------------------------
 # uncompressed reduction orders (docs/arithmetic.md §4)
+
+# `avg` is False or the number AVG divides by: the number of ranks, or for a stage of a
+# hierarchical schedule the whole group's (§4, hierarchical).
 
 def _ring_segment(xs, lo, hi, s, op, d, avg):
     """Segment s travels s+1 -> s+2 -> ... -> s, rounded to T at every hop."""
@@ -73,7 +77,7 @@ def _ring_segment(xs, lo, hi, s, op, d, avg):
     for j in range(2, p + 1):
         a = combine(op, d.to_acc(acc), d.to_acc(xs[(s + j) % p][lo:hi]), d)
         if j == p and avg:
-            a = average(a, p, d)
+            a = average(a, avg, d)
         acc = d.from_acc(a)
     return acc
 
@@ -84,7 +88,7 @@ def _flat_reduce(parts, op, d, avg):
     for x in parts[1:]:
         a = combine(op, a, d.to_acc(x), d)
     if avg:
-        a = average(a, len(parts), d)
+        a = average(a, avg, d)
     return d.from_acc(a)
 
 
@@ -98,9 +102,27 @@ def _tree_reduce(parts_by_heap_index, op, d, avg):
             if c < p:
                 a = combine(op, a, d.to_acc(out[c]), d)
         if v == 0 and avg:
-            a = average(a, p, d)
+            a = average(a, avg, d)
         out[v] = d.from_acc(a)
     return out[0]
+
+
+def _all_reduce_arrays(xs, op, d, algo, avg):
+    """The uncompressed all-reduce of §4 over len(xs) ranks, flattened; `avg` as above."""
+    p, n = len(xs), xs[0].size
+    out = np.empty(n, d.storage)
+    if p == 1:  # the identity (AVG divides by 1); a hierarchical stage has two ranks or more
+        out[:] = xs[0]
+    elif algo == "ring":
+        for s, (lo, hi) in enumerate(partition(n, p, uncompressed_align(d.itemsize))):
+            out[lo:hi] = _ring_segment(xs, lo, hi, s, op, d, avg)
+    elif algo in ("oneshot", "twoshot"):
+        out[:] = _flat_reduce(xs, op, d, avg)
+    else:  # double binary tree: tree A = heap over ranks, tree B = heap over mirrored ranks
+        (a_lo, a_hi), (b_lo, b_hi) = partition(n, 2, uncompressed_align(d.itemsize))
+        out[a_lo:a_hi] = _tree_reduce([x[a_lo:a_hi] for x in xs], op, d, avg)
+        out[b_lo:b_hi] = _tree_reduce([x[b_lo:b_hi] for x in reversed(xs)], op, d, avg)
+    return out
 
 
 def _prepare(xs, op, d, premul):
@@ -116,39 +138,42 @@ def _prepare(xs, op, d, premul):
 def all_reduce(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", algo: str = "ring", *,
                dtype: str | None = None, premul: float | None = None, codec: str | None = None,
                block: int = C.DEFAULT_BLOCK, seed: int = 0, step: int = 0,
-               residuals: Sequence[np.ndarray] | None = None):
+               residuals: Sequence[np.ndarray] | None = None, hosts: Sequence | None = None,
+               intra: str | Sequence[str] = "ring"):
     """All-reduce over len(inputs) ranks. Returns one array per rank (all identical).
 
     With ``codec`` the compressed schedule ``algo`` ('ring' or 'twoshot') runs; with
     ``residuals`` (one float32 array per rank) error feedback is on and the function returns
-    ``(outputs, new_residuals)``.
+    ``(outputs, new_residuals)``. With ``hosts`` (each rank's host) on two levels, the
+    hierarchical schedule of §4 runs: ``intra`` is the reduce-scatter algorithm within each host
+    (one, or one per host in order of their lowest rank) and ``algo`` the all-reduce between
+    hosts, the compressed one when ``codec`` is given.
     """
     xs, d = _flat_inputs(inputs, dtype)
     shape = np.asarray(inputs[0]).shape
     xs, op = _prepare(xs, op, d, premul)
-    avg = op == ReduceOp.AVG
-    p, n = len(xs), xs[0].size
+    avg = len(xs) if op == ReduceOp.AVG else False
+    p = len(xs)
+    comp = None
     if codec is not None:
         _check_choice("compressed all_reduce algorithm", algo, COMPRESSED_ALGOS)
         comp = _Compression(codec, block, seed, step, d, op)
+    elif residuals is not None:
+        raise ValueError("error feedback (residuals=) needs a codec")
+    else:
+        _check_choice("all_reduce algorithm", algo, ALL_REDUCE_ALGOS)
+    if hosts is not None:
+        from .hierarchical import host_ranks, hierarchical_all_reduce, two_level
+        groups = host_ranks(hosts, p)
+        if two_level(groups):
+            outs, res = hierarchical_all_reduce(xs, op, d, groups, intra, algo, avg, comp, residuals)
+            outs = [o.reshape(shape) for o in outs]
+            return (outs, res) if residuals is not None else outs
+    if comp is not None:
         outs, res = _compressed_all_reduce(xs, d, comp, algo, avg, residuals)
         outs = [o.reshape(shape) for o in outs]
         return (outs, res) if residuals is not None else outs
-    if residuals is not None:
-        raise ValueError("error feedback (residuals=) needs a codec")
-    _check_choice("all_reduce algorithm", algo, ALL_REDUCE_ALGOS)
-    out = np.empty(n, d.storage)
-    if p == 1:
-        out[:] = xs[0]
-    elif algo == "ring":
-        for s, (lo, hi) in enumerate(partition(n, p, uncompressed_align(d.itemsize))):
-            out[lo:hi] = _ring_segment(xs, lo, hi, s, op, d, avg)
-    elif algo in ("oneshot", "twoshot"):
-        out[:] = _flat_reduce(xs, op, d, avg)
-    else:  # double binary tree: tree A = heap over ranks, tree B = heap over mirrored ranks
-        (a_lo, a_hi), (b_lo, b_hi) = partition(n, 2, uncompressed_align(d.itemsize))
-        out[a_lo:a_hi] = _tree_reduce([x[a_lo:a_hi] for x in xs], op, d, avg)
-        out[b_lo:b_hi] = _tree_reduce([x[b_lo:b_hi] for x in reversed(xs)], op, d, avg)
+    out = _all_reduce_arrays(xs, op, d, algo, avg)
     return [out.reshape(shape).copy() for _ in range(p)]
 
 
@@ -162,7 +187,7 @@ def reduce(inputs: Sequence[np.ndarray], root: int = 0, op: ReduceOp | str = "su
         raise ValueError(f"root {root} is not a rank of a group of {p}")
     _check_choice("reduce algorithm", algo, REDUCE_ALGOS)
     xs, op = _prepare(xs, op, d, premul)
-    avg = op == ReduceOp.AVG
+    avg = p if op == ReduceOp.AVG else False
     if p == 1:
         return xs[0].reshape(shape).copy()
     if algo == "oneshot":
@@ -185,7 +210,7 @@ def reduce_scatter(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", alg
     bounds = np.concatenate([[0], np.cumsum(counts)]).tolist()
     segs = list(zip(bounds[:-1], bounds[1:]))
     xs, op = _prepare(xs, op, d, premul)
-    avg = op == ReduceOp.AVG
+    avg = p if op == ReduceOp.AVG else False
     _check_choice("reduce_scatter algorithm", algo, REDUCE_SCATTER_ALGOS)
     if codec is not None:
         comp = _Compression(codec, block, seed, step, d, op)
@@ -193,7 +218,7 @@ def reduce_scatter(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", alg
         if p == 1:
             return _maybe_res([d.from_acc(xf[0])], res, residuals)
         accs = _compressed_reduce_phase(xf, segs, comp, algo, res)
-        outs = [d.from_acc(average(accs[s], p, d) if avg else accs[s]) for s in range(p)]
+        outs = [d.from_acc(average(accs[s], avg, d) if avg else accs[s]) for s in range(p)]
         return _maybe_res(outs, res, residuals)
     if residuals is not None:
         raise ValueError("error feedback (residuals=) needs a codec")
@@ -293,10 +318,18 @@ def _store_residual(res, r, lo, hi, v, dec, scale=1):
 
 
 def _compressed_all_reduce(xs, d, comp, algo, avg, residuals):
-    p, n = len(xs), xs[0].size
     xf, res = _with_residuals(xs, d, residuals)
+    out = _compressed_all_reduce_f32(xf, comp, algo, avg, res)
+    result = d.from_acc(out)
+    return [result.copy() for _ in range(len(xs))], res
+
+
+def _compressed_all_reduce_f32(xf, comp, algo, avg, res):
+    """The compressed all-reduce of float32 inputs (residuals already added); writes the new
+    residuals into `res` (or None) and returns the float32 result."""
+    p, n = len(xf), xf[0].size
     if p == 1:
-        return [d.from_acc(xf[0])], res
+        return xf[0].copy()
     segs = partition(n, p, comp.align)
     accs = _compressed_reduce_phase(xf, segs, comp, algo, res)
     out = np.empty(n, np.float32)
@@ -305,9 +338,8 @@ def _compressed_all_reduce(xs, d, comp, algo, avg, residuals):
         if acc is None:
             continue
         if avg:
-            acc = acc / np.float32(p)
+            acc = acc / np.float32(avg)
         dec = comp.roundtrip(acc, s, GATHER_STAGE, lo)
-        _store_residual(res, s, lo, hi, acc, dec, p if avg else 1)
+        _store_residual(res, s, lo, hi, acc, dec, avg if avg else 1)
         out[lo:hi] = dec
-    result = d.from_acc(out)
-    return [result.copy() for _ in range(p)], res
+    return out
