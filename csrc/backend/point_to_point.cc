@@ -238,7 +238,9 @@ void ProcessGroupZcoll::shutdown() { p2p_->close(); }
 void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
   // Rings as large as the collectives': a quarter of that size cost large messages half their
   // speed (a 2-rank sendrecv of 1-64 MiB ran at 0.4-0.5x MPI's, now 0.9-1.1x), for little memory.
-  auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), collectiveOptions);
+  TransportOptions options = collectiveOptions;
+  options.debug = false;  // the collectives' transport has said what it chose
+  auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
   p2p_.reset(new P2PLane(std::move(transport), timeout_));
 }
 

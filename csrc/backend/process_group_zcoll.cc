@@ -65,6 +65,8 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.shmRingBytes = config_.shmRingBytes;
   topt.hostOf = config_.hostOf;
   topt.hostNames = config_.hostNames;
+  topt.failKey = "zcoll/failed";  // the group's: both transports, and the check below
+  topt.debug = config_.debug;
   const std::string* forced[3] = {&config_.allreduceAlgo, &config_.reduceAlgo, &config_.reduceScatterAlgo};
   for (auto c : {Collective::kAllReduce, Collective::kReduce, Collective::kReduceScatter}) {
     const std::string& name = *forced[static_cast<int>(c)];
@@ -85,6 +87,9 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
                     "zcoll: compression block must be a multiple of 16 in [16, 65536], got ", compression_.block);
     compressing_ = true;
   }
+  // A rank that fails to join publishes why; every other rank raises it rather than wait: in a
+  // bootstrap (Rendezvous), or here, where each rank waits for all to be ready.
+  Rendezvous rendezvous(*store_, topt.failKey, "rank " + std::to_string(rank) + ": ");
   try {
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
     if (config_.debug && rank == 0)
@@ -92,7 +97,21 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
                    topology_.describe().c_str(), transport_->name(),
                    std::string(transport_->name()) == "shm+tcp" ? " (shm within a host, tcp between hosts)" : "");
     startP2P(topt);  // before the thread: if it throws, nothing is left running
-  } catch (...) {
+    store_->set("zcoll/ready/" + std::to_string(rank), {1});
+    const Deadline ready = deadline();
+    for (int r = 0; r < size; ++r)
+      rendezvous.await("zcoll/ready/" + std::to_string(r), ready, "rank " + std::to_string(r) + " to join");
+  } catch (const std::exception& e) {
+    p2p_.reset();
+    const std::string cause = rendezvous.cause();
+    if (!cause.empty() && cause != errorMessage(e)) {  // another rank failed first: report that cause
+      try {
+        rendezvous.checkFailed();
+      } catch (...) {
+        std::rethrow_exception(asTorchError(std::current_exception()));
+      }
+    }
+    rendezvous.fail(errorMessage(e));
     std::rethrow_exception(asTorchError(std::current_exception()));
   }
   thread_ = std::thread([this] { progressLoop(); });

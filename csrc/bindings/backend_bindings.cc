@@ -90,6 +90,9 @@ void bindBackend(py::module_& m) {
            py::arg("connect_timeout") = 20.0,
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
+      .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },
+                             "Each rank's host, numbered in order of each host's lowest rank.")
+      .def_property_readonly("topology", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().describe(); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })
       .def("allreduce_with_feedback", &zcoll::ProcessGroupZcoll::allreduceWithFeedback, py::arg("tensor"),

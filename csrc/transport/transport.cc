@@ -4,7 +4,39 @@
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
 
+#include <algorithm>
+#include <thread>
+
 namespace zcoll {
+
+std::vector<uint8_t> Rendezvous::await(const std::string& key, Deadline deadline, const std::string& what) {
+  auto nap = std::chrono::milliseconds(1);
+  while (!store_.check(key)) {
+    checkFailed();
+    if (Clock::now() >= deadline) throw TimeoutError(ctx_ + "timed out waiting for " + what);
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, std::chrono::milliseconds(50));
+  }
+  return store_.get(key);
+}
+
+void Rendezvous::checkFailed() {
+  if (!store_.check(failKey_)) return;
+  const auto why = store_.get(failKey_);
+  reported_ = true;
+  throw NetworkError(ctx_ + "giving up: " + std::string(why.begin(), why.end()));
+}
+
+std::string Rendezvous::cause() {
+  if (!store_.check(failKey_)) return "";
+  const auto why = store_.get(failKey_);
+  return std::string(why.begin(), why.end());
+}
+
+void Rendezvous::fail(const std::string& why) {
+  // The first failure is the cause; the ones it set off elsewhere only report it.
+  if (!reported_ && !store_.check(failKey_)) store_.set(failKey_, std::vector<uint8_t>(why.begin(), why.end()));
+}
 
 std::unique_ptr<Transport> makeTransport(const std::string& kind, Store& store, const std::string& prefix,
                                          int rank, int size, const TransportOptions& options) {

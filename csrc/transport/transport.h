@@ -89,6 +89,31 @@ struct TransportOptions {
   // rest), and shm, which spans one host's ranks, names them by their group ranks.
   bool remoteOnly = false;
   std::vector<int> groupRanks;
+  // Where a rank that fails while the group is being made publishes why (the backend's group
+  // key; empty: <prefix>/failed), so that the others, waiting for it, fail too, at once.
+  std::string failKey;
+  bool debug = false;  // ZCOLL_DEBUG=INFO: say what was chosen (the tcp address) on stderr
+};
+
+// The store waits of a bootstrap: a key another rank publishes, given up when some rank
+// publishes a failure under `failKey` instead (NetworkError with its text) or at `deadline`
+// (TimeoutError naming `what` the wait was for). `ctx` prefixes messages.
+class Rendezvous {
+ public:
+  Rendezvous(Store& store, std::string failKey, std::string ctx) : store_(store), failKey_(std::move(failKey)),
+                                                                    ctx_(std::move(ctx)) {}
+  std::vector<uint8_t> await(const std::string& key, Deadline deadline, const std::string& what);
+  // Throws if some rank has published a failure (call it while waiting on anything else).
+  void checkFailed();
+  // The published failure, or "".
+  std::string cause();
+  // Publishes why this rank failed, unless a failure is published already (the cause).
+  void fail(const std::string& why);
+
+ private:
+  Store& store_;
+  const std::string failKey_, ctx_;
+  bool reported_ = false;  // the failure we throw came from another rank
 };
 
 // Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host), "tcp" (any host) and "auto":

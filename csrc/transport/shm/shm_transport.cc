@@ -244,12 +244,16 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   own->doorbell.sleepers.store(0);
   std::atomic_thread_fence(std::memory_order_release);
   const std::string key = prefix + "/shm/";
+  Rendezvous rendezvous(store, opt.failKey.empty() ? prefix + "/failed" : opt.failKey,
+                        "rank " + std::to_string(g(rank)) + " shm: ");
+  const Deadline deadline = Clock::now() + opt.timeout;
   try {
     store.set(key + "name/" + std::to_string(rank), bytesOf(mine));
     // 2. Map every peer's segment.
     for (int p = 0; p < size; ++p) {
       if (p == rank) continue;
-      const auto nameBytes = store.get(key + "name/" + std::to_string(p));
+      const auto nameBytes = rendezvous.await(key + "name/" + std::to_string(p), deadline,
+                                              "rank " + std::to_string(g(p)) + "'s segment");
       const std::string name(nameBytes.begin(), nameBytes.end());
       const int pfd = shm_open(name.c_str(), O_RDWR, 0600);
       ZCOLL_CHECK(pfd >= 0, "rank ", g(rank), " shm: cannot open rank ", g(p), "'s segment ", name, ": ",
@@ -265,7 +269,16 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
     }
     // 3. Everyone mapped everything: unlink our name so nothing outlives the processes.
     store.set(key + "mapped/" + std::to_string(rank), bytesOf("1"));
-    for (int p = 0; p < size; ++p) store.get(key + "mapped/" + std::to_string(p));
+    for (int p = 0; p < size; ++p)
+      rendezvous.await(key + "mapped/" + std::to_string(p), deadline,
+                       "rank " + std::to_string(g(p)) + " to map every segment");
+  } catch (const Error& e) {
+    shm_unlink(mine.c_str());
+    for (auto& s : segs_)
+      if (s.base) munmap(s.base, s.bytes);
+    rendezvous.checkFailed();  // another rank failed first (and left): report that cause
+    rendezvous.fail(e.what());
+    throw;
   } catch (...) {
     shm_unlink(mine.c_str());
     for (auto& s : segs_)

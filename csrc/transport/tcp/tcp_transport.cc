@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <iomanip>
@@ -172,19 +173,13 @@ bool TcpTransport::connects(int peer) const { return peer != rank_ && (!remoteOn
 // waits in its buffer. Replies are read only after we have accepted all higher ranks.
 //
 // A rank that fails (an address that leads nowhere, a peer that does not speak zcoll) publishes
-// why under <prefix>/tcp/failed before it throws; the others check that key at least every
-// 100 ms wherever they wait, and fail with its text: every rank learns the cause in moments.
+// why under the failure key (Rendezvous) before it throws; the others check that key at least
+// every 100 ms wherever they wait, and fail with its text: every rank learns the cause in moments.
 void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline deadline,
                                const TransportOptions& options) {
   const std::string ctx = who(rank_) + " tcp: ";
-  const std::string failKey = prefix + "/tcp/failed";
-  bool reported = false;  // the failure came from another rank: not ours to publish
-  const tcp::Interrupt interrupt = [&] {
-    if (!store.check(failKey)) return;
-    const auto why = store.get(failKey);
-    reported = true;
-    throw NetworkError(ctx + "giving up: " + std::string(why.begin(), why.end()));
-  };
+  Rendezvous rendezvous(store, options.failKey.empty() ? prefix + "/failed" : options.failKey, ctx);
+  const tcp::Interrupt interrupt = [&] { rendezvous.checkFailed(); };
   try {
     bool remotePeers = options.hostOf.empty();  // unknown: any peer may be elsewhere
     for (int p = 0; p < size_; ++p) remotePeers = remotePeers || !topology_.sameHost(rank_, p);
@@ -194,6 +189,7 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
     const tcp::AddressChoice choice = tcp::chooseAddress(tcp::interfaces(), options.socketIfname, route,
                                                          remotePeers && !options.hostOf.empty(), family, ctx);
     advertised_ = choice.address + " (" + choice.reason + ")";
+    if (options.debug) std::fprintf(stderr, "zcoll INFO: %sadvertising %s\n", ctx.c_str(), advertised_.c_str());
     int port = 0;
     const tcp::Fd listener = tcp::listenOn(choice.address, port, ctx);
     const std::string me = tcp::Endpoint{choice.address, port}.str();
@@ -206,13 +202,7 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
     std::vector<std::string> dialCtx(rank_);
     for (int p = 0; p < rank_; ++p) {
       if (!connects(p)) continue;
-      while (!store.check(key(p))) {
-        interrupt();
-        if (Clock::now() >= deadline)
-          throw TimeoutError(ctx + "timed out waiting for " + who(p) + " to publish its address (has it started?)");
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      const auto value = store.get(key(p));
+      const auto value = rendezvous.await(key(p), deadline, who(p) + " to publish its address (has it started?)");
       const tcp::Endpoint to = tcp::Endpoint::parse(std::string(value.begin(), value.end()), ctx);
       dialCtx[p] = ctx + "connecting to " + who(p) + " at " + to.str() + ": ";
       const std::string hint = who(p) + " advertised " + to.str() + "; if that is not an address of its host that " +
@@ -243,10 +233,8 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
       checkHello(h, p, rank_, dialCtx[p]);
     }
   } catch (const Error& e) {
-    if (!reported) {
-      const std::string why = e.what();
-      store.set(failKey, std::vector<uint8_t>(why.begin(), why.end()));
-    }
+    rendezvous.checkFailed();  // another rank failed first (and hung up on us): report that cause
+    rendezvous.fail(e.what());
     throw;
   }
 }

@@ -1,0 +1,158 @@
+"""zcoll across real "hosts": a network namespace per host, joined by a bridge, and each rank in
+its own UTS namespace under its host's hostname, so host identities differ as on a cluster.
+Ranks join as users do (tcp:// or file:// init, no MASTER_ADDR, no ZCOLL_SOCKET_IFNAME): the
+group must find its addresses, take shm inside a host and tcp between hosts, and compute every
+collective as the reference says (tests/multihost_rank.py). Unreachable peers must fail every
+rank within seconds, naming the rank, its host, the address and what to set. Needs root and
+iproute2; where namespaces cannot be made the tests are skipped with the reason."""
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from commands import bench_script, clean_env
+
+RANK = str(Path(__file__).with_name("multihost_rank.py"))
+BRIDGE, SUBNET = "zcbr2", "10.231.79"
+
+
+@pytest.fixture
+def namespaces(request):
+    """make(hosts) -> namespace names (host i at SUBNET.10+i); all torn down after the test."""
+    if shutil.which("ip") is None or shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("multi-host tests need root, iproute2 (ip) and unshare")
+    undos = []
+
+    def make(hosts):
+        try:
+            names, undo = bench_script("shaped_allreduce").make_hosts(hosts, None, BRIDGE, SUBNET, "zcoll-h")
+        except (subprocess.CalledProcessError, OSError) as e:
+            pytest.skip(f"cannot make network namespaces here: {getattr(e, 'stderr', e)}")
+        undos.append(undo)
+        return names
+
+    yield make
+    for undo in undos:
+        undo()
+
+
+def launch(namespaces, host_of, init, env=None, rank_env=None, timeout=60):
+    """Starts rank r in namespace namespaces[host_of[r]] as host "host<h>", with `env` and its
+    own `rank_env[r]`; returns the processes."""
+    procs = []
+    for rank, h in enumerate(host_of):
+        cmd = ["ip", "netns", "exec", namespaces[h], "unshare", "--uts", "sh", "-c",
+               f'hostname host{h} && exec "$0" "$@"', sys.executable, RANK, "--init", init, "--rank", str(rank),
+               "--world", str(len(host_of)), "--timeout", str(timeout)]
+        extra = {"ZCOLL_DEBUG": "INFO", **(env or {}), **(rank_env or {}).get(rank, {})}
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=clean_env(extra)))
+    return procs
+
+
+def collect(procs, timeout=150):
+    """[(exit status, the rank's JSON report or None, stderr)] per rank; kills stragglers."""
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        for p in procs:
+            o, e = p.communicate(timeout=max(1, deadline - time.monotonic()))
+            lines = [line for line in o.splitlines() if line.startswith("{")]
+            out.append((p.returncode, json.loads(lines[-1]) if lines else None, e))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return out
+
+
+def free_port():
+    return random.randint(20000, 40000)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("host_of,init", [((0, 0, 1, 1), "tcp"), ((0, 0, 1), "tcp"), ((0, 0, 1, 1), "file")],
+                         ids=["2x2-tcp", "2+1-tcp", "2x2-file"])
+def test_collectives_across_hosts_as_users_launch_them(namespaces, tmp_path, host_of, init):
+    names = namespaces(max(host_of) + 1)
+    url = f"tcp://{SUBNET}.10:{free_port()}" if init == "tcp" else f"file://{tmp_path / 'rendezvous'}"
+    results = collect(launch(names, host_of, url))
+    hosts = len(set(host_of))
+    for rank, (code, report, err) in enumerate(results):
+        assert code == 0 and report is not None, f"rank {rank} exited {code}: {err[-3000:]}"
+        assert "error" not in report, f"rank {rank}: {report}"
+        assert report["ok"], f"rank {rank}: wrong results in {report['problems']}"
+        assert report["transport"] == "shm+tcp"
+        assert report["host_of"] == list(host_of)
+    log = results[0][2]
+    shape = f"{hosts} hosts x 2 ranks" if len(host_of) == 4 else f"{hosts} hosts, uneven"
+    assert f"group of {len(host_of)} ranks on {shape} (host0: 0,1; host1: 2" in log, log[-3000:]
+    assert "shm within a host, tcp between hosts" in log
+    assert "hierarchical over" in log
+
+
+@pytest.mark.timeout(240)
+def test_ipv6_hosts(namespaces):
+    """Hosts that reach each other over IPv6 (the store at an IPv6 address): every rank
+    advertises its IPv6 address."""
+    names = namespaces(2)
+    subprocess.run(["ip", "addr", "add", "fd00:79::1/64", "dev", BRIDGE, "nodad"], check=True, capture_output=True)
+    for i, ns in enumerate(names):
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "addr", "add", f"fd00:79::{10 + i}/64", "dev", "eth0", "nodad"],
+                       check=True, capture_output=True)
+    host_of = (0, 0, 1, 1)
+    results = collect(launch(names, host_of, f"tcp://[fd00:79::10]:{free_port()}"))
+    for rank, (code, report, err) in enumerate(results):
+        assert code == 0 and report is not None and report.get("ok"), f"rank {rank}: {report} {err[-3000:]}"
+        assert f"tcp: advertising fd00:79::{10 + host_of[rank]} (the local address that routes to the store's host)" \
+            in err, err[-2000:]
+
+
+def blackhole(namespace, address, kind="blackhole"):
+    """A route in `namespace` that drops what goes to `address` silently ("blackhole") or
+    answers "no route" ("unreachable")."""
+    subprocess.run(["ip", "netns", "exec", namespace, "ip", "route", "add", kind, f"{address}/32"], check=True,
+                   capture_output=True)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("fault", ["loopback_ifname", "silent", "no_route"])
+def test_unreachable_peer_fails_every_rank_quickly_naming_it(namespaces, fault):
+    """A wrong ZCOLL_SOCKET_IFNAME on one host; a host that never answers the other (as behind a
+    firewall that drops its packets: its replies go nowhere); a host with no route to the other.
+    Every rank raises DistNetworkError within seconds (the group timeout is 60 s), naming the
+    rank, its host, the address it tried or chose, and the variable to set."""
+    import torch.distributed as dist
+    from datetime import timedelta
+    names = namespaces(2)
+    host_of = (0, 0, 1, 1)
+    # the store in the root namespace, reachable whatever happens to the hosts' ports
+    server = dist.TCPStore(f"{SUBNET}.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
+    url = f"tcp://{SUBNET}.1:{server.port}"
+    env = {"ZCOLL_CONNECT_TIMEOUT": "4"}
+    if fault == "silent":  # host0 hears host1's connections but its answers vanish
+        blackhole(names[0], f"{SUBNET}.11")
+        procs = launch(names, host_of, url, env)
+    elif fault == "no_route":
+        blackhole(names[1], f"{SUBNET}.10", "unreachable")
+        procs = launch(names, host_of, url, env)
+    else:  # rank 2 (host1) is told to advertise loopback
+        procs = launch(names, host_of, url, env, rank_env={2: {"ZCOLL_SOCKET_IFNAME": "lo"}})
+    results = collect(procs, timeout=120)
+    del server
+    for rank, (code, report, err) in enumerate(results):
+        assert report is not None and "error" in report, f"rank {rank} did not fail: {report} {err[-2000:]}"
+        assert "torch.distributed.DistNetworkError" in report["error"], (rank, report)
+        assert report["seconds"] < 20, (rank, report)  # the group timeout is 60 s
+        msg = report["message"]
+        if fault in ("silent", "no_route"):
+            assert "cannot connect to" in msg and f"{SUBNET}.10:" in msg and "(host0)" in msg, (rank, msg)
+            assert "ZCOLL_SOCKET_IFNAME" in msg and "firewall" in msg, (rank, msg)
+        else:
+            assert "rank 2 (host1)" in msg and "ZCOLL_SOCKET_IFNAME=lo selects the loopback interface" in msg, (rank, msg)
