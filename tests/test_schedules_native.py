@@ -124,6 +124,9 @@ class DictStore:
     def get(self, k):
         return self.d[k]
 
+    def check(self, keys):
+        return all(k in self.d for k in keys)
+
 
 def test_unknown_or_unsupported_algorithms_raise():
     import torch  # noqa: F401
