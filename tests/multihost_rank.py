@@ -80,12 +80,36 @@ for req in reqs:
     req.wait()
 check("send/recv", got.numpy(), np.full(3, (rank - 1) % world, np.float32))
 
-# reduce_scatter_tensor and reduce (flat schedules over the per-peer transports)
+# reduce_scatter_tensor and reduce: two levels where the hosts allow (the reference says which)
+two_level = backend.transport == "shm+tcp"
+even = len({host_of.count(h) for h in host_of}) == 1
+
+
+def tuned(collective, nbytes):
+    """(intra per host, inter) of the tuner's two-level choice."""
+    per_rank = [_C.tune_two_level(nbytes, host_of, r, collective) for r in range(world)]
+    return [per_rank[host_of.index(h)][0] for h in range(max(host_of) + 1)], per_rank[0][1]
+
+
 xs = inputs(world * 1000, 7)
 out = torch.empty(1000)
-dist.reduce_scatter_tensor(out, torch.from_numpy(xs[rank].copy()))
-algo = _C.tune("reduce_scatter", xs[0].nbytes, world, backend.transport)[0]
-check("reduce_scatter_tensor", out.numpy(), R.reduce_scatter(xs, "sum", algo)[rank])
+dist.reduce_scatter_tensor(out, torch.from_numpy(xs[rank].copy()), op=dist.ReduceOp.AVG)
+if two_level and even:
+    intra, inter = tuned("reduce_scatter", xs[0].nbytes)
+    want = R.reduce_scatter(xs, "avg", inter, hosts=host_of, intra=intra)
+else:
+    want = R.reduce_scatter(xs, "avg", _C.tune("reduce_scatter", xs[0].nbytes, world, backend.transport)[0])
+check("reduce_scatter_tensor", out.numpy(), want[rank])
+xs = inputs(5000, 8)
+y = torch.from_numpy(xs[rank].copy())
+dist.reduce(y, dst=world - 1)
+if rank == world - 1:
+    if two_level:
+        intra, inter = tuned("reduce", xs[0].nbytes)
+        want = R.reduce(xs, world - 1, "sum", inter, hosts=host_of, intra=intra)
+    else:
+        want = R.reduce(xs, world - 1, "sum", _C.tune("reduce", xs[0].nbytes, world, backend.transport)[0])
+    check("reduce", y.numpy(), want)
 dist.barrier()
 
 print(json.dumps({"ok": not problems, "problems": problems, "transport": backend.transport, "host_of": host_of,

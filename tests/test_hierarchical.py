@@ -117,6 +117,85 @@ def test_hierarchical_compressed_all_reduce_equals_reference(hosts):
                 np.testing.assert_array_equal(got_res.view(np.uint32), new_res[rank].view(np.uint32), err_msg=where)
 
 
+def ranks_others(rank, world, store, hosts, cases):
+    import torch  # noqa: F401
+
+    from zcoll import _C
+    t = _C.Transport("auto", store, "hiero", rank, world, timeout=60, host_of=list(hosts))
+    out = []
+    for seq, (coll, dtype, op, m, intra, inter, codec) in enumerate(cases):
+        counts = [m + (r % 2) if coll == "reduce_scatter" else m for r in range(world)]  # uneven slices
+        if coll == "reduce":
+            x = data_for(dtype, world, m, seq)[rank].copy()
+            t.hierarchical(x, "reduce", root=seq % world, dtype=dtype, op=op, intra=intra, inter=inter, seq=seq,
+                           chunk_bytes=2048)
+        elif coll == "reduce_scatter":
+            x = data_for(dtype if codec is None else "float32", world, sum(counts), seq)[rank].copy()
+            if codec is None:
+                t.hierarchical(x, "reduce_scatter", counts=counts, dtype=dtype, op=op, intra=intra, inter=inter,
+                               seq=seq, chunk_bytes=2048)
+            else:
+                t.hierarchical_compressed(x, "reduce_scatter", counts, codec, op=op, intra=intra, inter=inter,
+                                          block=64, seed=3, step=seq, seq=seq, chunk_bytes=1024)
+            lo = sum(counts[:rank])
+            x = x[lo:lo + counts[rank]].copy()
+        else:  # all_gather: every rank's slice placed, the rest a sentinel
+            parts = data_for(dtype if codec is None else "float32", world, max(counts), seq)
+            x = np.zeros(sum(counts), parts[0].dtype)
+            lo = sum(counts[:rank])
+            x[lo:lo + counts[rank]] = parts[rank][:counts[rank]]
+            if codec is None:
+                t.hierarchical(x, "all_gather", counts=counts, dtype=dtype, seq=seq, chunk_bytes=2048)
+            else:
+                t.hierarchical_compressed(x, "all_gather", counts, codec, block=64, seed=3, step=seq, seq=seq,
+                                          chunk_bytes=1024)
+        out.append(x)
+    return out
+
+
+OTHER_CASES = [("reduce_scatter", dtype, op, m, intra, inter, None) for dtype in ("float32", "bfloat16", "int32")
+               for op in ("sum", "avg") for m in (0, 3, 2000) for intra in INTRA for inter in ("ring", "twoshot")] + \
+              [("reduce_scatter", "float32", op, m, "ring", inter, codec) for codec in CODECS
+               for op in ("sum", "avg") for m in (5, 3000) for inter in ("ring", "twoshot")] + \
+              [("all_gather", dtype, "sum", m, "ring", "ring", None) for dtype in ("float32", "float16", "int64")
+               for m in (0, 7, 3000)] + \
+              [("all_gather", "float32", "sum", m, "ring", "ring", codec) for codec in CODECS for m in (9, 3000)] + \
+              [("reduce", dtype, op, m, intra, inter, None) for dtype in ("float32", "float16", "int64")
+               for op in ("sum", "avg", "max") for m in (1, 5000) for intra in ("tree", "oneshot")
+               for inter in ("tree", "oneshot")]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("hosts", [(0, 0, 1, 1), (0, 1, 0, 1, 0, 1), (0, 0, 0, 1)], ids=lambda h: "".join(map(str, h)))
+def test_hierarchical_reduce_scatter_all_gather_reduce_equal_reference(hosts):
+    """Equally many ranks per host for reduce_scatter and all_gather (any for reduce)."""
+    from zcoll.reference.hierarchical import even, host_ranks
+    world = len(hosts)
+    cases = [c for c in OTHER_CASES if c[0] == "reduce" or even(host_ranks(list(hosts), world))]
+    res = run_ranks(ranks_others, world, hosts, cases, timeout=280)
+    for i, (coll, dtype, op, m, intra, inter, codec) in enumerate(cases):
+        counts = [m + (r % 2) if coll == "reduce_scatter" else m for r in range(world)]
+        kw = {"dtype": "bfloat16"} if dtype == "bfloat16" and codec is None else {}
+        if codec is not None:
+            kw.update(codec=codec, block=64, seed=3, step=i)
+            dtype = "float32"
+        if coll == "reduce":
+            want = {i % world: R.reduce(data_for(dtype, world, m, i), i % world, op, inter, hosts=list(hosts),
+                                        intra=intra, **kw)}
+        elif coll == "reduce_scatter":
+            outs = R.reduce_scatter(data_for(dtype, world, sum(counts), i), op, inter, counts=counts,
+                                    hosts=list(hosts), intra=intra, **kw)
+            want = dict(enumerate(outs))
+        else:
+            parts = data_for(dtype, world, max(counts), i)
+            want = dict(enumerate(R.all_gather([parts[r][:counts[r]] for r in range(world)], hosts=list(hosts), **kw)))
+        for rank, w in want.items():
+            got = res[rank][i]
+            np.testing.assert_array_equal(got.view(storage(dtype)), np.asarray(w).reshape(-1).view(storage(dtype)),
+                                          err_msg=f"hosts {hosts} rank {rank}: {coll} {dtype} {op} m={m} "
+                                                  f"{intra}/{inter} {codec}")
+
+
 def test_reference_hierarchical_error_is_one_encode_per_stage():
     """The compressed error of the hierarchical all-reduce does not grow with ranks per host:
     only the host partials are encoded (docs/compression.md)."""
@@ -158,6 +237,18 @@ def ranks_backend(rank, world, store, hosts, compression):
             x = x.view(torch.bfloat16)
         dist.all_reduce(x, op=ops[op])
         out.append(x.view(torch.uint16).numpy().copy() if dtype == "bfloat16" else x.numpy().copy())
+    # the other collectives in two levels: reduce-scatter and all-gather (equally many ranks per
+    # host), reduce, broadcast, barrier
+    rs = torch.empty(3000)
+    dist.reduce_scatter_tensor(rs, torch.from_numpy(data_for("float32", world, world * 3000, 50)[rank].copy()))
+    ag = torch.empty(world * 700)
+    dist.all_gather_into_tensor(ag, torch.from_numpy(data_for("float32", world, 700, 51)[rank].copy()))
+    red = torch.from_numpy(data_for("float32", world, 4000, 52)[rank].copy())
+    dist.reduce(red, dst=1, op=dist.ReduceOp.AVG)
+    bc = torch.full((999,), float(rank))
+    dist.broadcast(bc, src=world - 1)
+    dist.barrier()
+    out.append((rs.numpy().copy(), ag.numpy().copy(), red.numpy().copy() if rank == 1 else None, bc.numpy().copy()))
     dist.destroy_process_group()
     return out
 
@@ -194,6 +285,41 @@ def test_backend_runs_the_hierarchical_all_reduce(hosts, compression):
             assert res[rank][0] == "shm+tcp"
             np.testing.assert_array_equal(got.reshape(-1).view(storage(dtype)), want.reshape(-1).view(storage(dtype)),
                                           err_msg=f"hosts {hosts} rank {rank}: {dtype} {op} n={n} {compression}")
+    # reduce-scatter and all-gather: two levels with equally many ranks per host, compressed only
+    # between hosts; reduce, broadcast: two levels (copies for broadcast)
+    even = len({index.count(h) for h in index}) == 1
+    rs_in = data_for("float32", world, world * 3000, 50)
+    tuned = [_C.tune_two_level(rs_in[0].nbytes, index, r, "reduce_scatter") for r in range(world)]
+    intra = [tuned[index.index(h)][0] for h in range(max(index) + 1)]
+    kw = {}
+    if compression != "none":
+        most = max(index.count(h) for h in set(index))
+        kw = dict(codec=compression, seed=0, step=seq)
+        inter = _C.tune_compressed(compression, rs_in[0].nbytes // most, max(index) + 1)[0]
+    else:
+        inter = tuned[0][1]
+    if even:
+        rs_want = R.reduce_scatter(rs_in, "sum", inter, hosts=list(hosts), intra=intra, **kw)
+    else:  # flat, over every rank
+        flat = (_C.tune_compressed(compression, rs_in[0].nbytes, world) if compression != "none"
+                else _C.tune("reduce_scatter", rs_in[0].nbytes, world, "shm+tcp"))[0]
+        rs_want = R.reduce_scatter(rs_in, "sum", flat, **kw)
+    seq += 1  # the all-gather is the next collective
+    ag_in = data_for("float32", world, 700, 51)
+    ag_kw = dict(codec=compression, seed=0, step=seq) if compression != "none" else {}
+    ag_want = R.all_gather(ag_in, hosts=list(hosts) if even else None, **ag_kw)[0]
+    red_in = data_for("float32", world, 4000, 52)
+    tuned = [_C.tune_two_level(red_in[0].nbytes, index, r, "reduce") for r in range(world)]
+    red_want = R.reduce(red_in, 1, "avg", tuned[0][1], hosts=list(hosts),
+                        intra=[tuned[index.index(h)][0] for h in range(max(index) + 1)])
+    for rank in range(world):
+        rs, ag, red, bc = res[rank][-1]
+        where = f"hosts {hosts} rank {rank} {compression}"
+        np.testing.assert_array_equal(rs.view(np.uint32), rs_want[rank].view(np.uint32), err_msg=f"{where}: reduce_scatter")
+        np.testing.assert_array_equal(ag.view(np.uint32), ag_want.view(np.uint32), err_msg=f"{where}: all_gather")
+        if rank == 1:
+            np.testing.assert_array_equal(red.view(np.uint32), red_want.view(np.uint32), err_msg=f"{where}: reduce")
+        assert (bc == world - 1).all(), where
 
 
 def ranks_feedback(rank, world, store, hosts):

@@ -107,4 +107,157 @@ void hierarchicalCompressedAllReduce(Transport& t, const Topology& topo, float* 
   host.allGather(data, exact);
 }
 
+namespace {
+
+// Equally many ranks per host: column j holds the ranks of local index j, in host order, and in
+// the packed layout of a host stage, column j's slices lie back to back as local rank j's part.
+struct Columns {
+  std::vector<std::vector<int>> ranks;  // by local index
+  std::vector<size_t> packedBegin, packedEnd;  // column j's part of the packed layout
+  size_t item;
+
+  Columns(const Topology& topo, const size_t* segBegin, const size_t* segEnd, size_t itemBytes) : item(itemBytes) {
+    ZCOLL_CHECK(topo.even(), "a hierarchical reduce-scatter or all-gather needs equally many ranks on every host");
+    const size_t local = topo.ranksOn(0).size();
+    size_t at = 0;
+    for (size_t j = 0; j < local; ++j) {
+      ranks.emplace_back();
+      packedBegin.push_back(at);
+      for (int h = 0; h < topo.hosts(); ++h) {
+        const int r = topo.ranksOn(h)[j];
+        ranks.back().push_back(r);
+        at += segEnd[r] - segBegin[r];
+      }
+      packedEnd.push_back(at);
+    }
+  }
+  // Copies column j's slices between `data` (at their places) and `packed` (back to back).
+  void pack(size_t j, const char* data, char* packed, const size_t* segBegin, const size_t* segEnd) const {
+    size_t at = packedBegin[j];
+    for (int r : ranks[j]) {
+      std::copy(data + segBegin[r] * item, data + segEnd[r] * item, packed + at * item);
+      at += segEnd[r] - segBegin[r];
+    }
+  }
+  void unpack(size_t j, const char* packed, char* data, const size_t* segBegin, const size_t* segEnd) const {
+    size_t at = packedBegin[j];
+    for (int r : ranks[j]) {
+      std::copy(packed + at * item, packed + (at + segEnd[r] - segBegin[r]) * item, data + segBegin[r] * item);
+      at += segEnd[r] - segBegin[r];
+    }
+  }
+  // The slices of column j, as the segment arrays of a schedule over the column.
+  void slices(size_t j, const size_t* segBegin, const size_t* segEnd, std::vector<size_t>& b,
+              std::vector<size_t>& e) const {
+    b.clear(), e.clear();
+    for (int r : ranks[j]) b.push_back(segBegin[r]), e.push_back(segEnd[r]);
+  }
+};
+
+// Stage 1 of the reduce-scatters: this host's reduce-scatter over the packed layout, after
+// which this rank's column's host sums are back at their places in `data`.
+void hostReduceScatter(Transport& t, const Topology& topo, const Columns& cols, char* data, const size_t* segBegin,
+                       const size_t* segEnd, CollectiveArgs a, Algorithm intra) {
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  if (cols.ranks.size() == 1) return;
+  std::vector<char> packed(cols.packedEnd.back() * cols.item);
+  for (size_t k = 0; k < cols.ranks.size(); ++k) cols.pack(k, data, packed.data(), segBegin, segEnd);
+  if (a.op == RedOp::kAvg) a.op = RedOp::kSum;  // the division comes once, between hosts
+  RankView local(t, topo.ranksOn(topo.hostOf(t.rank())));
+  reduceScatter(local, packed.data(), cols.packedBegin.data(), cols.packedEnd.data(), a, intra);
+  cols.unpack(j, packed.data(), data, segBegin, segEnd);
+}
+
+// Stage 2 of the all-gathers: this host's all-gather of the columns over the packed layout,
+// then every column back at its places in `data`.
+void hostAllGather(Transport& t, const Topology& topo, const Columns& cols, char* data, const size_t* segBegin,
+                   const size_t* segEnd, const CollectiveArgs& a) {
+  if (cols.ranks.size() == 1) return;
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  std::vector<char> packed(cols.packedEnd.back() * cols.item);
+  cols.pack(j, data, packed.data(), segBegin, segEnd);
+  RankView local(t, topo.ranksOn(topo.hostOf(t.rank())));
+  allGather(local, packed.data(), cols.packedBegin.data(), cols.packedEnd.data(), a);
+  for (size_t k = 0; k < cols.ranks.size(); ++k) cols.unpack(k, packed.data(), data, segBegin, segEnd);
+}
+
+}  // namespace
+
+void hierarchicalReduceScatter(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
+                               const size_t* segEnd, const CollectiveArgs& a, TwoLevel algos) {
+  const Columns cols(topo, segBegin, segEnd, dtypeSize(a.dtype));
+  hostReduceScatter(t, topo, cols, static_cast<char*>(data), segBegin, segEnd, a, algos.intra);
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  std::vector<size_t> b, e;
+  cols.slices(j, segBegin, segEnd, b, e);
+  CollectiveArgs between = a;
+  between.avgRanks = t.size();
+  RankView column(t, cols.ranks[j]);
+  reduceScatter(column, data, b.data(), e.data(), between, algos.inter);
+}
+
+void hierarchicalCompressedReduceScatter(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
+                                         const size_t* segEnd, const CollectiveArgs& a, const Compression& c,
+                                         TwoLevel algos) {
+  CollectiveArgs exact = a;
+  exact.dtype = DType::kFloat32;
+  const Columns cols(topo, segBegin, segEnd, sizeof(float));
+  hostReduceScatter(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, exact, algos.intra);
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  std::vector<size_t> b, e;
+  cols.slices(j, segBegin, segEnd, b, e);
+  CollectiveArgs between = a;
+  between.avgRanks = t.size();
+  RankView column(t, cols.ranks[j]);
+  compressedReduceScatter(column, data, b.data(), e.data(), between, c, algos.inter);
+}
+
+void hierarchicalAllGather(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
+                           const size_t* segEnd, const CollectiveArgs& a) {
+  const Columns cols(topo, segBegin, segEnd, dtypeSize(a.dtype));
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  std::vector<size_t> b, e;
+  cols.slices(j, segBegin, segEnd, b, e);
+  RankView column(t, cols.ranks[j]);
+  allGather(column, data, b.data(), e.data(), a);
+  hostAllGather(t, topo, cols, static_cast<char*>(data), segBegin, segEnd, a);
+}
+
+void hierarchicalCompressedAllGather(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
+                                     const size_t* segEnd, const CollectiveArgs& a, const Compression& c) {
+  CollectiveArgs exact = a;
+  exact.dtype = DType::kFloat32;
+  const Columns cols(topo, segBegin, segEnd, sizeof(float));
+  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
+  std::vector<size_t> b, e;
+  cols.slices(j, segBegin, segEnd, b, e);
+  RankView column(t, cols.ranks[j]);
+  compressedAllGather(column, data, b.data(), e.data(), exact, c);
+  hostAllGather(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, exact);
+}
+
+int hostLeader(const Topology& topo, int host, int root) {
+  if (topo.hostOf(root) == host) return root;
+  const auto& ranks = topo.ranksOn(host);
+  const size_t index = static_cast<size_t>(topo.localIndex(root));
+  return index < ranks.size() ? ranks[index] : ranks[0];
+}
+
+void hierarchicalReduce(Transport& t, const Topology& topo, void* data, size_t count, int root,
+                        const CollectiveArgs& a, TwoLevel algos) {
+  const int host = topo.hostOf(t.rank()), leader = hostLeader(topo, host, root);
+  const auto& local = topo.ranksOn(host);
+  CollectiveArgs inside = a;
+  if (inside.op == RedOp::kAvg) inside.op = RedOp::kSum;  // the division comes once, between hosts
+  RankView hostView(t, local);
+  reduceToRoot(hostView, data, count, topo.localIndex(leader), inside, algos.intra);
+  if (t.rank() != leader) return;
+  std::vector<int> leaders;
+  for (int h = 0; h < topo.hosts(); ++h) leaders.push_back(hostLeader(topo, h, root));
+  CollectiveArgs between = a;
+  between.avgRanks = t.size();
+  RankView leaderView(t, leaders);
+  reduceToRoot(leaderView, data, count, topo.hostOf(root), between, algos.inter);
+}
+
 }  // namespace zcoll

@@ -61,4 +61,35 @@ void hierarchicalCompressedAllReduce(Transport& t, const Topology& topo, float* 
                                      const CollectiveArgs& a, const Compression& c, TwoLevel algos,
                                      float* residual = nullptr);
 
+// Reduce-scatter over the caller's slices (slice r ends at rank r), with equally many ranks on
+// every host: inside each host, a reduce-scatter in which local rank j's part is its column's
+// slices (the ranks of local index j, in host order) back to back; between hosts, a
+// reduce-scatter of those slices among the column (`algos.inter`; AVG divides by all ranks).
+void hierarchicalReduceScatter(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
+                               const size_t* segEnd, const CollectiveArgs& a, TwoLevel algos);
+// The same over float32 with the stage between hosts compressed: each slice keeps its index in
+// `data` for the hash, the stream's rank is the host's.
+void hierarchicalCompressedReduceScatter(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
+                                         const size_t* segEnd, const CollectiveArgs& a, const Compression& c,
+                                         TwoLevel algos);
+
+// All-gather in place (slice s from rank s), equally many ranks on every host: between hosts
+// among each column, then inside each host (copies: the flat all-gather's bits).
+void hierarchicalAllGather(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
+                           const size_t* segEnd, const CollectiveArgs& a);
+// The same over float32 with the stage between hosts compressed: each rank encodes its slice
+// once, the host's index as the stream's rank; every rank decodes every slice.
+void hierarchicalCompressedAllGather(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
+                                     const size_t* segEnd, const CollectiveArgs& a, const Compression& c);
+
+// Reduce of `count` elements to `root`: inside each host to its leader (the root on its host,
+// else the host's rank of the root's local index, or its first; `algos.intra`: kTree or
+// kOneShot), then among the leaders to the root (`algos.inter`; AVG divides by all ranks).
+// Other ranks' `data` is scratch.
+void hierarchicalReduce(Transport& t, const Topology& topo, void* data, size_t count, int root,
+                        const CollectiveArgs& a, TwoLevel algos);
+
+// The rank that carries host `host`'s part of a collective rooted at `root` (reduce, broadcast).
+int hostLeader(const Topology& topo, int host, int root);
+
 }  // namespace zcoll

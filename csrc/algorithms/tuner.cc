@@ -16,8 +16,10 @@ const char* collectiveName(Collective c) {
 bool supports(Collective c, Algorithm algo) {
   switch (c) {
     case Collective::kAllReduce: return true;  // kHierarchical: where the group spans hosts
-    case Collective::kReduce: return algo == Algorithm::kTree || algo == Algorithm::kOneShot;
-    case Collective::kReduceScatter: return algo == Algorithm::kRing || algo == Algorithm::kTwoShot;
+    case Collective::kReduce:
+      return algo == Algorithm::kTree || algo == Algorithm::kOneShot || algo == Algorithm::kHierarchical;
+    case Collective::kReduceScatter:
+      return algo == Algorithm::kRing || algo == Algorithm::kTwoShot || algo == Algorithm::kHierarchical;
   }
   return false;
 }
@@ -68,11 +70,13 @@ TwoLevelChoice tuneTwoLevel(Collective c, size_t bytes, const Topology& topo, in
   size_t most = 1;
   for (int h = 0; h < topo.hosts(); ++h) most = std::max(most, topo.ranksOn(h).size());
   const int local = static_cast<int>(topo.ranksOn(topo.hostOf(rank)).size());
-  // Inside the host: the reduce-scatter the tuner picks over shared memory for the host's ranks
-  // (it may differ between hosts of different sizes). Between hosts: the all-reduce it picks
-  // over the network for one rank's share, the same on every rank.
-  const TunerChoice intra = tune(Collective::kReduceScatter, bytes, local, "shm");
-  const TunerChoice inter = tune(c, bytes / most, topo.hosts(), "tcp");
+  // Inside the host: what the tuner picks over shared memory for the host's ranks (a
+  // reduce-scatter, or for a reduce a reduce; it may differ between hosts of different sizes).
+  // Between hosts: the collective it picks over the network for what crosses (one rank's share,
+  // or for a reduce the whole tensor), the same on every rank.
+  const bool reduce = c == Collective::kReduce;
+  const TunerChoice intra = tune(reduce ? Collective::kReduce : Collective::kReduceScatter, bytes, local, "shm");
+  const TunerChoice inter = tune(c, reduce ? bytes : bytes / most, topo.hosts(), "tcp");
   return {{intra.algorithm, inter.algorithm}, std::min(intra.chunkBytes, inter.chunkBytes)};
 }
 

@@ -325,14 +325,30 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
     at::Tensor buf = t.contiguous();
     const size_t bytes = buf.nbytes();
     const uint64_t tag = copyTag(OpCode::kBroadcast, buf, seq);
-    std::vector<RequestId> reqs;
-    if (getRank() == root) {
-      for (int p = 0; p < getSize(); ++p)
-        if (p != root) reqs.push_back(transport_->isend(p, tag, buf.data_ptr(), bytes));
-    } else {
-      reqs.push_back(transport_->irecv(root, tag, buf.data_ptr(), bytes));
-    }
     const Deadline d = deadline();
+    // Two levels: the root sends to one rank per other host (its leader), and each leader to
+    // its host's ranks, so the tensor crosses each host's link once. One level: the root sends
+    // to every rank.
+    const int rank = getRank(), host = topology_.hostOf(rank);
+    int from = root;
+    std::vector<int> to;
+    if (!topology_.twoLevel()) {
+      if (rank == root)
+        for (int p = 0; p < getSize(); ++p)
+          if (p != root) to.push_back(p);
+    } else {
+      const int leader = hostLeader(topology_, host, root);  // the root, on the root's host
+      if (rank != leader) from = leader;
+      if (rank == leader)
+        for (int p : topology_.ranksOn(host))
+          if (p != rank) to.push_back(p);
+      if (rank == root)
+        for (int h = 0; h < topology_.hosts(); ++h)
+          if (h != host) to.push_back(hostLeader(topology_, h, root));
+    }
+    if (rank != root) transport_->wait(transport_->irecv(from, tag, buf.data_ptr(), bytes), d);
+    std::vector<RequestId> reqs;
+    for (int p : to) reqs.push_back(transport_->isend(p, tag, buf.data_ptr(), bytes));
     for (RequestId r : reqs) transport_->wait(r, d);
     if (!buf.is_same(t)) t.copy_(buf);
   }, opts.asyncOp, staging);
@@ -353,14 +369,20 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
     kernels::cpu::toFloat32(dtype, in.data_ptr(), data + r * part, part);
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
-    logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(), Algorithm::kRing, false, a.chunkBytes);
-    compressedAllGather(*transport_, data, slices.begin.data(), slices.end.data(), a, c);
+    const bool levels = twoLevelGather();  // encoded between hosts only
+    logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(),
+              levels ? Algorithm::kHierarchical : Algorithm::kRing, false, a.chunkBytes);
+    if (levels) hierarchicalCompressedAllGather(*transport_, topology_, data, slices.begin.data(), slices.end.data(), a, c);
+    else compressedAllGather(*transport_, data, slices.begin.data(), slices.end.data(), a, c);
     if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, flatOutput.data_ptr(), part * p);
     return;
   }
   std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * r, in.data_ptr(), input.nbytes());
   const CollectiveArgs a = argsFor(OpCode::kAllGather, dtype, RedOp::kSum, seq);
-  allGather(*transport_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
+  if (twoLevelGather())  // each host's share crosses its link once
+    hierarchicalAllGather(*transport_, topology_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
+  else
+    allGather(*transport_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vector<at::Tensor>>& outputs,
@@ -532,14 +554,24 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
     if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, scratch.data_ptr(), data, m * getSize());
     Compression c;
     CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
-    const Algorithm algo = chooseCompressed(Collective::kReduceScatter, scratch.nbytes(), a);
-    compressedReduceScatter(*transport_, data, slices.begin.data(), slices.end.data(), a, c, algo);
+    TwoLevel levels;
+    const Algorithm algo = chooseCompressed(Collective::kReduceScatter, scratch.nbytes(), a, &levels);
+    if (algo == Algorithm::kHierarchical)
+      hierarchicalCompressedReduceScatter(*transport_, topology_, data, slices.begin.data(), slices.end.data(), a, c,
+                                          levels);
+    else
+      compressedReduceScatter(*transport_, data, slices.begin.data(), slices.end.data(), a, c, algo);
     if (dtype != DType::kFloat32)  // our slice, rounded once into the scratch tensor's dtype
       kernels::cpu::fromFloat32(dtype, data + r * m, static_cast<char*>(scratch.data_ptr()) + r * m * scratch.element_size(), m);
   } else {
     CollectiveArgs a = argsFor(OpCode::kReduceScatter, dtype, op, seq);
-    const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a);
-    reduceScatter(*transport_, scratch.data_ptr(), slices.begin.data(), slices.end.data(), a, algo);
+    TwoLevel levels;
+    const Algorithm algo = choose(Collective::kReduceScatter, scratch.nbytes(), a, &levels);
+    if (algo == Algorithm::kHierarchical)
+      hierarchicalReduceScatter(*transport_, topology_, scratch.data_ptr(), slices.begin.data(), slices.end.data(), a,
+                                levels);
+    else
+      reduceScatter(*transport_, scratch.data_ptr(), slices.begin.data(), slices.end.data(), a, algo);
   }
   output.copy_(scratch.narrow(0, getRank() * m, m).view(output.sizes()));
 }
@@ -616,8 +648,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
     const size_t n = static_cast<size_t>(mine.numel());
     if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
     CollectiveArgs a = argsFor(OpCode::kReduce, dtype, op, seq);
-    const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a);
-    reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);  // other ranks: `mine` is scratch
+    TwoLevel levels;
+    const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a, &levels);
+    if (algo == Algorithm::kHierarchical)  // other ranks: `mine` is scratch
+      hierarchicalReduce(*transport_, topology_, mine.data_ptr(), n, root, a, levels);
+    else
+      reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);
     if (getRank() == root && !inPlace) t.copy_(mine.view(t.sizes()));
   }, opts.asyncOp, staging);
 }
@@ -753,7 +789,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::barrier(const c10d::BarrierOpt
   at::Tensor token = at::zeros({1}, at::kInt);
   return enqueue(c10d::OpType::BARRIER, {token}, [this, token](uint64_t seq) {
     CollectiveArgs a = argsFor(OpCode::kBarrier, DType::kInt32, RedOp::kSum, seq);
-    allReduce(*transport_, token.data_ptr(), 1, a, Algorithm::kOneShot);  // one round
+    if (topology_.twoLevel())  // one message per rank over the network, not one per remote rank
+      hierarchicalAllReduce(*transport_, topology_, token.data_ptr(), 1, a, {Algorithm::kTwoShot, Algorithm::kOneShot});
+    else
+      allReduce(*transport_, token.data_ptr(), 1, a, Algorithm::kOneShot);  // one round
   }, opts.asyncOp);
 }
 

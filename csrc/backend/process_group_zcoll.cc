@@ -143,7 +143,9 @@ CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, 
 // unless ZCOLL_ALGO forces a flat algorithm; forcing "hierarchical" elsewhere gets the tuner's
 // flat choice. Only all-reduce has them so far.
 bool ProcessGroupZcoll::twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const {
-  return c == Collective::kAllReduce && topology_.twoLevel() && (!forced || forcedAlgo == Algorithm::kHierarchical);
+  // reduce-scatter (and all-gather) in two levels need equally many ranks on every host
+  const bool fits = c != Collective::kReduceScatter || topology_.even();
+  return topology_.twoLevel() && fits && (!forced || forcedAlgo == Algorithm::kHierarchical);
 }
 
 Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& a, TwoLevel* levels) {

@@ -218,6 +218,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a, TwoLevel* levels = nullptr);
   Algorithm chooseCompressed(Collective collective, size_t bytes, CollectiveArgs& a, TwoLevel* levels = nullptr);
   bool twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const;
+  // All-gathers (no tuner choice) run in two levels wherever reduce-scatters would.
+  bool twoLevelGather() const { return topology_.twoLevel() && topology_.even(); }
   void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes,
                  const TwoLevel* levels = nullptr);
   void checkRoot(int64_t root, const char* op) const;

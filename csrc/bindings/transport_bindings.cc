@@ -188,6 +188,34 @@ void hierarchicalAllReducePy(PyTransport& t, py::array data, const std::string& 
   zcoll::hierarchicalAllReduce(t.transport(), t.topology(), ptr, count, a, algos);
 }
 
+// Per-rank slices of `counts` as begin/end arrays covering `total` elements.
+void slicesOf(const std::vector<size_t>& counts, size_t ranks, size_t total, std::vector<size_t>& b,
+              std::vector<size_t>& e, const char* what);
+
+void hierarchicalCollectivePy(PyTransport& t, py::array data, const std::string& collective,
+                              const std::vector<size_t>& counts, int root, const std::string& dtype,
+                              const std::string& op, const std::string& intra, const std::string& inter, uint64_t seq,
+                              size_t chunkBytes, double timeoutSeconds) {
+  const zcoll::OpCode opcode = collective == "reduce_scatter" ? zcoll::OpCode::kReduceScatter
+                               : collective == "all_gather"   ? zcoll::OpCode::kAllGather
+                                                              : zcoll::OpCode::kReduce;
+  if (collective != "reduce_scatter" && collective != "all_gather" && collective != "reduce")
+    throw std::invalid_argument("hierarchical: unknown collective '" + collective + "' (reduce_scatter, all_gather, reduce)");
+  const auto a = argsOf(opcode, dtype, op, seq, chunkBytes, timeoutSeconds);
+  const auto algos = collective == "all_gather" ? zcoll::TwoLevel{} : twoLevelOf(t, intra, inter);
+  void* ptr = scheduleBuffer(data, a, "hierarchical");
+  const size_t n = static_cast<size_t>(data.size());
+  std::vector<size_t> b, e;
+  if (collective != "reduce") slicesOf(counts, static_cast<size_t>(t.transport().size()), n, b, e, "hierarchical");
+  py::gil_scoped_release release;
+  if (collective == "reduce_scatter")
+    zcoll::hierarchicalReduceScatter(t.transport(), t.topology(), ptr, b.data(), e.data(), a, algos);
+  else if (collective == "all_gather")
+    zcoll::hierarchicalAllGather(t.transport(), t.topology(), ptr, b.data(), e.data(), a);
+  else
+    zcoll::hierarchicalReduce(t.transport(), t.topology(), ptr, n, root, a, algos);
+}
+
 void reduceScatterPy(PyTransport& t, py::array data, const std::vector<size_t>& counts, const std::string& dtype,
                      const std::string& op, const std::string& algo, uint64_t seq, size_t chunkBytes,
                      double timeoutSeconds) {
@@ -295,6 +323,28 @@ void hierarchicalCompressedAllReducePy(PyTransport& t, FloatArray data, const st
   zcoll::hierarchicalCompressedAllReduce(t.transport(), t.topology(), ptr, count, a, c, algos, res);
 }
 
+void hierarchicalCompressedGatherScatterPy(PyTransport& t, FloatArray data, const std::string& collective,
+                                           const std::vector<size_t>& counts, const std::string& codec,
+                                           const std::string& op, const std::string& intra, const std::string& inter,
+                                           int block, uint64_t seed, uint64_t step, uint64_t seqNo,
+                                           size_t chunkBytes, double timeoutSeconds) {
+  const bool rs = collective == "reduce_scatter";
+  if (!rs && collective != "all_gather")
+    throw std::invalid_argument("hierarchical_compressed: unknown collective '" + collective +
+                                "' (reduce_scatter, all_gather)");
+  const auto a = argsOf(rs ? zcoll::OpCode::kReduceScatter : zcoll::OpCode::kAllGather, "float32", op, seqNo,
+                        chunkBytes, timeoutSeconds);
+  const auto c = compressionOf(codec, block, seed, step);
+  const auto algos = rs ? twoLevelOf(t, intra, inter) : zcoll::TwoLevel{};
+  float* ptr = writeable(data, "hierarchical_compressed");
+  std::vector<size_t> b, e;
+  slicesOf(counts, static_cast<size_t>(t.transport().size()), static_cast<size_t>(data.size()), b, e,
+           "hierarchical_compressed");
+  py::gil_scoped_release release;
+  if (rs) zcoll::hierarchicalCompressedReduceScatter(t.transport(), t.topology(), ptr, b.data(), e.data(), a, c, algos);
+  else zcoll::hierarchicalCompressedAllGather(t.transport(), t.topology(), ptr, b.data(), e.data(), a, c);
+}
+
 void compressedReduceScatterPy(PyTransport& t, FloatArray data, const std::vector<size_t>& counts,
                                const std::string& codec, const std::string& op, const std::string& algo, int block,
                                uint64_t seed, uint64_t step, uint64_t seqNo, size_t chunkBytes, double timeoutSeconds,
@@ -370,6 +420,17 @@ void bindTransport(py::module_& m) {
            py::arg("seed") = 0, py::arg("step") = 0, py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19,
            py::arg("timeout") = 30.0, py::arg("residual") = py::none(),
            "The same over float32 with the stage between hosts compressed (ring or twoshot).")
+      .def("hierarchical", &hierarchicalCollectivePy, py::arg("data"), py::arg("collective"),
+           py::arg("counts") = std::vector<size_t>{}, py::arg("root") = 0, py::arg("dtype") = "float32",
+           py::arg("op") = "sum", py::arg("intra") = "ring", py::arg("inter") = "ring", py::arg("seq") = 0,
+           py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "A two-level reduce_scatter (over `counts` slices), all_gather (in place) or reduce (to `root`) over "
+           "the hosts of host_of; `intra` inside this rank's host, `inter` between hosts.")
+      .def("hierarchical_compressed", &hierarchicalCompressedGatherScatterPy, py::arg("data"), py::arg("collective"),
+           py::arg("counts"), py::arg("codec"), py::arg("op") = "sum", py::arg("intra") = "ring",
+           py::arg("inter") = "ring", py::arg("block") = 256, py::arg("seed") = 0, py::arg("step") = 0,
+           py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
+           "The two-level reduce_scatter or all_gather over float32 with the stage between hosts compressed.")
       .def("reduce_scatter", &reduceScatterPy, py::arg("data"), py::arg("counts"), py::arg("dtype"), py::arg("op"),
            py::arg("algo"), py::arg("seq") = 0, py::arg("chunk_bytes") = size_t{1} << 19, py::arg("timeout") = 30.0,
            "Reduce-scatter in place: rank r's slice (counts[r] elements, in order) gets its result.")
@@ -418,13 +479,17 @@ void bindTransport(py::module_& m) {
     throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
   }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"),
         "The tuner's (algorithm, chunk bytes) for a collective the user did not configure.");
-  m.def("tune_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank) {
+  m.def("tune_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank, const std::string& collective) {
     const zcoll::Topology topo(static_cast<int>(hostOf.size()), hostOf);
-    const auto choice = zcoll::tuneTwoLevel(zcoll::Collective::kAllReduce, bytes, topo, rank);
-    return py::make_tuple(std::string(zcoll::algorithmName(choice.algos.intra)),
-                          std::string(zcoll::algorithmName(choice.algos.inter)), choice.chunkBytes);
-  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"),
-        "The tuner's hierarchical all-reduce for `rank`: (algorithm inside its host, between hosts, chunk bytes); "
+    for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
+      if (collective == zcoll::collectiveName(c)) {
+        const auto choice = zcoll::tuneTwoLevel(c, bytes, topo, rank);
+        return py::make_tuple(std::string(zcoll::algorithmName(choice.algos.intra)),
+                              std::string(zcoll::algorithmName(choice.algos.inter)), choice.chunkBytes);
+      }
+    throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
+  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"), py::arg("collective") = "allreduce",
+        "The tuner's hierarchical collective for `rank`: (algorithm inside its host, between hosts, chunk bytes); "
         "host_of numbers hosts in order of their lowest rank.");
   m.def("tune_compressed", [](const std::string& codec, size_t bytes, int ranks) {
     const auto choice = zcoll::tuneCompressed(zcoll::bindings::parseCodec(codec), bytes, ranks);

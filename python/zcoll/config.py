@@ -15,8 +15,8 @@ COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
 ALGORITHMS = {
     "allreduce": ("ring", "tree", "oneshot", "twoshot", "hierarchical"),
-    "reduce": ("tree", "oneshot"),
-    "reduce_scatter": ("ring", "twoshot"),
+    "reduce": ("tree", "oneshot", "hierarchical"),
+    "reduce_scatter": ("ring", "twoshot", "hierarchical"),
 }
 
 

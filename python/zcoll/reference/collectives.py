@@ -178,8 +178,11 @@ def all_reduce(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", algo: s
 
 
 def reduce(inputs: Sequence[np.ndarray], root: int = 0, op: ReduceOp | str = "sum",
-           algo: str = "tree", *, dtype: str | None = None, premul: float | None = None) -> np.ndarray:
-    """Reduce to ``root``; returns the root's result (other ranks' outputs are undefined)."""
+           algo: str = "tree", *, dtype: str | None = None, premul: float | None = None,
+           hosts: Sequence | None = None, intra: str | Sequence[str] = "tree") -> np.ndarray:
+    """Reduce to ``root``; returns the root's result (other ranks' outputs are undefined). With
+    ``hosts`` on two levels: ``intra`` (tree or oneshot, one or one per host) inside hosts,
+    ``algo`` between them (§4, hierarchical)."""
     xs, d = _flat_inputs(inputs, dtype)
     shape = np.asarray(inputs[0]).shape
     p = len(xs)
@@ -188,6 +191,11 @@ def reduce(inputs: Sequence[np.ndarray], root: int = 0, op: ReduceOp | str = "su
     _check_choice("reduce algorithm", algo, REDUCE_ALGOS)
     xs, op = _prepare(xs, op, d, premul)
     avg = p if op == ReduceOp.AVG else False
+    if hosts is not None:
+        from .hierarchical import hierarchical_reduce, host_ranks, two_level
+        groups = host_ranks(hosts, p)
+        if two_level(groups):
+            return hierarchical_reduce(xs, op, d, groups, root, intra, algo, avg).reshape(shape)
     if p == 1:
         return xs[0].reshape(shape).copy()
     if algo == "oneshot":
@@ -200,10 +208,12 @@ def reduce_scatter(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", alg
                    counts: Sequence[int] | None = None, dtype: str | None = None,
                    premul: float | None = None, codec: str | None = None,
                    block: int = C.DEFAULT_BLOCK, seed: int = 0, step: int = 0,
-                   residuals: Sequence[np.ndarray] | None = None):
+                   residuals: Sequence[np.ndarray] | None = None, hosts: Sequence | None = None,
+                   intra: str | Sequence[str] = "ring"):
     """Reduce-scatter: rank r gets the reduction of slice r (``counts`` elements each, default
     equal parts). Each input holds all slices back to back. Compressed and error feedback as
-    in all_reduce."""
+    in all_reduce. With ``hosts`` on two levels and equally many ranks per host, the
+    hierarchical schedule of §4 (``intra`` inside hosts, ``algo`` between; no error feedback)."""
     xs, d = _flat_inputs(inputs, dtype)
     p, n = len(xs), xs[0].size
     counts = _counts(n, p, counts)
@@ -212,6 +222,15 @@ def reduce_scatter(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", alg
     xs, op = _prepare(xs, op, d, premul)
     avg = p if op == ReduceOp.AVG else False
     _check_choice("reduce_scatter algorithm", algo, REDUCE_SCATTER_ALGOS)
+    if hosts is not None:
+        from .hierarchical import even, hierarchical_reduce_scatter, host_ranks, two_level
+        groups = host_ranks(hosts, p)
+        if two_level(groups) and even(groups):
+            if residuals is not None:
+                raise ValueError("the hierarchical reduce_scatter has no error feedback")
+            comp = _Compression(codec, block, seed, step, d, op) if codec is not None else None
+            outs = hierarchical_reduce_scatter(xs, op, d, groups, intra, algo, avg, segs, comp)
+            return [d.from_acc(o) for o in outs] if comp is not None else outs
     if codec is not None:
         comp = _Compression(codec, block, seed, step, d, op)
         xf, res = _with_residuals(xs, d, residuals)
@@ -230,11 +249,21 @@ def reduce_scatter(inputs: Sequence[np.ndarray], op: ReduceOp | str = "sum", alg
 
 
 def all_gather(inputs: Sequence[np.ndarray], *, dtype: str | None = None, codec: str | None = None,
-               block: int = C.DEFAULT_BLOCK, seed: int = 0, step: int = 0) -> list[np.ndarray]:
+               block: int = C.DEFAULT_BLOCK, seed: int = 0, step: int = 0,
+               hosts: Sequence | None = None) -> list[np.ndarray]:
     """All-gather: every rank gets all inputs back to back (flattened). With ``codec`` each rank
-    encodes its part once (gather stage) and every rank, the sender too, decodes it."""
+    encodes its part once (gather stage) and every rank, the sender too, decodes it. With
+    ``hosts`` on two levels and equally many ranks per host, the hierarchical schedule of §4
+    (the same bits uncompressed; compressed, the stream's rank is the sender's host)."""
     xs, d = _flat_inputs(inputs, dtype)
     p, m = len(xs), xs[0].size
+    if hosts is not None:
+        from .hierarchical import even, hierarchical_all_gather, host_ranks, two_level
+        groups = host_ranks(hosts, p)
+        if two_level(groups) and even(groups):
+            comp = _Compression(codec, block, seed, step, d, ReduceOp.SUM) if codec is not None else None
+            out = hierarchical_all_gather(xs, d, groups, comp)
+            return [out.copy() for _ in range(p)]
     if codec is None or p == 1:
         out = np.concatenate(xs)
     else:

@@ -107,3 +107,103 @@ def hierarchical_all_reduce(xs, op, d, groups, intra, algo, avg, comp, residuals
     comp.element_base = 0
     result = d.from_acc(out)
     return [result.copy() for _ in range(p)], res
+
+
+def columns(groups: list[list[int]]) -> list[list[int]]:
+    """With equally many ranks per host: column j is the rank of local index j on every host,
+    in host order."""
+    return [[g[j] for g in groups] for j in range(len(groups[0]))]
+
+
+def even(groups: list[list[int]]) -> bool:
+    return len({len(g) for g in groups}) == 1
+
+
+def hierarchical_reduce_scatter(xs, op, d, groups, intra, inter, avg, segs, comp=None):
+    """Equally many ranks per host. Stage 1: inside each host, a reduce-scatter in which local
+    rank j's part is its column's slices back to back (in host order); stage 2: a
+    reduce-scatter of those slices among the column (hosts in order; AVG divides by all p),
+    compressed with `comp`, whose hash indices are the slices' places in the whole input.
+    Returns each rank's slice (float32 when compressed)."""
+    from .collectives import _compressed_reduce_phase, _flat_reduce, _ring_segment
+    cols = columns(groups)
+    red = ReduceOp.SUM if op == ReduceOp.AVG else op
+    if comp is not None:
+        xs = [d.to_acc(x).astype(np.float32) for x in xs]
+        d, red = DTYPES["float32"], ReduceOp.SUM
+    bounds, at = [], 0  # column j's place in the packed layout
+    for col in cols:
+        size = sum(segs[r][1] - segs[r][0] for r in col)
+        bounds.append((at, at + size))
+        at += size
+
+    def pack(x):
+        return np.concatenate([x[a:b] for col in cols for a, b in (segs[r] for r in col)] or [x[:0]])
+
+    partial = {}  # local rank j: its host's sums of column j's slices, at their places
+    for g, algo in zip(groups, _intra_algos(intra, groups)):
+        packed = [pack(xs[r]) for r in g]
+        for j, (lo, hi) in enumerate(bounds):
+            if len(g) == 1:
+                acc = packed[0][lo:hi]
+            elif algo == "ring":
+                acc = _ring_segment(packed, lo, hi, j, red, d, False)
+            else:
+                acc = _flat_reduce([x[lo:hi] for x in packed], red, d, False)
+            full, off = np.zeros(xs[0].size, xs[0].dtype), 0
+            for r in cols[j]:
+                a, b = segs[r]
+                full[a:b] = acc[off:off + b - a]
+                off += b - a
+            partial[g[j]] = full
+    out = {}
+    for col in cols:
+        parts = [partial[r] for r in col]
+        col_segs = [segs[r] for r in col]
+        if comp is not None:
+            accs = _compressed_reduce_phase(parts, col_segs, comp, inter, None)
+            out.update({r: accs[k] / np.float32(avg) if avg else accs[k] for k, r in enumerate(col)})
+        elif inter == "ring":
+            out.update({r: _ring_segment(parts, lo, hi, k, op, d, avg) for k, (r, (lo, hi)) in enumerate(zip(col, col_segs))})
+        else:
+            out.update({r: _flat_reduce([x[lo:hi] for x in parts], op, d, avg) for r, (lo, hi) in zip(col, col_segs)})
+    return [out[r] for r in range(len(xs))]
+
+
+def hierarchical_all_gather(xs, d, groups, comp=None):
+    """Equally many ranks per host. Stage 1: an all-gather of the slices among each column
+    (compressed with `comp`: each rank encodes its slice once with the host's index as the
+    stream's rank, its hash indices the slice's place in the output); stage 2: inside each host,
+    an all-gather of the columns (copies). Returns the gathered output (float32 values rounded
+    back to the dtype once when compressed)."""
+    from .hashing import GATHER_STAGE
+    m = xs[0].size
+    if comp is None:
+        return np.concatenate(xs)
+    where = {r: h for h, g in enumerate(groups) for r in g}
+    parts = [d.from_acc(comp.roundtrip(d.to_acc(x), where[r], GATHER_STAGE, r * m)) for r, x in enumerate(xs)]
+    return np.concatenate(parts)
+
+
+def hierarchical_reduce(xs, op, d, groups, root, intra, inter, avg):
+    """Stage 1: inside each host a reduce to its leader (the root on the root's host, else the
+    host's rank of the root's local index, or its first); stage 2: a reduce of the leaders'
+    values to the root (hosts in order; AVG divides by all p)."""
+    from .collectives import _flat_reduce, _tree_reduce
+    red = ReduceOp.SUM if op == ReduceOp.AVG else op
+    root_host = next(h for h, g in enumerate(groups) if root in g)
+    index = groups[root_host].index(root)
+    values = []
+    for h, (g, algo) in enumerate(zip(groups, _intra_algos(intra, groups))):
+        lead = g.index(root) if h == root_host else (index if index < len(g) else 0)
+        host_xs = [xs[r] for r in g]
+        if len(g) == 1:
+            values.append(host_xs[0])
+        elif algo == "oneshot":
+            values.append(_flat_reduce(host_xs, red, d, False))
+        else:
+            values.append(_tree_reduce([host_xs[(v + lead) % len(g)] for v in range(len(g))], red, d, False))
+    if inter == "oneshot":
+        return _flat_reduce(values, op, d, avg)
+    k = len(values)
+    return _tree_reduce([values[(v + root_host) % k] for v in range(k)], op, d, avg)
