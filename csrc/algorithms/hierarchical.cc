@@ -17,6 +17,19 @@ RankView::RankView(Transport& base, std::vector<int> ranks) : base_(base), ranks
 
 namespace {
 
+// The arguments of a stage between hosts: AVG divides by the whole group.
+CollectiveArgs betweenHosts(const CollectiveArgs& a, const Transport& t) {
+  CollectiveArgs between = a;
+  between.avgRanks = t.size();
+  return between;
+}
+
+CollectiveArgs inFloat32(const CollectiveArgs& a) {
+  CollectiveArgs exact = a;
+  exact.dtype = DType::kFloat32;
+  return exact;
+}
+
 // One piece of the tensor between all hosts' segment boundaries and its owner on each host.
 struct Piece {
   size_t begin, end;
@@ -73,8 +86,7 @@ void hierarchicalAllReduce(Transport& t, const Topology& topo, void* data, size_
   const Layout layout(topo, count, kCacheLineBytes / dtypeSize(a.dtype));
   HostStages host(t, topo, layout);
   host.reduceScatter(data, a, algos.intra);
-  CollectiveArgs between = a;
-  between.avgRanks = t.size();
+  const CollectiveArgs between = betweenHosts(a, t);
   for (const Piece& piece : layout.pieces) {  // in order on every rank: no waiting in circles
     if (std::find(piece.owners.begin(), piece.owners.end(), t.rank()) == piece.owners.end()) continue;
     RankView hosts(t, piece.owners);
@@ -86,12 +98,10 @@ void hierarchicalAllReduce(Transport& t, const Topology& topo, void* data, size_
 void hierarchicalCompressedAllReduce(Transport& t, const Topology& topo, float* data, size_t count,
                                      const CollectiveArgs& a, const Compression& c, TwoLevel algos, float* residual) {
   const Layout layout(topo, count, compressionAlign(c));
-  CollectiveArgs exact = a;  // the stages inside hosts: float32 sums, exact copies
-  exact.dtype = DType::kFloat32;
+  const CollectiveArgs exact = inFloat32(a);  // the stages inside hosts: float32 sums, exact copies
   HostStages host(t, topo, layout);
   host.reduceScatter(data, exact, algos.intra);
-  CollectiveArgs between = a;
-  between.avgRanks = t.size();
+  const CollectiveArgs between = betweenHosts(a, t);
   size_t zeroFrom = 0;  // residuals outside the pieces this rank encodes are 0
   for (const Piece& piece : layout.pieces) {
     if (std::find(piece.owners.begin(), piece.owners.end(), t.rank()) == piece.owners.end()) continue;
@@ -181,59 +191,51 @@ void hostAllGather(Transport& t, const Topology& topo, const Columns& cols, char
   for (size_t k = 0; k < cols.ranks.size(); ++k) cols.unpack(k, packed.data(), data, segBegin, segEnd);
 }
 
+// This rank's column as a schedule sees it: a view of its ranks, and their slices.
+struct MyColumn {
+  RankView view;
+  std::vector<size_t> begin, end;
+
+  MyColumn(Transport& t, const Topology& topo, const Columns& cols, const size_t* segBegin, const size_t* segEnd)
+      : view(t, cols.ranks[static_cast<size_t>(topo.localIndex(t.rank()))]) {
+    cols.slices(static_cast<size_t>(topo.localIndex(t.rank())), segBegin, segEnd, begin, end);
+  }
+};
+
 }  // namespace
 
 void hierarchicalReduceScatter(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
                                const size_t* segEnd, const CollectiveArgs& a, TwoLevel algos) {
   const Columns cols(topo, segBegin, segEnd, dtypeSize(a.dtype));
   hostReduceScatter(t, topo, cols, static_cast<char*>(data), segBegin, segEnd, a, algos.intra);
-  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
-  std::vector<size_t> b, e;
-  cols.slices(j, segBegin, segEnd, b, e);
-  CollectiveArgs between = a;
-  between.avgRanks = t.size();
-  RankView column(t, cols.ranks[j]);
-  reduceScatter(column, data, b.data(), e.data(), between, algos.inter);
+  MyColumn column(t, topo, cols, segBegin, segEnd);
+  reduceScatter(column.view, data, column.begin.data(), column.end.data(), betweenHosts(a, t), algos.inter);
 }
 
 void hierarchicalCompressedReduceScatter(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
                                          const size_t* segEnd, const CollectiveArgs& a, const Compression& c,
                                          TwoLevel algos) {
-  CollectiveArgs exact = a;
-  exact.dtype = DType::kFloat32;
   const Columns cols(topo, segBegin, segEnd, sizeof(float));
-  hostReduceScatter(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, exact, algos.intra);
-  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
-  std::vector<size_t> b, e;
-  cols.slices(j, segBegin, segEnd, b, e);
-  CollectiveArgs between = a;
-  between.avgRanks = t.size();
-  RankView column(t, cols.ranks[j]);
-  compressedReduceScatter(column, data, b.data(), e.data(), between, c, algos.inter);
+  hostReduceScatter(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, inFloat32(a), algos.intra);
+  MyColumn column(t, topo, cols, segBegin, segEnd);
+  compressedReduceScatter(column.view, data, column.begin.data(), column.end.data(), betweenHosts(a, t), c,
+                          algos.inter);
 }
 
 void hierarchicalAllGather(Transport& t, const Topology& topo, void* data, const size_t* segBegin,
                            const size_t* segEnd, const CollectiveArgs& a) {
   const Columns cols(topo, segBegin, segEnd, dtypeSize(a.dtype));
-  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
-  std::vector<size_t> b, e;
-  cols.slices(j, segBegin, segEnd, b, e);
-  RankView column(t, cols.ranks[j]);
-  allGather(column, data, b.data(), e.data(), a);
+  MyColumn column(t, topo, cols, segBegin, segEnd);
+  allGather(column.view, data, column.begin.data(), column.end.data(), a);
   hostAllGather(t, topo, cols, static_cast<char*>(data), segBegin, segEnd, a);
 }
 
 void hierarchicalCompressedAllGather(Transport& t, const Topology& topo, float* data, const size_t* segBegin,
                                      const size_t* segEnd, const CollectiveArgs& a, const Compression& c) {
-  CollectiveArgs exact = a;
-  exact.dtype = DType::kFloat32;
   const Columns cols(topo, segBegin, segEnd, sizeof(float));
-  const size_t j = static_cast<size_t>(topo.localIndex(t.rank()));
-  std::vector<size_t> b, e;
-  cols.slices(j, segBegin, segEnd, b, e);
-  RankView column(t, cols.ranks[j]);
-  compressedAllGather(column, data, b.data(), e.data(), exact, c);
-  hostAllGather(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, exact);
+  MyColumn column(t, topo, cols, segBegin, segEnd);
+  compressedAllGather(column.view, data, column.begin.data(), column.end.data(), inFloat32(a), c);
+  hostAllGather(t, topo, cols, reinterpret_cast<char*>(data), segBegin, segEnd, inFloat32(a));
 }
 
 int hostLeader(const Topology& topo, int host, int root) {
@@ -254,10 +256,8 @@ void hierarchicalReduce(Transport& t, const Topology& topo, void* data, size_t c
   if (t.rank() != leader) return;
   std::vector<int> leaders;
   for (int h = 0; h < topo.hosts(); ++h) leaders.push_back(hostLeader(topo, h, root));
-  CollectiveArgs between = a;
-  between.avgRanks = t.size();
   RankView leaderView(t, leaders);
-  reduceToRoot(leaderView, data, count, topo.hostOf(root), between, algos.inter);
+  reduceToRoot(leaderView, data, count, topo.hostOf(root), betweenHosts(a, t), algos.inter);
 }
 
 }  // namespace zcoll
