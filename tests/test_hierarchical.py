@@ -362,3 +362,44 @@ def test_error_feedback_hook_path_on_two_levels():
             np.testing.assert_array_equal(got.view(np.uint32), outs[rank].view(np.uint32), err_msg=f"step {step}")
             np.testing.assert_array_equal(got_res.view(np.uint32), residuals[rank].view(np.uint32))
         assert any(np.abs(r).sum() > 0 for r in residuals)
+
+
+def ranks_blocks(rank, world, store, hosts, kind):
+    import torch  # noqa: F401
+
+    from zcoll import _C
+    t = _C.Transport(kind, store, "hierb", rank, world, timeout=120, host_of=list(hosts))
+    n = 2_500_000  # three blocks: on shm+tcp, stage 2 of one block runs beside stages 1 and 3 of others
+    out = []
+    for seq, (dtype, op) in enumerate([("float32", "sum"), ("bfloat16", "avg")]):
+        x = data_for(dtype, world, n, seq)[rank].copy()
+        t.hierarchical_all_reduce(x, dtype, op, "ring", "ring", seq=seq)
+        out.append(x)
+    x = data_for("float32", world, n, 9)[rank].copy()
+    res = np.full(n, 0.001, np.float32)
+    t.hierarchical_compressed_all_reduce(x, "int8", "avg", "twoshot", "ring", seed=2, step=5, seq=2, residual=res)
+    out.append((x, res))
+    return out
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("hosts,kind", [((0, 0, 1, 1), "auto"), ((0, 0, 0, 1), "auto"), ((0, 0, 1, 1), "tcp")],
+                         ids=["2x2-pipelined", "3+1-pipelined", "2x2-tcp-in-order"])
+def test_hierarchical_all_reduce_in_blocks_equals_reference(hosts, kind):
+    """Tensors over 2^20 elements run block by block, the blocks pipelined over shm+tcp (two
+    threads per rank) and in order over one transport: the same bits either way."""
+    world = len(hosts)
+    res = run_ranks(ranks_blocks, world, hosts, kind, timeout=280)
+    n = 2_500_000
+    for i, (dtype, op) in enumerate([("float32", "sum"), ("bfloat16", "avg")]):
+        kw = {"dtype": "bfloat16"} if dtype == "bfloat16" else {}
+        want = R.all_reduce(data_for(dtype, world, n, i), op, "ring", hosts=list(hosts), intra="ring", **kw)[0]
+        for rank in range(world):
+            np.testing.assert_array_equal(res[rank][i].view(storage(dtype)), want.view(storage(dtype)),
+                                          err_msg=f"{hosts} {kind} rank {rank}: {dtype} {op}")
+    outs, new_res = R.all_reduce(data_for("float32", world, n, 9), "avg", "ring", hosts=list(hosts), intra="twoshot",
+                                 codec="int8", seed=2, step=5, residuals=[np.full(n, 0.001, np.float32)] * world)
+    for rank in range(world):
+        x, r = res[rank][2]
+        np.testing.assert_array_equal(x.view(np.uint32), outs[rank].view(np.uint32), err_msg=f"{kind} rank {rank}")
+        np.testing.assert_array_equal(r.view(np.uint32), new_res[rank].view(np.uint32), err_msg=f"{kind} rank {rank}")

@@ -1,10 +1,16 @@
 #include "algorithms/hierarchical.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "algorithms/partition.h"
 #include "algorithms/schedule.h"
+#include "transport/router.h"
 #include "util/error.h"
 
 namespace zcoll {
@@ -58,63 +64,189 @@ struct Layout {
   }
 };
 
+// Where the stages run. Over the shm+tcp transport, on its two transports (this host's, whose
+// ranks it numbers from 0, and the network's), each driven by one thread: the blocks' pipeline.
+// Over any other transport, on it alone, one thread.
+struct Stages {
+  Transport* inside = nullptr;  // null: this rank is alone on its host
+  std::vector<int> insideRanks;  // this host's ranks as `inside` numbers them
+  Transport* between = nullptr;
+  bool pipelined = false;
+
+  Stages(Transport& t, const Topology& topo) {
+    const std::vector<int>& host = topo.ranksOn(topo.hostOf(t.rank()));
+    const PerPeer split = perPeer(t);
+    pipelined = split.network != nullptr;
+    between = pipelined ? split.network : &t;
+    inside = pipelined ? split.local : &t;
+    for (size_t i = 0; i < host.size(); ++i) insideRanks.push_back(pipelined ? static_cast<int>(i) : host[i]);
+    if (host.size() == 1) inside = nullptr;
+  }
+};
+
 // Stage 1 and stage 3 inside this rank's host: the reduce-scatter (no AVG division) and the
 // all-gather over the host's partition.
 struct HostStages {
-  RankView local;
+  std::unique_ptr<RankView> local;  // null: alone on the host
   std::vector<size_t> begin, end;
 
-  HostStages(Transport& t, const Topology& topo, const Layout& layout)
-      : local(t, topo.ranksOn(topo.hostOf(t.rank()))) {
-    for (const auto& s : layout.segs[topo.hostOf(t.rank())]) begin.push_back(s.begin), end.push_back(s.end);
+  HostStages(Transport* inside, const std::vector<int>& ranks, const Topology& topo, int rank, const Layout& layout) {
+    if (inside) local = std::make_unique<RankView>(*inside, ranks);
+    for (const auto& s : layout.segs[topo.hostOf(rank)]) begin.push_back(s.begin), end.push_back(s.end);
   }
   void reduceScatter(void* data, CollectiveArgs a, Algorithm algo) {
-    if (local.size() == 1) return;
+    if (!local) return;
     if (a.op == RedOp::kAvg) a.op = RedOp::kSum;  // the division comes once, between hosts
-    zcoll::reduceScatter(local, data, begin.data(), end.data(), a, algo);
+    zcoll::reduceScatter(*local, data, begin.data(), end.data(), a, algo);
   }
   void allGather(void* data, const CollectiveArgs& a) {
     // Steps apart from the reduce-scatter's, so that a message of one is never taken for the other's.
-    if (local.size() > 1) schedule::ringAllGather(local, data, begin.data(), end.data(), a, 0x800);
+    if (local) schedule::ringAllGather(*local, data, begin.data(), end.data(), a, 0x800);
   }
 };
+
+// arithmetic.md §4: the hierarchical all-reduce runs on blocks of at most 2^20 elements (a whole
+// number of the partition's alignment), each a tensor of its own.
+constexpr size_t kBlockElements = size_t{1} << 20;
+
+std::vector<Segment> blocksOf(size_t count, size_t align) {
+  const size_t size = std::max(align, kBlockElements / align * align);
+  std::vector<Segment> out;
+  for (size_t lo = 0; lo < count; lo += size) out.push_back({lo, std::min(count, lo + size)});
+  if (out.empty()) out.push_back({0, 0});
+  return out;
+}
+
+// Runs every block's stages: pipelined, stage 2 of block b on a second thread while this one runs
+// stage 1 of block b+1 and stage 3 of block b-1; else one block after the other. Either way
+// every rank of a host runs its stages 1 and 3 in the same order. A failure on either thread
+// aborts the transport (so the other thread's waits end) and is rethrown here.
+void runBlocks(size_t blocks, bool pipelined, Transport& t, const std::function<void(size_t)>& stage1,
+               const std::function<void(size_t)>& stage2, const std::function<void(size_t)>& stage3) {
+  if (!pipelined || blocks == 1) {
+    for (size_t b = 0; b < blocks; ++b) stage1(b), stage2(b), stage3(b);
+    return;
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t ready = 0, done = 0;  // blocks through stage 1, through stage 2
+  bool stop = false;
+  std::exception_ptr failed;  // the second thread's
+  std::thread between([&] {
+    try {
+      for (size_t b = 0; b < blocks; ++b) {
+        {
+          std::unique_lock<std::mutex> lock(mu);
+          cv.wait(lock, [&] { return ready > b || stop; });
+          if (stop) return;
+        }
+        stage2(b);
+        std::lock_guard<std::mutex> lock(mu);
+        done = b + 1;
+        cv.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu);
+      failed = std::current_exception();
+      cv.notify_all();
+    }
+  });
+  const auto afterStage2 = [&](size_t b) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return done > b || failed; });
+    if (failed) std::rethrow_exception(failed);
+  };
+  try {
+    for (size_t b = 0; b < blocks; ++b) {
+      stage1(b);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        ready = b + 1;
+      }
+      cv.notify_all();
+      if (b > 0) afterStage2(b - 1), stage3(b - 1);
+    }
+    afterStage2(blocks - 1);
+    stage3(blocks - 1);
+  } catch (...) {
+    const std::exception_ptr mine = std::current_exception();
+    t.abort("zcoll: a hierarchical all-reduce failed");
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    cv.notify_all();
+    between.join();
+    std::rethrow_exception(failed ? failed : mine);  // the first cause, where it is known
+  }
+  between.join();
+}
+
+bool owns(const Piece& piece, int rank) {
+  return std::find(piece.owners.begin(), piece.owners.end(), rank) != piece.owners.end();
+}
 
 }  // namespace
 
 void hierarchicalAllReduce(Transport& t, const Topology& topo, void* data, size_t count, const CollectiveArgs& a,
                            TwoLevel algos) {
-  const Layout layout(topo, count, kCacheLineBytes / dtypeSize(a.dtype));
-  HostStages host(t, topo, layout);
-  host.reduceScatter(data, a, algos.intra);
-  const CollectiveArgs between = betweenHosts(a, t);
-  for (const Piece& piece : layout.pieces) {  // in order on every rank: no waiting in circles
-    if (std::find(piece.owners.begin(), piece.owners.end(), t.rank()) == piece.owners.end()) continue;
-    RankView hosts(t, piece.owners);
-    allReduce(hosts, schedule::at(data, piece.begin, a), piece.end - piece.begin, between, algos.inter);
+  const size_t align = kCacheLineBytes / dtypeSize(a.dtype);
+  const std::vector<Segment> blocks = blocksOf(count, align);
+  const Stages where(t, topo);
+  std::vector<Layout> layouts;
+  std::vector<std::unique_ptr<HostStages>> hosts;
+  for (const Segment& b : blocks) {
+    layouts.emplace_back(topo, b.size(), align);
+    hosts.push_back(std::make_unique<HostStages>(where.inside, where.insideRanks, topo, t.rank(), layouts.back()));
   }
-  host.allGather(data, a);
+  CollectiveArgs between = betweenHosts(a, t);
+  between.workspace = nullptr;  // the workspace is the other thread's
+  runBlocks(blocks.size(), where.pipelined, t,
+            [&](size_t b) { hosts[b]->reduceScatter(schedule::at(data, blocks[b].begin, a), a, algos.intra); },
+            [&](size_t b) {
+              for (const Piece& piece : layouts[b].pieces) {  // in order on every rank: no waiting in circles
+                if (!owns(piece, t.rank())) continue;
+                RankView peers(*where.between, piece.owners);
+                allReduce(peers, schedule::at(data, blocks[b].begin + piece.begin, a), piece.end - piece.begin, between,
+                          algos.inter);
+              }
+            },
+            [&](size_t b) { hosts[b]->allGather(schedule::at(data, blocks[b].begin, a), a); });
 }
 
 void hierarchicalCompressedAllReduce(Transport& t, const Topology& topo, float* data, size_t count,
                                      const CollectiveArgs& a, const Compression& c, TwoLevel algos, float* residual) {
-  const Layout layout(topo, count, compressionAlign(c));
-  const CollectiveArgs exact = inFloat32(a);  // the stages inside hosts: float32 sums, exact copies
-  HostStages host(t, topo, layout);
-  host.reduceScatter(data, exact, algos.intra);
-  const CollectiveArgs between = betweenHosts(a, t);
-  size_t zeroFrom = 0;  // residuals outside the pieces this rank encodes are 0
-  for (const Piece& piece : layout.pieces) {
-    if (std::find(piece.owners.begin(), piece.owners.end(), t.rank()) == piece.owners.end()) continue;
-    if (residual) std::fill(residual + zeroFrom, residual + piece.begin, 0.0f);
-    RankView hosts(t, piece.owners);
-    Compression pc = c;
-    pc.elementBase = c.elementBase + piece.begin;  // the piece's elements keep their indices for the hash
-    compressedAllReduce(hosts, data + piece.begin, piece.end - piece.begin, between, pc, algos.inter,
-                        residual ? residual + piece.begin : nullptr);
-    zeroFrom = piece.end;
+  const size_t align = compressionAlign(c);
+  const std::vector<Segment> blocks = blocksOf(count, align);
+  const Stages where(t, topo);
+  std::vector<Layout> layouts;
+  std::vector<std::unique_ptr<HostStages>> hosts;
+  for (const Segment& b : blocks) {
+    layouts.emplace_back(topo, b.size(), align);
+    hosts.push_back(std::make_unique<HostStages>(where.inside, where.insideRanks, topo, t.rank(), layouts.back()));
   }
-  if (residual) std::fill(residual + zeroFrom, residual + count, 0.0f);
-  host.allGather(data, exact);
+  CollectiveArgs exact = inFloat32(a);  // the stages inside hosts: float32 sums, exact copies
+  CollectiveArgs between = betweenHosts(a, t);
+  between.workspace = nullptr;  // the workspace is the other thread's
+  runBlocks(blocks.size(), where.pipelined, t,
+            [&](size_t b) { hosts[b]->reduceScatter(data + blocks[b].begin, exact, algos.intra); },
+            [&](size_t b) {
+              float* x = data + blocks[b].begin;
+              float* res = residual ? residual + blocks[b].begin : nullptr;
+              size_t zeroFrom = 0;  // residuals outside the pieces this rank encodes are 0
+              for (const Piece& piece : layouts[b].pieces) {
+                if (!owns(piece, t.rank())) continue;
+                if (res) std::fill(res + zeroFrom, res + piece.begin, 0.0f);
+                RankView peers(*where.between, piece.owners);
+                Compression pc = c;  // every element keeps its index in the tensor for the hash
+                pc.elementBase = c.elementBase + blocks[b].begin + piece.begin;
+                compressedAllReduce(peers, x + piece.begin, piece.end - piece.begin, between, pc, algos.inter,
+                                    res ? res + piece.begin : nullptr);
+                zeroFrom = piece.end;
+              }
+              if (res) std::fill(res + zeroFrom, res + blocks[b].size(), 0.0f);
+            },
+            [&](size_t b) { hosts[b]->allGather(data + blocks[b].begin, exact); });
 }
 
 namespace {

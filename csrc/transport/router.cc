@@ -88,6 +88,10 @@ class Router : public Transport {
       if (t) t->abort(why);
   }
 
+  // The two transports, for schedules that drive each from a thread of its own. While they do,
+  // the router itself must not be used.
+  PerPeer split() { return {subs_[kLocal].get(), subs_[kNet].get()}; }
+
  private:
   // The transport for `peer` and the peer's rank there (shm numbers one host's ranks from 0).
   std::pair<int, int> route(int peer) const {
@@ -122,6 +126,11 @@ class Router : public Transport {
 };
 
 }  // namespace
+
+PerPeer perPeer(Transport& t) {
+  auto* router = dynamic_cast<Router*>(&t);
+  return router ? router->split() : PerPeer{};
+}
 
 std::unique_ptr<Transport> makeAutoTransport(Store& store, const std::string& prefix, int rank, int size,
                                              const TransportOptions& options) {

@@ -16,4 +16,13 @@ namespace zcoll {
 std::unique_ptr<Transport> makeAutoTransport(Store& store, const std::string& prefix, int rank, int size,
                                              const TransportOptions& options);
 
+// The transports of a transport per peer: this host's (shm, numbering this host's ranks from 0;
+// null when the rank is alone on its host) and the network's (group ranks). Both null for any
+// other transport.
+struct PerPeer {
+  Transport* local = nullptr;
+  Transport* network = nullptr;
+};
+PerPeer perPeer(Transport& t);
+
 }  // namespace zcoll

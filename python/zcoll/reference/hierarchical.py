@@ -68,45 +68,81 @@ def _host_partials(xs, op, d, groups, intra, segs):
     return out
 
 
+# The hierarchical all-reduce runs block after block (pipelined in time; arithmetic.md §4): each
+# block, at most this many elements (a whole number of the partition's alignment), is a tensor
+# of its own.
+BLOCK_ELEMENTS = 1 << 20
+
+
+def blocks(n: int, align: int) -> list[tuple[int, int]]:
+    size = max(align, BLOCK_ELEMENTS // align * align)
+    return [(lo, min(n, lo + size)) for lo in range(0, n, size)] or [(0, 0)]
+
+
 def hierarchical_all_reduce(xs, op, d, groups, intra, algo, avg, comp, residuals):
-    """Stage 1: reduce-scatter inside each host; stage 2: for each piece, an all-reduce between
-    the hosts of the owners' parts (hosts in order; AVG divides by all p ranks), compressed with
-    `comp` (the piece's elements keep their indices for the hash); stage 3: all-gather inside
-    each host. Compressed, every stage runs in float32, rounded to T once at the end, and the
-    residuals feed back the parts each rank encodes. Returns (outputs, residuals or None)."""
-    from .collectives import _all_reduce_arrays, _compressed_all_reduce_f32
+    """Per block: stage 1, a reduce-scatter inside each host; stage 2, for each piece, an
+    all-reduce between the hosts of the owners' parts (hosts in order; AVG divides by all p
+    ranks), compressed with `comp` (every element keeps its index in the tensor for the hash);
+    stage 3, an all-gather inside each host. Compressed, every stage runs in float32, rounded to
+    T once at the end, and the residuals feed back the parts each rank encodes. Returns
+    (outputs, residuals or None)."""
     p, n = len(xs), xs[0].size
-    if comp is None:
-        segs, cuts = pieces(n, groups, uncompressed_align(d.itemsize))
-        partial = _host_partials(xs, op, d, groups, intra, segs)
+    if residuals is not None and (len(residuals) != p or any(np.asarray(e).size != n for e in residuals)):
+        raise ValueError("need one residual array per rank, each the size of the input")
+    if comp is not None:
+        xs = [d.to_acc(x).astype(np.float32) for x in xs]
+        out = np.empty(n, np.float32)
+        res = [np.zeros(n, np.float32) for _ in range(p)] if residuals is not None else None
+    else:
         out = np.empty(n, d.storage)
-        for lo, hi, _ in cuts:
-            out[lo:hi] = _all_reduce_arrays([part[lo:hi] for part in partial], op, d, algo, avg)
-        return [out.copy() for _ in range(p)], None
-    f32 = DTYPES["float32"]
-    xf = [d.to_acc(x).astype(np.float32) for x in xs]
+        res = None
+    for blo, bhi in blocks(n, comp.align if comp is not None else uncompressed_align(d.itemsize)):
+        block = [x[blo:bhi] for x in xs]
+        if comp is None:
+            out[blo:bhi] = _block_all_reduce(block, op, d, groups, intra, algo, avg)
+        else:
+            block_res = [np.asarray(e, np.float32).reshape(-1)[blo:bhi] for e in residuals] if res else None
+            out[blo:bhi], new_res = _block_compressed_all_reduce(block, groups, intra, algo, avg, comp, blo, block_res)
+            if res is not None:
+                for r in range(p):
+                    res[r][blo:bhi] = new_res[r]
+    result = d.from_acc(out) if comp is not None else out
+    return [result.copy() for _ in range(p)], res
+
+
+def _block_all_reduce(xs, op, d, groups, intra, algo, avg):
+    from .collectives import _all_reduce_arrays
+    n = xs[0].size
+    segs, cuts = pieces(n, groups, uncompressed_align(d.itemsize))
+    partial = _host_partials(xs, op, d, groups, intra, segs)
+    out = np.empty(n, d.storage)
+    for lo, hi, _ in cuts:
+        out[lo:hi] = _all_reduce_arrays([part[lo:hi] for part in partial], op, d, algo, avg)
+    return out
+
+
+def _block_compressed_all_reduce(xf, groups, intra, algo, avg, comp, base, residuals):
+    """One block of float32 values starting at element `base` of the tensor; returns its result
+    and every rank's new residuals for it (None without feedback)."""
+    from .collectives import _compressed_all_reduce_f32
+    n = xf[0].size
     segs, cuts = pieces(n, groups, comp.align)
-    partial = _host_partials(xf, ReduceOp.SUM, f32, groups, intra, segs)
-    res = None
-    if residuals is not None:
-        if len(residuals) != p or any(np.asarray(e).size != n for e in residuals):
-            raise ValueError("need one residual array per rank, each the size of the input")
-        res = [np.zeros(n, np.float32) for _ in range(p)]
+    partial = _host_partials(xf, ReduceOp.SUM, DTYPES["float32"], groups, intra, segs)
+    res = [np.zeros(n, np.float32) for _ in xf] if residuals is not None else None
     out = np.empty(n, np.float32)
     for lo, hi, owners in cuts:
         parts = [part[lo:hi].copy() for part in partial]
         if residuals is not None:
             with np.errstate(over="ignore", invalid="ignore"):
-                parts = [v + np.asarray(residuals[o], np.float32).reshape(-1)[lo:hi] for v, o in zip(parts, owners)]
+                parts = [v + residuals[o][lo:hi] for v, o in zip(parts, owners)]
         piece_res = [np.zeros(hi - lo, np.float32) for _ in owners] if res is not None else None
-        comp.element_base = lo
+        comp.element_base = base + lo
         out[lo:hi] = _compressed_all_reduce_f32(parts, comp, algo, avg, piece_res)
         if res is not None:
             for o, e in zip(owners, piece_res):
                 res[o][lo:hi] = e
     comp.element_base = 0
-    result = d.from_acc(out)
-    return [result.copy() for _ in range(p)], res
+    return out, res
 
 
 def columns(groups: list[list[int]]) -> list[list[int]]:
