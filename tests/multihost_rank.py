@@ -5,6 +5,7 @@ and prints one JSON line: {"ok": ..., "transport": ..., "host_of": ..., "problem
 when the group cannot be made, {"error": type, "message": ..., "seconds": ...}."""
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import timedelta
@@ -18,12 +19,13 @@ from zcoll import _C
 from zcoll import reference as R
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--init", required=True)
-ap.add_argument("--rank", type=int, required=True)
-ap.add_argument("--world", type=int, required=True)
+ap.add_argument("--init", default="env://")
+ap.add_argument("--rank", type=int, help="default: RANK (torchrun)")
+ap.add_argument("--world", type=int, help="default: WORLD_SIZE (torchrun)")
 ap.add_argument("--timeout", type=float, default=60)
 args = ap.parse_args()
-rank, world = args.rank, args.world
+rank = args.rank if args.rank is not None else int(os.environ["RANK"])
+world = args.world if args.world is not None else int(os.environ["WORLD_SIZE"])
 
 start = time.monotonic()
 try:

@@ -114,6 +114,39 @@ def test_ipv6_hosts(namespaces):
             in err, err[-2000:]
 
 
+@pytest.mark.timeout(240)
+def test_torchrun_nnodes_2(namespaces, tmp_path):
+    """torchrun --nnodes 2 --nproc_per_node 2, one per host, c10d rendezvous on host 0: torchrun
+    hands its workers MASTER_ADDR = host 0, and nothing zcoll-specific is set. The hosts resolve
+    each other's names as on a cluster (an /etc/hosts of their own, in a mount namespace)."""
+    names = namespaces(2)
+    hosts_file = tmp_path / "hosts"
+    hosts_file.write_text(f"127.0.0.1 localhost\n{SUBNET}.10 host0\n{SUBNET}.11 host1\n")
+    port = free_port()
+    procs = []
+    for h, ns in enumerate(names):
+        cmd = ["ip", "netns", "exec", ns, "unshare", "--uts", "--mount", "sh", "-c",
+               f'mount --bind {hosts_file} /etc/hosts && hostname host{h} && exec "$0" "$@"', sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "2",
+               "--node_rank", str(h), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"host0:{port}",
+               "--max_restarts", "0", RANK]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=clean_env({"ZCOLL_DEBUG": "INFO"})))
+    reports = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=200)
+            assert p.returncode == 0, err[-3000:]
+            reports += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert len(reports) == 4, reports
+    for report in reports:
+        assert report.get("ok") and report["transport"] == "shm+tcp" and report["host_of"] == [0, 0, 1, 1], report
+
+
 def blackhole(namespace, address, kind="blackhole"):
     """A route in `namespace` that drops what goes to `address` silently ("blackhole") or
     answers "no route" ("unreachable")."""
