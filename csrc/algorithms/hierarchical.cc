@@ -182,6 +182,22 @@ void runBlocks(size_t blocks, bool pipelined, Transport& t, const std::function<
   between.join();
 }
 
+// A hierarchical all-reduce's blocks, where their stages run, and each block's layout and
+// stages inside the host.
+struct Blocks {
+  std::vector<Segment> blocks;
+  Stages where;
+  std::vector<Layout> layouts;
+  std::vector<std::unique_ptr<HostStages>> hosts;
+
+  Blocks(Transport& t, const Topology& topo, size_t count, size_t align)
+      : blocks(blocksOf(count, align)), where(t, topo) {
+    for (const Segment& b : blocks) layouts.emplace_back(topo, b.size(), align);
+    for (const Layout& layout : layouts)
+      hosts.push_back(std::make_unique<HostStages>(where.inside, where.insideRanks, topo, t.rank(), layout));
+  }
+};
+
 bool owns(const Piece& piece, int rank) {
   return std::find(piece.owners.begin(), piece.owners.end(), rank) != piece.owners.end();
 }
@@ -191,14 +207,8 @@ bool owns(const Piece& piece, int rank) {
 void hierarchicalAllReduce(Transport& t, const Topology& topo, void* data, size_t count, const CollectiveArgs& a,
                            TwoLevel algos) {
   const size_t align = kCacheLineBytes / dtypeSize(a.dtype);
-  const std::vector<Segment> blocks = blocksOf(count, align);
-  const Stages where(t, topo);
-  std::vector<Layout> layouts;
-  std::vector<std::unique_ptr<HostStages>> hosts;
-  for (const Segment& b : blocks) {
-    layouts.emplace_back(topo, b.size(), align);
-    hosts.push_back(std::make_unique<HostStages>(where.inside, where.insideRanks, topo, t.rank(), layouts.back()));
-  }
+  Blocks plan(t, topo, count, align);
+  const auto& [blocks, where, layouts, hosts] = plan;
   CollectiveArgs between = betweenHosts(a, t);
   between.workspace = nullptr;  // the workspace is the other thread's
   runBlocks(blocks.size(), where.pipelined, t,
@@ -217,14 +227,8 @@ void hierarchicalAllReduce(Transport& t, const Topology& topo, void* data, size_
 void hierarchicalCompressedAllReduce(Transport& t, const Topology& topo, float* data, size_t count,
                                      const CollectiveArgs& a, const Compression& c, TwoLevel algos, float* residual) {
   const size_t align = compressionAlign(c);
-  const std::vector<Segment> blocks = blocksOf(count, align);
-  const Stages where(t, topo);
-  std::vector<Layout> layouts;
-  std::vector<std::unique_ptr<HostStages>> hosts;
-  for (const Segment& b : blocks) {
-    layouts.emplace_back(topo, b.size(), align);
-    hosts.push_back(std::make_unique<HostStages>(where.inside, where.insideRanks, topo, t.rank(), layouts.back()));
-  }
+  Blocks plan(t, topo, count, align);
+  const auto& [blocks, where, layouts, hosts] = plan;
   CollectiveArgs exact = inFloat32(a);  // the stages inside hosts: float32 sums, exact copies
   CollectiveArgs between = betweenHosts(a, t);
   between.workspace = nullptr;  // the workspace is the other thread's
