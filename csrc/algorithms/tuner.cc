@@ -67,8 +67,6 @@ TunerChoice tune(Collective c, size_t bytes, int ranks, const std::string& trans
 }
 
 TwoLevelChoice tuneTwoLevel(Collective c, size_t bytes, const Topology& topo, int rank) {
-  size_t most = 1;
-  for (int h = 0; h < topo.hosts(); ++h) most = std::max(most, topo.ranksOn(h).size());
   const int local = static_cast<int>(topo.ranksOn(topo.hostOf(rank)).size());
   // Inside the host: what the tuner picks over shared memory for the host's ranks (a
   // reduce-scatter, or for a reduce a reduce; it may differ between hosts of different sizes).
@@ -76,7 +74,7 @@ TwoLevelChoice tuneTwoLevel(Collective c, size_t bytes, const Topology& topo, in
   // or for a reduce the whole tensor), the same on every rank.
   const bool reduce = c == Collective::kReduce;
   const TunerChoice intra = tune(reduce ? Collective::kReduce : Collective::kReduceScatter, bytes, local, "shm");
-  const TunerChoice inter = tune(c, reduce ? bytes : bytes / most, topo.hosts(), "tcp");
+  const TunerChoice inter = tune(c, reduce ? bytes : bytes / topo.mostRanksOnAHost(), topo.hosts(), "tcp");
   return {{intra.algorithm, inter.algorithm}, std::min(intra.chunkBytes, inter.chunkBytes)};
 }
 

@@ -141,7 +141,8 @@ CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, 
 
 // The two-level schedules run where the group spans hosts and some host has several ranks,
 // unless ZCOLL_ALGO forces a flat algorithm; forcing "hierarchical" elsewhere gets the tuner's
-// flat choice. Only all-reduce has them so far.
+// flat choice. Used by all-reduce, reduce and reduce-scatter; all-gather (twoLevelGather),
+// broadcast and barrier go by the topology alone.
 bool ProcessGroupZcoll::twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const {
   // reduce-scatter (and all-gather) in two levels need equally many ranks on every host
   const bool fits = c != Collective::kReduceScatter || topology_.even();
@@ -174,9 +175,8 @@ Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t byte
   const int i = static_cast<int>(collective);
   const std::string what = std::string(collectiveName(collective)) + "/" + config_.compression;
   if (levels && twoLevel(collective, hasForced_[i], forced_[i])) {
-    size_t most = 1;
-    for (int h = 0; h < topology_.hosts(); ++h) most = std::max(most, topology_.ranksOn(h).size());
-    const TunerChoice inter = tuneCompressed(compression_.codec, bytes / most, topology_.hosts());
+    const size_t crossing = bytes / topology_.mostRanksOnAHost();  // one rank's share crosses
+    const TunerChoice inter = tuneCompressed(compression_.codec, crossing, topology_.hosts());
     const TwoLevelChoice exact = tuneTwoLevel(collective, bytes, topology_, getRank());
     if (!config_.chunkBytes) a.chunkBytes = std::min(inter.chunkBytes, exact.chunkBytes);
     *levels = {exact.algos.intra, inter.algorithm};

@@ -29,6 +29,12 @@ bool Topology::even() const {
   return std::all_of(ranksOf_.begin(), ranksOf_.end(), [&](const auto& r) { return r.size() == ranksOf_[0].size(); });
 }
 
+size_t Topology::mostRanksOnAHost() const {
+  size_t most = 1;
+  for (const auto& ranks : ranksOf_) most = std::max(most, ranks.size());
+  return most;
+}
+
 std::string Topology::hostName(int host) const {
   return host < static_cast<int>(names_.size()) && !names_[host].empty() ? names_[host]
                                                                           : "host " + std::to_string(host);

@@ -24,6 +24,8 @@ class Topology {
   bool twoLevel() const;
   // Every host has as many ranks.
   bool even() const;
+  // The largest host's rank count: a host's share of a tensor is at least 1/this of it.
+  size_t mostRanksOnAHost() const;
   // "host-a" (or "host 1" when names are unknown).
   std::string hostName(int host) const;
   // "2 hosts x 2 ranks (host-a: 0,1; host-b: 2,3)".
