@@ -27,13 +27,20 @@ args = ap.parse_args()
 rank = args.rank if args.rank is not None else int(os.environ["RANK"])
 world = args.world if args.world is not None else int(os.environ["WORLD_SIZE"])
 
+
+
+def report(obj):
+    """One JSON line in one write: ranks that share a stdout (torchrun's) never interleave."""
+    os.write(1, (json.dumps(obj) + "\n").encode())
+
+
 start = time.monotonic()
 try:
     dist.init_process_group("zcoll", init_method=args.init, rank=rank, world_size=world,
                             timeout=timedelta(seconds=args.timeout))
 except Exception as e:  # noqa: BLE001  (the test asserts on the type and the message)
-    print(json.dumps({"error": [f"{c.__module__}.{c.__qualname__}" for c in type(e).__mro__],
-                      "message": str(e).split("\n")[0], "seconds": time.monotonic() - start}), flush=True)
+    report({"error": [f"{c.__module__}.{c.__qualname__}" for c in type(e).__mro__],
+            "message": str(e).split("\n")[0], "seconds": time.monotonic() - start})
     sys.exit(0)
 
 backend = dist.group.WORLD._get_backend(torch.device("cpu"))
@@ -114,6 +121,6 @@ if rank == world - 1:
     check("reduce", y.numpy(), want)
 dist.barrier()
 
-print(json.dumps({"ok": not problems, "problems": problems, "transport": backend.transport, "host_of": host_of,
-                  "topology": backend.topology}), flush=True)
+report({"ok": not problems, "problems": problems, "transport": backend.transport, "host_of": host_of,
+        "topology": backend.topology})
 dist.destroy_process_group()

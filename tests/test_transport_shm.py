@@ -1,5 +1,5 @@
 """What only the shared-memory transport (csrc/transport/shm) does: dead peers found through
-their pid, timeouts, and nothing left in /dev/shm. Shared behaviour: tests/test_transport.py."""
+the liveness channels, timeouts, and nothing left in /dev/shm. Shared behaviour: tests/test_transport.py."""
 import os
 import time
 from pathlib import Path
@@ -30,7 +30,7 @@ def dies(rank, world, store):
 def test_dead_peer_detected_promptly():
     res = run_ranks(dies, 2, allow_failure=True)
     msg, seconds = res[0]
-    assert "rank 1" in msg and "has exited" in msg and "recv 8 B from rank 1" in msg
+    assert "rank 1 died" in msg and "liveness connection closed" in msg and "recv 8 B from rank 1" in msg
     assert seconds < 5
 
 

@@ -312,6 +312,16 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce_coalesced(std::vecto
   }, opts.asyncOp, staging);
 }
 
+void ProcessGroupZcoll::checkSameRoot(int root, OpCode opcode, uint64_t seq, const char* op) {
+  if (getSize() == 1) return;
+  int64_t bounds[2] = {root, -root};  // MAX gives (highest root, -lowest root)
+  const CollectiveArgs a = argsFor(opcode, DType::kInt64, RedOp::kMax, seq);
+  allReduce(*transport_, bounds, 2, a, tune(Collective::kAllReduce, sizeof bounds, getSize(), transport_->name()).algorithm);
+  ZCOLL_CHECK(bounds[0] == -bounds[1], "rank ", getRank(), ": zcoll ", op, " #", seq,
+              ": the ranks passed different roots (from ", -bounds[1], " to ", bounds[0], "; this rank passed ", root,
+              "): every rank must pass the same root");
+}
+
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tensor>& tensors,
                                                             const c10d::BroadcastOptions& opts) {
   ZCOLL_CHECK_ARG(tensors.size() == 1, "zcoll broadcast: expects one tensor per rank, got ", tensors.size(), kOneTensor);
@@ -322,6 +332,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::broadcast(std::vector<at::Tens
   auto staging = stagingFor(tensors, "broadcast");
   const at::Tensor t = staging ? staging->host(tensors[0], getRank() == root, getRank() != root) : tensors[0];
   return enqueue(c10d::OpType::BROADCAST, tensors, [this, t, root](uint64_t seq) {
+    checkSameRoot(root, OpCode::kBroadcast, seq, "broadcast");
     at::Tensor buf = t.contiguous();
     const size_t bytes = buf.nbytes();
     const uint64_t tag = copyTag(OpCode::kBroadcast, buf, seq);
@@ -641,6 +652,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   auto staging = stagingFor({t}, "reduce");
   const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;
   return enqueue(c10d::OpType::REDUCE, {t}, [this, t = h, op, dtype, premul, root](uint64_t seq) {
+    checkSameRoot(root, OpCode::kReduce, seq, "reduce");
     // The root reduces straight into its tensor; other ranks into a copy (a tree's inner ranks
     // accumulate their children's parts in it), leaving their tensors as they were.
     const bool inPlace = getRank() == root && t.is_contiguous();
@@ -675,6 +687,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::gather(std::vector<std::vector
   std::vector<at::Tensor> ins{in}, houts = outs;
   auto staging = stageCall(ins, houts, "gather");
   return enqueue(c10d::OpType::GATHER, outs, [this, in = ins[0], outs = houts, root](uint64_t seq) {
+    checkSameRoot(root, OpCode::kGather, seq, "gather");
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     if (getRank() != root) {
       sendTo[root] = in.contiguous();
@@ -706,6 +719,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::scatter(std::vector<at::Tensor
   std::vector<at::Tensor> hins = ins, outs{out};
   auto staging = stageCall(hins, outs, "scatter");
   return enqueue(c10d::OpType::SCATTER, {out}, [this, out = outs[0], ins = hins, root](uint64_t seq) {
+    checkSameRoot(root, OpCode::kScatter, seq, "scatter");
     std::vector<at::Tensor> sendTo(getSize()), recvFrom(getSize());
     at::Tensor buf = at::empty({out.numel()}, out.options());
     if (getRank() == root) {

@@ -1,5 +1,7 @@
 #include "backend/process_group_zcoll.h"
 
+#include "transport/handshake.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -67,6 +69,8 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.hostNames = config_.hostNames;
   topt.failKey = "zcoll/failed";  // the group's: both transports, and the check below
   topt.debug = config_.debug;
+  topt.heartbeatInterval = config_.heartbeatInterval;
+  topt.heartbeatTimeout = config_.heartbeatTimeout;
   const std::string* forced[3] = {&config_.allreduceAlgo, &config_.reduceAlgo, &config_.reduceScatterAlgo};
   for (auto c : {Collective::kAllReduce, Collective::kReduce, Collective::kReduceScatter}) {
     const std::string& name = *forced[static_cast<int>(c)];
@@ -91,6 +95,14 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   // bootstrap (Rendezvous), or here, where each rank waits for all to be ready.
   Rendezvous rendezvous(*store_, topt.failKey, "rank " + std::to_string(rank) + ": ");
   try {
+    // The secret first, then the liveness channels: from then on a rank that dies while the
+    // group forms fails every wait of the others at once (Rendezvous asks the liveness).
+    topt.secret = groupSecret(*store_, "zcoll/secret", rank, deadline(), rendezvous);
+    std::vector<bool> local(static_cast<size_t>(size));  // peers the liveness reaches by unix socket
+    for (int p = 0; p < size; ++p)
+      local[p] = config_.transport == "shm" || (config_.transport == "auto" && topology_.sameHost(rank, p));
+    liveness_ = std::make_shared<Liveness>(*store_, "zcoll", rank, size, topt, std::move(local));
+    topt.liveness = liveness_;
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
     if (config_.debug && rank == 0)
       std::fprintf(stderr, "zcoll INFO: group of %d ranks on %s; transport %s%s\n", size,
@@ -99,10 +111,13 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     startP2P(topt);  // before the thread: if it throws, nothing is left running
     store_->set("zcoll/ready/" + std::to_string(rank), {1});
     const Deadline ready = deadline();
+    Rendezvous joined(*store_, topt.failKey, "rank " + std::to_string(rank) + ": ", liveness_.get());
     for (int r = 0; r < size; ++r)
-      rendezvous.await("zcoll/ready/" + std::to_string(r), ready, "rank " + std::to_string(r) + " to join");
+      joined.await("zcoll/ready/" + std::to_string(r), ready, "rank " + std::to_string(r) + " to join");
   } catch (const std::exception& e) {
     p2p_.reset();
+    transport_.reset();
+    liveness_.reset();
     const std::string cause = rendezvous.cause();
     if (!cause.empty() && cause != errorMessage(e)) {  // another rank failed first: report that cause
       try {
@@ -125,6 +140,23 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   cv_.notify_all();
   thread_.join();
   p2p_.reset();  // farewell to the peers, stop the p2p thread, abort its transport
+  liveness_->leave();
+}
+
+void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run) {
+  liveness_->entered(seq, c10d::opTypeToString(type));
+  try {
+    run(seq);
+  } catch (const TimeoutError& e) {
+    liveness_->finished(seq);
+    // Ask every peer where it is (at most a second, and within the group timeout's order).
+    const auto within = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 2);
+    throw TimeoutError(std::string(e.what()) + "; " + liveness_->survey(seq, within));
+  } catch (...) {
+    liveness_->finished(seq);
+    throw;
+  }
+  liveness_->finished(seq);
 }
 
 CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {
@@ -260,7 +292,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
       staging->afterRun();
     };
   }
-  auto work = c10::make_intrusive<ZcollWork>(type, seq, std::move(outputs), [run = std::move(run), seq] { run(seq); });
+  auto work = c10::make_intrusive<ZcollWork>(type, seq, std::move(outputs),
+                                            [this, run = std::move(run), seq, type] { runCollective(type, seq, run); });
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {
     std::unique_lock<std::mutex> lock(mutex_);

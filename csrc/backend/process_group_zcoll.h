@@ -24,6 +24,7 @@
 #include "backend/device_staging.h"
 #include "backend/errors.h"
 #include "kernels/common/dtypes.h"
+#include "transport/liveness.h"
 #include "transport/topology.h"
 #include "transport/transport.h"
 
@@ -44,6 +45,9 @@ struct BackendConfig {
   std::string socketIfname;
   int socketFamily = 0;  // AF_INET / AF_INET6 first; 0: as the store host
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};  // ZCOLL_CONNECT_TIMEOUT
+  // Liveness heartbeats (ZCOLL_HEARTBEAT_INTERVAL / ZCOLL_HEARTBEAT_TIMEOUT, docs/failures.md).
+  std::chrono::milliseconds heartbeatInterval{std::chrono::seconds(1)};
+  std::chrono::milliseconds heartbeatTimeout{std::chrono::seconds(30)};
   std::string storeHost;
   // The host of each rank (numbered in order of each host's lowest rank) and the hosts' names,
   // from every rank's host identity (zcoll/backend.py).
@@ -162,6 +166,12 @@ class ProcessGroupZcoll : public c10d::Backend {
                                          std::function<void(uint64_t seq)> run, bool asyncOp,
                                          std::shared_ptr<DeviceStaging> staging = nullptr);
   void afterRun(const std::exception_ptr& error);
+  // Runs collective #seq's body, telling the liveness where this rank is; a timeout's error is
+  // extended with where every rank is (hang forensics, Liveness::survey).
+  void runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run);
+  // Broadcast, reduce, gather and scatter: every rank must name the same root; a tiny
+  // all-reduce of (root, -root) by MAX proves it before any data moves.
+  void checkSameRoot(int root, OpCode opcode, uint64_t seq, const char* op);
   void progressLoop();
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
@@ -230,6 +240,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Store> store_;
   Topology topology_;
+  // The group's peer liveness, shared by both lanes' transports (transport/liveness.h).
+  std::shared_ptr<Liveness> liveness_;
   std::unique_ptr<Transport> transport_;
   std::atomic<uint64_t> nextSeq_{0};
   // monitoredBarrier's p2p tags: two per call, above every tag a user can pass (an int).

@@ -59,7 +59,8 @@ void bindBackend(py::module_& m) {
                        bool debug, const std::string& allreduceAlgo, const std::string& reduceAlgo,
                        const std::string& reduceScatterAlgo, const std::string& compression,
                        size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
-                       std::vector<std::string> hostNames, int socketFamily, double connectTimeout) {
+                       std::vector<std::string> hostNames, int socketFamily, double connectTimeout,
+                       double heartbeatInterval, double heartbeatTimeout) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -78,6 +79,8 @@ void bindBackend(py::module_& m) {
              c.hostNames = std::move(hostNames);
              c.socketFamily = socketFamily;
              c.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
+             c.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
+             c.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
@@ -87,7 +90,8 @@ void bindBackend(py::module_& m) {
            py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256,
            py::arg("stage_cpu") = false, py::arg("host_of") = std::vector<int>{},
            py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
-           py::arg("connect_timeout") = 20.0,
+           py::arg("connect_timeout") = 20.0, py::arg("heartbeat_interval") = 1.0,
+           py::arg("heartbeat_timeout") = 30.0,
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },

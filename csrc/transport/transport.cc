@@ -1,5 +1,6 @@
 #include "transport/transport.h"
 
+#include "transport/liveness.h"
 #include "transport/router.h"
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
@@ -21,6 +22,9 @@ std::vector<uint8_t> Rendezvous::await(const std::string& key, Deadline deadline
 }
 
 void Rendezvous::checkFailed() {
+  if (liveness_)
+    for (int p = 0; p < liveness_->size(); ++p)
+      if (liveness_->gone(p)) throw NetworkError(ctx_ + "giving up: " + liveness_->whyGone(p));
   if (!store_.check(failKey_)) return;
   const auto why = store_.get(failKey_);
   reported_ = true;

@@ -7,17 +7,25 @@
 // neighbour and a receive from another and wait for both without deadlock (full duplex).
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "util/error.h"
 
 namespace zcoll {
+
+class Liveness;  // transport/liveness.h
+
+// A group's shared secret, which every connection's hello must carry (transport/handshake.h).
+constexpr size_t kSecretBytes = 32;
+using Secret = std::array<uint8_t, kSecretBytes>;
 
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
@@ -93,15 +101,28 @@ struct TransportOptions {
   // key; empty: <prefix>/failed), so that the others, waiting for it, fail too, at once.
   std::string failKey;
   bool debug = false;  // ZCOLL_DEBUG=INFO: say what was chosen (the tcp address) on stderr
+  // The group's secret (the backend's, shared by its transports); unset: the transport draws
+  // its own through the store (transport tests).
+  std::optional<Secret> secret;
+  // The group's peer liveness (transport/liveness.h): a transport that waits on a peer asks it
+  // whether the peer is gone. Null: no liveness (a dead peer is then seen by tcp as a closed
+  // connection, by shm only at the deadline).
+  std::shared_ptr<Liveness> liveness;
+  // Heartbeats of the liveness channels (ZCOLL_HEARTBEAT_INTERVAL / ZCOLL_HEARTBEAT_TIMEOUT): a
+  // peer silent for heartbeatTimeout is declared dead (its host is gone or it is stopped).
+  std::chrono::milliseconds heartbeatInterval{std::chrono::seconds(1)};
+  std::chrono::milliseconds heartbeatTimeout{std::chrono::seconds(30)};
 };
 
 // The store waits of a bootstrap: a key another rank publishes, given up when some rank
 // publishes a failure under `failKey` instead (NetworkError with its text) or at `deadline`
-// (TimeoutError naming `what` the wait was for). `ctx` prefixes messages.
+// (TimeoutError naming `what` the wait was for), or when the group's liveness says a peer is
+// gone. `ctx` prefixes messages.
 class Rendezvous {
  public:
-  Rendezvous(Store& store, std::string failKey, std::string ctx) : store_(store), failKey_(std::move(failKey)),
-                                                                    ctx_(std::move(ctx)) {}
+  // With `liveness`, a peer that dies or leaves while we wait fails the wait too.
+  Rendezvous(Store& store, std::string failKey, std::string ctx, const Liveness* liveness = nullptr)
+      : store_(store), failKey_(std::move(failKey)), ctx_(std::move(ctx)), liveness_(liveness) {}
   std::vector<uint8_t> await(const std::string& key, Deadline deadline, const std::string& what);
   // Throws if some rank has published a failure (call it while waiting on anything else).
   void checkFailed();
@@ -113,6 +134,7 @@ class Rendezvous {
  private:
   Store& store_;
   const std::string failKey_, ctx_;
+  const Liveness* liveness_;
   bool reported_ = false;  // the failure we throw came from another rank
 };
 

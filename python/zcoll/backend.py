@@ -51,7 +51,8 @@ def _create_backend(dist_opts, pg_options):
         # emulated device), so machines without a GPU test it (docs/architecture.md).
         os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
         host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
-        connect_timeout=opts.connect_timeout)
+        connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
+        heartbeat_timeout=opts.heartbeat_timeout)
 
 
 def register() -> None:

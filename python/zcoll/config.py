@@ -56,6 +56,14 @@ def _env_int(name: str, default: int, allow_zero: bool = False) -> int:
     return value
 
 
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+
+
 def _env_choice(name: str, default: str, choices) -> str:
     value = os.environ.get(name, default).strip().lower() or default
     if value not in choices:
@@ -90,6 +98,11 @@ class Options:
     connect_timeout: float | None = field(default=None, metadata={"env": "ZCOLL_CONNECT_TIMEOUT",
         "help": "tcp: seconds a peer's address may leave connections unanswered before that is an error "
                 "naming it (a refused or unroutable address fails within 2 s)"})
+    heartbeat_interval: float | None = field(default=None, metadata={"env": "ZCOLL_HEARTBEAT_INTERVAL",
+        "help": "seconds between the liveness heartbeats each rank sends every peer (docs/failures.md)"})
+    heartbeat_timeout: float | None = field(default=None, metadata={"env": "ZCOLL_HEARTBEAT_TIMEOUT",
+        "help": "seconds of silence after which a peer is declared dead (a vanished host, a cut link, a "
+                "stopped process); a process that exits is seen at once, whatever this is"})
     debug: bool | None = field(default=None, metadata={"env": "ZCOLL_DEBUG",
         "help": "INFO: log transport and algorithm choices"})
 
@@ -138,14 +151,14 @@ class Options:
             out.socket_family = SOCKET_FAMILIES[name]
         elif out.socket_family not in SOCKET_FAMILIES.values():
             raise ValueError(f"socket_family={out.socket_family!r}: expected socket.AF_INET or socket.AF_INET6")
-        if out.connect_timeout is None:
-            raw = os.environ.get("ZCOLL_CONNECT_TIMEOUT", "")
-            try:
-                out.connect_timeout = float(raw) if raw else 20.0
-            except ValueError:
-                raise ValueError(f"ZCOLL_CONNECT_TIMEOUT={raw!r} is not a number of seconds") from None
-        if not out.connect_timeout > 0:
-            raise ValueError(f"connect_timeout must be a positive number of seconds, got {out.connect_timeout}")
+        for name, default in (("connect_timeout", 20.0), ("heartbeat_interval", 1.0), ("heartbeat_timeout", 30.0)):
+            if getattr(out, name) is None:
+                setattr(out, name, _env_seconds(f"ZCOLL_{name.upper()}", default))
+            if not getattr(out, name) > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {getattr(out, name)}")
+        if out.heartbeat_timeout < 2 * out.heartbeat_interval:
+            raise ValueError(f"heartbeat_timeout ({out.heartbeat_timeout} s) must be at least twice "
+                             f"heartbeat_interval ({out.heartbeat_interval} s)")
         if out.debug is None:
             out.debug = os.environ.get("ZCOLL_DEBUG", "").upper() in ("INFO", "1", "TRUE")
         return out

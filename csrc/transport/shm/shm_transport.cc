@@ -15,14 +15,19 @@
 // Bootstrap: every rank creates its segment under a unique name, publishes the name in the
 // store, maps every peer's segment, says so in the store, and once all ranks have mapped
 // everything, unlinks its own name: from then on nothing is left in /dev/shm even if a process
-// is killed (the kernel frees the memory when the last mapping goes).
+// is killed (the kernel frees the memory when the last mapping goes). A bootstrap that fails
+// (a rank killed while the group forms) unlinks every name published so far, the dead rank's
+// included. The segment's memory is allocated up front (posix_fallocate), so a /dev/shm too
+// small for the rings is a clear error here, not a SIGBUS at the first message.
 //
 // Waiting: spin briefly (lowest latency when ranks have their own cores), yield a few times, then
 // sleep on a futex in our segment header (the doorbell): a peer that publishes data or frees ring
 // space for us rings it when someone sleeps there, so a sleeper wakes at once and an idle or
-// oversubscribed rank (8 ranks on 2 cores) burns no CPU. A peer whose process is gone is
-// detected through the pid in its segment header, long before the deadline.
+// oversubscribed rank (8 ranks on 2 cores) burns no CPU. A peer whose process is gone is told
+// by the group's liveness channels (transport/liveness.h; not by pid, which zombies and other
+// PID namespaces defeat), long before the deadline.
 #include "transport/shm/shm_transport.h"
+#include "transport/liveness.h"
 #include "transport/tag.h"
 
 #include <fcntl.h>
@@ -72,7 +77,6 @@ struct alignas(kLine) Doorbell {
 
 struct alignas(kLine) SegmentHeader {
   uint64_t magic;
-  int64_t pid;
   uint64_t ringBytes;
   uint64_t size;
   // Set by abort(): peers waiting on this rank raise with the reason instead of timing out.
@@ -185,6 +189,7 @@ class ShmTransport : public Transport {
 
   int rank_, size_;
   std::vector<int> groupRanks_;
+  std::shared_ptr<Liveness> liveness_;  // may be null (transport tests without one)
   size_t ringBytes_;
   std::chrono::microseconds spinFor_;  // kSpinFor, or 0 when the ranks outnumber the cores
   std::vector<Segment> segs_;  // segs_[r]: rank r's segment (inbound rings of r)
@@ -206,9 +211,24 @@ std::string uniqueName(int rank) {
 
 std::vector<uint8_t> bytesOf(const std::string& s) { return {s.begin(), s.end()}; }
 
+// Unlinks every segment name published under `key` (those already gone are ignored).
+void unlinkPublished(Store& store, const std::string& key, int size) {
+  for (int p = 0; p < size; ++p) {
+    try {
+      const std::string k = key + "name/" + std::to_string(p);
+      if (!store.check(k)) continue;
+      const auto name = store.get(k);
+      shm_unlink(std::string(name.begin(), name.end()).c_str());
+    } catch (...) {
+      // the store itself failed: nothing more can be found
+    }
+  }
+}
+
 ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& opt)
-    : rank_(rank), size_(size), groupRanks_(opt.groupRanks), ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
+    : rank_(rank), size_(size), groupRanks_(opt.groupRanks), liveness_(opt.liveness),
+      ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
@@ -217,14 +237,18 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   const size_t total = Segment::totalBytes(size, ringBytes_);
   const int fd = shm_open(mine.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   ZCOLL_CHECK(fd >= 0, "rank ", g(rank), " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
-  const bool sized = ftruncate(fd, static_cast<off_t>(total)) == 0;
-  void* base = sized ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
-  const int err = errno;
+  // Allocated, not only sized: tmpfs hands out pages at first touch, and a touch that finds
+  // /dev/shm full kills the process with SIGBUS (Docker's default /dev/shm is 64 MiB).
+  const int allocErr = ftruncate(fd, static_cast<off_t>(total)) == 0 ? posix_fallocate(fd, 0, static_cast<off_t>(total)) : errno;
+  void* base = allocErr == 0 ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
+  const int err = allocErr ? allocErr : errno;
   close(fd);
   if (base == MAP_FAILED) {
     shm_unlink(mine.c_str());
-    ZCOLL_CHECK(false, "rank ", g(rank), " shm: cannot map ", total, " bytes for ", mine, ": ", std::strerror(err),
-                " (is /dev/shm large enough? lower ZCOLL_SHM_RING_BYTES)");
+    ZCOLL_CHECK(false, "rank ", g(rank), " shm: cannot allocate ", total, " bytes of shared memory for ", mine, ": ",
+                std::strerror(err), ". Each rank needs ", size, " rings of ZCOLL_SHM_RING_BYTES=", ringBytes_,
+                " (", total, " bytes in all, ", total * static_cast<size_t>(size), " for the ", size,
+                " ranks of this host): enlarge /dev/shm (docker run --shm-size) or lower ZCOLL_SHM_RING_BYTES");
   }
   segs_[rank] = {base, total, ringBytes_};
   for (int s = 0; s < size; ++s) {
@@ -234,7 +258,6 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   }
   SegmentHeader* own = segs_[rank].header();
   own->magic = kSegmentMagic;
-  own->pid = static_cast<int64_t>(getpid());
   own->ringBytes = ringBytes_;
   own->size = static_cast<uint64_t>(size);
   own->aborted.store(0);
@@ -245,7 +268,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   std::atomic_thread_fence(std::memory_order_release);
   const std::string key = prefix + "/shm/";
   Rendezvous rendezvous(store, opt.failKey.empty() ? prefix + "/failed" : opt.failKey,
-                        "rank " + std::to_string(g(rank)) + " shm: ");
+                        "rank " + std::to_string(g(rank)) + " shm: ", opt.liveness.get());
   const Deadline deadline = Clock::now() + opt.timeout;
   try {
     store.set(key + "name/" + std::to_string(rank), bytesOf(mine));
@@ -276,8 +299,16 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
     shm_unlink(mine.c_str());
     for (auto& s : segs_)
       if (s.base) munmap(s.base, s.bytes);
-    rendezvous.checkFailed();  // another rank failed first (and left): report that cause
+    // A rank killed mid-bootstrap cannot unlink its own name: every survivor unlinks them all,
+    // after publishing the cause (a peer that then misses a segment reports that cause).
+    try {
+      rendezvous.checkFailed();  // another rank failed first (and left): report that cause
+    } catch (...) {
+      unlinkPublished(store, key, size);
+      throw;
+    }
     rendezvous.fail(e.what());
+    unlinkPublished(store, key, size);
     throw;
   } catch (...) {
     shm_unlink(mine.c_str());
@@ -450,9 +481,8 @@ void ShmTransport::checkPeerAlive(int peer) const {
   const SegmentHeader* h = segs_[peer].header();
   ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer),
               " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
-  const auto pid = static_cast<pid_t>(h->pid);
-  ZCOLL_CHECK(!(kill(pid, 0) != 0 && errno == ESRCH), "rank ", g(rank_), " shm: rank ", g(peer), " (pid ", pid,
-              ") has exited; ", pendingSummary());
+  if (liveness_ && liveness_->gone(g(peer)))
+    throw Error("rank " + std::to_string(g(rank_)) + " shm: " + liveness_->whyGone(g(peer)) + "; " + pendingSummary());
 }
 
 std::string ShmTransport::pendingSummary() const {

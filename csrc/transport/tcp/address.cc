@@ -176,4 +176,11 @@ std::string routeAddressTo(const std::string& host) {
   }
 }
 
+AddressChoice advertisedAddress(const TransportOptions& options, bool remotePeers, const std::string& ctx) {
+  const std::string route = routeAddressTo(options.storeHost);
+  const int family = options.socketFamily ? options.socketFamily
+                     : route.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+  return chooseAddress(interfaces(), options.socketIfname, route, remotePeers && !options.hostOf.empty(), family, ctx);
+}
+
 }  // namespace zcoll::tcp

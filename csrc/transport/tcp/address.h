@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "transport/transport.h"
+
 namespace zcoll::tcp {
 
 // A numeric IPv4 or IPv6 address and a port. Published in the store as "1.2.3.4:5" or
@@ -71,5 +73,9 @@ AddressChoice chooseAddress(const std::vector<Interface>& ifs, const std::string
 // The source address the kernel would use to reach `host` (connecting a UDP socket sends
 // nothing; it only runs the route lookup), or "" when there is no route.
 std::string routeAddressTo(const std::string& host);
+
+// chooseAddress for a rank with these options: routes to options.storeHost, prefers the family
+// of options.socketFamily (else the store host's); `remotePeers`: some peer is on another host.
+AddressChoice advertisedAddress(const TransportOptions& options, bool remotePeers, const std::string& ctx);
 
 }  // namespace zcoll::tcp

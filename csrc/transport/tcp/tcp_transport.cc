@@ -3,8 +3,8 @@
 // Full mesh: one connection per pair of ranks, carrying both directions. Rank i dials every
 // lower rank and accepts every higher one, so each pair gets exactly one connection with no
 // negotiation over who dials. Bootstrap through the store: listen on an ephemeral port, publish
-// "host:port" under <prefix>/tcp/addr/<rank>, dial, and swap a Hello {magic, group, from, to,
-// size} on each connection so a misrouted or foreign connection fails at creation, not mid-run.
+// "host:port" under <prefix>/tcp/addr/<rank>, dial, and swap hellos carrying the group's secret
+// (transport/handshake.h): strangers on the port are dropped, a misrouted dial fails at creation.
 //
 // Wire format of each direction: frames, a FrameHeader {magic, tag, bytes} then the payload.
 // TCP keeps order, so messages between a pair are FIFO for free; the receiver checks each
@@ -15,6 +15,8 @@
 // any wait drains everything, a ring (send to next, recv from prev, wait) cannot deadlock with
 // both ends' socket buffers full: each rank keeps reading while its own send is stuck.
 #include "transport/tcp/tcp_transport.h"
+#include "transport/handshake.h"
+#include "transport/liveness.h"
 #include "transport/tag.h"
 
 #include <poll.h>
@@ -45,13 +47,8 @@ namespace {
 constexpr uint64_t kHelloMagic = 0x7a636f6c6c746370ULL;  // "zcolltcp"
 constexpr uint64_t kFrameMagic = 0x7a63746672616d65ULL;  // "zctframe"
 constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (2 per frame)
+constexpr auto kLivenessCheck = std::chrono::milliseconds(50);
 
-
-struct Hello {
-  uint64_t magic;
-  uint64_t group;  // hash of the store prefix: both ends belong to the same transport
-  int32_t from, to, size, reserved;
-};
 
 struct FrameHeader {
   uint64_t magic, tag, bytes;
@@ -74,12 +71,6 @@ struct Peer {
   tcp::Fd fd;  // none for ourselves: self messages are copied in memory
   std::deque<Request> sends, recvs;
 };
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
 
 std::string hex(uint64_t v) {
   std::ostringstream os;
@@ -118,9 +109,9 @@ class TcpTransport : public Transport {
   std::string who(int rank) const;
   bool connects(int peer) const;  // a connection to `peer` exists (or is to be made)
   void checkConnected(int peer, const char* op) const;
-  void checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const;
   RequestId enqueue(int peer, std::deque<Request>& q, uint64_t tag, char* data, size_t bytes);
   void progressAll();
+  void checkPendingPeersGone();
   void pollAndProgress(Deadline deadline);
   void progressSend(int peer);
   void progressRecv(int peer);
@@ -135,9 +126,9 @@ class TcpTransport : public Transport {
   std::string progressText(const Request& r) const;
 
   const int rank_, size_;
-  const uint64_t group_;
   const Topology topology_;
   const bool remoteOnly_;
+  const std::shared_ptr<Liveness> liveness_;  // may be null
   std::string advertised_;
   std::vector<Peer> peers_;
   std::unordered_map<RequestId, int> pending_;  // queued request -> peer
@@ -154,8 +145,8 @@ class TcpTransport : public Transport {
 
 TcpTransport::TcpTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& options)
-    : rank_(rank), size_(size), group_(fnv1a(prefix)), topology_(size, options.hostOf, options.hostNames),
-      remoteOnly_(options.remoteOnly), peers_(size) {
+    : rank_(rank), size_(size), topology_(size, options.hostOf, options.hostNames),
+      remoteOnly_(options.remoteOnly), liveness_(options.liveness), peers_(size) {
   wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   ZCOLL_CHECK(wakeFd_, "rank ", rank, " tcp: eventfd failed: ", tcp::errnoText(errno));
   if (size > 1) connectMesh(store, prefix, Clock::now() + options.timeout, options);
@@ -178,23 +169,23 @@ bool TcpTransport::connects(int peer) const { return peer != rank_ && (!remoteOn
 void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline deadline,
                                const TransportOptions& options) {
   const std::string ctx = who(rank_) + " tcp: ";
-  Rendezvous rendezvous(store, options.failKey.empty() ? prefix + "/failed" : options.failKey, ctx);
+  Rendezvous rendezvous(store, options.failKey.empty() ? prefix + "/failed" : options.failKey, ctx,
+                        options.liveness.get());
   const tcp::Interrupt interrupt = [&] { rendezvous.checkFailed(); };
   try {
+    const HelloSpec me{kHelloMagic, groupHash(prefix),
+                       options.secret ? *options.secret : groupSecret(store, prefix + "/secret", rank_, deadline, rendezvous),
+                       rank_, size_};
     bool remotePeers = options.hostOf.empty();  // unknown: any peer may be elsewhere
     for (int p = 0; p < size_; ++p) remotePeers = remotePeers || !topology_.sameHost(rank_, p);
-    const std::string route = tcp::routeAddressTo(options.storeHost);
-    const int family = options.socketFamily ? options.socketFamily
-                       : route.find(':') != std::string::npos ? AF_INET6 : AF_INET;
-    const tcp::AddressChoice choice = tcp::chooseAddress(tcp::interfaces(), options.socketIfname, route,
-                                                         remotePeers && !options.hostOf.empty(), family, ctx);
+    const tcp::AddressChoice choice = tcp::advertisedAddress(options, remotePeers, ctx);
     advertised_ = choice.address + " (" + choice.reason + ")";
     if (options.debug) std::fprintf(stderr, "zcoll INFO: %sadvertising %s\n", ctx.c_str(), advertised_.c_str());
     int port = 0;
     const tcp::Fd listener = tcp::listenOn(choice.address, port, ctx);
-    const std::string me = tcp::Endpoint{choice.address, port}.str();
+    const std::string listening = tcp::Endpoint{choice.address, port}.str();
     const auto key = [&](int r) { return prefix + "/tcp/addr/" + std::to_string(r); };
-    store.set(key(rank_), std::vector<uint8_t>(me.begin(), me.end()));
+    store.set(key(rank_), std::vector<uint8_t>(listening.begin(), listening.end()));
 
     // Waiting for a peer to publish is waiting for it to start: the group timeout bounds it. An
     // address that does not answer is reported after options.connectTimeout (ZCOLL_CONNECT_TIMEOUT).
@@ -210,46 +201,21 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
                                "'s host to an interface this host can reach, and check that no firewall blocks "
                                "the port (docs/multi-host.md)";
       peers_[p].fd = tcp::connectTo(to, giveUp, dialCtx[p], hint, interrupt);
-      const Hello h{kHelloMagic, group_, rank_, p, size_, 0};
-      tcp::sendAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p], interrupt);
+      sendHello(peers_[p].fd.get(), me, p, deadline, dialCtx[p], interrupt);
     }
-    int higher = 0;
-    for (int p = rank_ + 1; p < size_; ++p) higher += connects(p);
-    for (int got = 0; got < higher; ++got) {  // higher ranks arrive in any order
-      const std::string actx = ctx + "accepting higher ranks on " + me + " (" + std::to_string(got) + " of " +
-                               std::to_string(higher) + " connected): ";
-      tcp::Fd fd = tcp::acceptBy(listener.get(), deadline, actx, interrupt);
-      Hello h{};
-      tcp::recvAllBy(fd.get(), &h, sizeof h, deadline, actx, interrupt);
-      checkHello(h, -1, rank_, actx);
-      const Hello reply{kHelloMagic, group_, rank_, h.from, size_, 0};
-      tcp::sendAllBy(fd.get(), &reply, sizeof reply, deadline, actx, interrupt);
-      peers_[h.from].fd = std::move(fd);
-    }
-    for (int p = 0; p < rank_; ++p) {  // the reply proves we reached rank p of this group
-      if (!connects(p)) continue;
-      Hello h{};
-      tcp::recvAllBy(peers_[p].fd.get(), &h, sizeof h, deadline, dialCtx[p], interrupt);
-      checkHello(h, p, rank_, dialCtx[p]);
-    }
+    // Higher ranks arrive in any order, among strangers (dropped: transport/handshake.h).
+    std::vector<bool> higher(size_, false);
+    for (int p = rank_ + 1; p < size_; ++p) higher[p] = connects(p);
+    auto accepted = acceptPeers({listener.get()}, me, higher, deadline, kHelloTimeout,
+                                ctx + "accepting higher ranks on " + listening + ": ", interrupt);
+    for (int p = rank_ + 1; p < size_; ++p)
+      if (higher[p]) peers_[p].fd = std::move(accepted[p]);
+    for (int p = 0; p < rank_; ++p)  // the reply proves we reached rank p of this group
+      if (connects(p)) expectReply(peers_[p].fd.get(), me, p, deadline, dialCtx[p], interrupt);
   } catch (const Error& e) {
     rendezvous.checkFailed();  // another rank failed first (and hung up on us): report that cause
     rendezvous.fail(e.what());
     throw;
-  }
-}
-
-// expectFrom < 0: any higher rank not connected yet (the accepting side).
-void TcpTransport::checkHello(const Hello& h, int expectFrom, int expectTo, const std::string& ctx) const {
-  ZCOLL_CHECK_AS(NetworkError, h.magic == kHelloMagic, ctx, "the peer is not a zcoll tcp transport (hello magic ", hex(h.magic), ")");
-  ZCOLL_CHECK_AS(NetworkError, h.group == group_, ctx, "rank ", h.from, " belongs to another group (store prefixes differ)");
-  ZCOLL_CHECK_AS(NetworkError, h.size == size_, ctx, "group sizes differ: ", size_, " here, ", h.size, " at rank ", h.from);
-  ZCOLL_CHECK_AS(NetworkError, h.to == expectTo, ctx, "rank ", h.from, " meant to reach rank ", h.to, ", not ", expectTo);
-  if (expectFrom >= 0) {
-    ZCOLL_CHECK_AS(NetworkError, h.from == expectFrom, ctx, "reached rank ", h.from, " instead (stale address in the store?)");
-  } else {
-    ZCOLL_CHECK_AS(NetworkError, h.from > rank_ && h.from < size_ && connects(h.from) && !peers_[h.from].fd, ctx,
-                   "unexpected hello from rank ", h.from, " (only higher ranks on other hosts dial, once each)");
   }
 }
 
@@ -320,8 +286,12 @@ void TcpTransport::wait(RequestId req, Deadline deadline) {
     progressAll();
     while (pending_.count(req)) {
       throwIfStopped();
-      if (Clock::now() >= deadline) timedOut(req, start);
-      pollAndProgress(deadline);
+      const auto now = Clock::now();
+      if (now >= deadline) timedOut(req, start);
+      // With liveness, wake every kLivenessCheck to ask it about the peers we wait on: a host
+      // that vanished closes no connection.
+      pollAndProgress(liveness_ ? std::min(deadline, now + kLivenessCheck) : deadline);
+      checkPendingPeersGone();
     }
   } catch (const TimeoutError&) {
     throw;  // the streams are intact: a later wait may still succeed
@@ -340,12 +310,33 @@ bool TcpTransport::test(RequestId req) {
   }
   try {
     progressAll();
+    checkPendingPeersGone();
   } catch (const Error& e) {
     throwIfStopped();  // as in wait(): report our own abort, not the EOF it caused
     failure_ = e.what();
     throw;
   }
   return !pending_.count(req);
+}
+
+// A peer the group's liveness reports gone fails what we still expect of it, once what it sent
+// before it went is read.
+void TcpTransport::checkPendingPeersGone() {
+  if (!liveness_) return;
+  for (int p = 0; p < size_; ++p) {
+    Peer& peer = peers_[p];
+    if (p == rank_ || (peer.sends.empty() && peer.recvs.empty()) || !liveness_->gone(p)) continue;
+    try {
+      progressRecv(p);
+    } catch (const Error&) {
+      // the connection is closed too: the liveness verdict below says more
+    }
+    if (peer.sends.empty() && peer.recvs.empty()) continue;
+    std::string inflight;
+    for (const auto* q : {&peer.sends, &peer.recvs})
+      if (!q->empty()) inflight += "; pending " + direction(p, q == &peer.sends) + ": " + progressText(q->front());
+    throw NetworkError("rank " + std::to_string(rank_) + " tcp: " + liveness_->whyGone(p) + inflight);
+  }
 }
 
 // One non-blocking pass over every queue.
