@@ -106,6 +106,11 @@ class P2PLane {
   // Stops the thread (which says farewell, aborts the transport and fails what is pending);
   // later submissions throw. Idempotent.
   void close();
+  // close() without the farewell: the transport fails every operation with `why` first.
+  void abort(const std::string& why) {
+    transport_->abort(why);
+    close();
+  }
   // `buffer` is contiguous: what is sent, or where a receive lands before `tensor` gets it. The
   // operation fails with a timeout at `deadline` (default: the group timeout from now).
   c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor, at::Tensor buffer,
@@ -234,6 +239,13 @@ void P2PLane::close() {
 void P2PLaneDeleter::operator()(P2PLane* lane) const { delete lane; }
 
 void ProcessGroupZcoll::shutdown() { p2p_->close(); }
+
+void ProcessGroupZcoll::abort() {
+  const std::string why = "zcoll: rank " + std::to_string(getRank()) + " aborted the process group";
+  transport_->abort(why);
+  p2p_->abort(why);
+  liveness_->leave();
+}
 
 void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
   // Rings as large as the collectives': a quarter of that size cost large messages half their

@@ -1,11 +1,13 @@
 #include "backend/process_group_zcoll.h"
 
-#include "transport/handshake.h"
-
 #include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
+
+#include "transport/handshake.h"
 
 namespace zcoll {
 namespace {
@@ -56,7 +58,7 @@ void ZcollWork::finish(const std::exception_ptr& error) {
 
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                      std::chrono::milliseconds timeout, BackendConfig config)
-    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout),
+    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout), c10dStore_(store),
       store_(std::make_unique<C10dStore>(store)), topology_(size, config_.hostOf, config_.hostNames) {
   TransportOptions topt;
   topt.timeout = timeout;
@@ -103,6 +105,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
       local[p] = config_.transport == "shm" || (config_.transport == "auto" && topology_.sameHost(rank, p));
     liveness_ = std::make_shared<Liveness>(*store_, "zcoll", rank, size, topt, std::move(local));
     topt.liveness = liveness_;
+    if (config_.testFault == "exit_in_bootstrap") _exit(3);
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
     if (config_.debug && rank == 0)
       std::fprintf(stderr, "zcoll INFO: group of %d ranks on %s; transport %s%s\n", size,
@@ -143,17 +146,50 @@ ProcessGroupZcoll::~ProcessGroupZcoll() {
   liveness_->leave();
 }
 
+c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<int64_t>& ranksToExclude, int shrinkFlags,
+                                                            const c10::intrusive_ptr<c10d::Backend::Options>& optsOverride) {
+  ZCOLL_CHECK_ARG(!optsOverride, "zcoll shrink: the shrunk group keeps this group's options (pass no pg_options)");
+  std::vector<bool> excluded(static_cast<size_t>(getSize()), false);
+  for (int64_t r : ranksToExclude) {
+    ZCOLL_CHECK_ARG(r >= 0 && r < getSize(), "zcoll shrink: rank ", r, " is not a rank of a group of ", getSize());
+    excluded[static_cast<size_t>(r)] = true;
+  }
+  ZCOLL_CHECK_ARG(!excluded[static_cast<size_t>(getRank())], "zcoll shrink: rank ", getRank(),
+                  " is excluded and cannot join the shrunk group");
+  if (shrinkFlags & 1) abort();
+  // Survivors in rank order; hosts renumbered in order of each host's lowest surviving rank.
+  BackendConfig c = config_;
+  c.hostOf.clear();
+  c.hostNames.clear();
+  std::vector<int> newHost(static_cast<size_t>(topology_.hosts()), -1);
+  int newRank = 0, survivors = 0;
+  for (int r = 0; r < getSize(); ++r) {
+    if (excluded[static_cast<size_t>(r)]) continue;
+    if (r == getRank()) newRank = survivors;
+    ++survivors;
+    if (config_.hostOf.empty()) continue;
+    int& h = newHost[static_cast<size_t>(config_.hostOf[r])];
+    if (h < 0) {
+      h = static_cast<int>(c.hostNames.size());
+      c.hostNames.push_back(config_.hostNames[static_cast<size_t>(config_.hostOf[r])]);
+    }
+    c.hostOf.push_back(h);
+  }
+  auto store = c10::make_intrusive<c10d::PrefixStore>("zcoll/shrink/" + std::to_string(shrinks_++), c10dStore_);
+  return c10::make_intrusive<ProcessGroupZcoll>(store, newRank, survivors, timeout_, std::move(c));
+}
+
 void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run) {
   liveness_->entered(seq, c10d::opTypeToString(type));
   try {
     run(seq);
   } catch (const TimeoutError& e) {
-    liveness_->finished(seq);
+    liveness_->finished(seq, true);
     // Ask every peer where it is (at most a second, and within the group timeout's order).
     const auto within = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 2);
     throw TimeoutError(std::string(e.what()) + "; " + liveness_->survey(seq, within));
   } catch (...) {
-    liveness_->finished(seq);
+    liveness_->finished(seq, true);
     throw;
   }
   liveness_->finished(seq);
@@ -251,6 +287,7 @@ void ProcessGroupZcoll::afterRun(const std::exception_ptr& error) {
   } catch (const std::exception& e) {
     failure_ = errorMessage(e);
   }
+  liveness_->gaveUp(failure_);  // before the transports hang up on the peers
   transport_->abort("zcoll: an earlier collective failed: " + failure_);
 }
 

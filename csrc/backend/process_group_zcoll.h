@@ -57,6 +57,9 @@ struct BackendConfig {
   // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
   // the codec work on an emulated device), so GPU-less machines test it.
   bool stageCpu = false;
+  // Test-only (ZCOLL_TEST_FAULT): "exit_in_bootstrap" makes this rank _exit(3) once its liveness
+  // channels are up, so tests see a rank die while the group forms.
+  std::string testFault;
 };
 
 class ZcollWork : public c10d::Work {
@@ -155,6 +158,18 @@ class ProcessGroupZcoll : public c10d::Backend {
   // destroy_process_group(): ends point-to-point (farewell to the peers) even while something
   // still holds the group; the collectives' lane ends in the destructor.
   void shutdown() override;
+  // torch's abort (_abort_process_group, shrink_group with SHRINK_ABORT): every pending and
+  // later operation of this rank fails at once, the peers are told this rank left, nothing
+  // waits on a peer. The group is unusable afterwards.
+  void abort() override;
+  // torch.distributed.shrink_group: the ranks not in `ranksToExclude` (group ranks) form a new
+  // group, rank order kept, with this group's configuration, bootstrapped through this group's
+  // store under a fresh prefix. Called by every survivor, never by an excluded rank. With
+  // shrinkFlags & 1 (SHRINK_ABORT) this group is aborted first. No `override`: torch releases
+  // before shrink_group's arrival lack these virtuals, and the Python binding calls them directly.
+  bool supportsShrinking() const { return true; }
+  c10::intrusive_ptr<c10d::Backend> shrink(const std::vector<int64_t>& ranksToExclude, int shrinkFlags = 0,
+                                           const c10::intrusive_ptr<c10d::Backend::Options>& optsOverride = nullptr);
 
  private:
   // Runs `run` as the group's next collective: on the progress thread, or right here when the
@@ -238,6 +253,8 @@ class ProcessGroupZcoll : public c10d::Backend {
 
   BackendConfig config_;
   std::chrono::milliseconds timeout_;
+  c10::intrusive_ptr<c10d::Store> c10dStore_;  // the group's (shrink builds the next group's from it)
+  uint64_t shrinks_ = 0;                       // groups shrunk from this one so far
   std::unique_ptr<Store> store_;
   Topology topology_;
   // The group's peer liveness, shared by both lanes' transports (transport/liveness.h).

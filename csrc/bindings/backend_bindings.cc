@@ -60,7 +60,7 @@ void bindBackend(py::module_& m) {
                        const std::string& reduceScatterAlgo, const std::string& compression,
                        size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
                        std::vector<std::string> hostNames, int socketFamily, double connectTimeout,
-                       double heartbeatInterval, double heartbeatTimeout) {
+                       double heartbeatInterval, double heartbeatTimeout, const std::string& testFault) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -81,6 +81,7 @@ void bindBackend(py::module_& m) {
              c.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
              c.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
              c.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
+             c.testFault = testFault;
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
@@ -91,7 +92,7 @@ void bindBackend(py::module_& m) {
            py::arg("stage_cpu") = false, py::arg("host_of") = std::vector<int>{},
            py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
            py::arg("connect_timeout") = 20.0, py::arg("heartbeat_interval") = 1.0,
-           py::arg("heartbeat_timeout") = 30.0,
+           py::arg("heartbeat_timeout") = 30.0, py::arg("test_fault") = "",
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },
@@ -99,6 +100,15 @@ void bindBackend(py::module_& m) {
       .def_property_readonly("topology", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().describe(); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })
+      .def("shrink", [](zcoll::ProcessGroupZcoll& pg, const std::vector<int64_t>& ranksToExclude, int shrinkFlags,
+                        const py::object& options) {
+             if (!options.is_none())
+               throw std::invalid_argument("zcoll shrink: the shrunk group keeps this group's options (pass no pg_options)");
+             py::gil_scoped_release release;
+             return pg.shrink(ranksToExclude, shrinkFlags);
+           }, py::arg("ranks_to_exclude"), py::arg("shrink_flags") = 0, py::arg("opts_override") = py::none(),
+           "torch.distributed.shrink_group's step: the new group of the ranks not excluded (docs/failures.md).")
+      .def_property_readonly("supports_shrinking", &zcoll::ProcessGroupZcoll::supportsShrinking)
       .def("allreduce_with_feedback", &zcoll::ProcessGroupZcoll::allreduceWithFeedback, py::arg("tensor"),
            py::arg("residual"), py::arg("average") = true, py::call_guard<py::gil_scoped_release>(),
            "Compressed all-reduce with error feedback; returns a Work (get_future() for DDP hooks).");

@@ -23,9 +23,10 @@ namespace {
 constexpr uint64_t kLivenessHello = 0x7a636f6c6c6c7665ULL;  // "zcolllve"
 constexpr uint32_t kBeatMagic = 0x7a6c6976;                  // "zliv"
 
-enum Kind : uint8_t { kHeartbeat = 1, kProbe = 2, kAnswer = 3, kBye = 4 };
+enum Kind : uint8_t { kHeartbeat = 1, kProbe = 2, kAnswer = 3, kBye = 4, kGaveUp = 5 };
 
-// Every message on a liveness channel: fixed size, so a reader needs no framing.
+// Every message on a liveness channel: this fixed-size header; a kGaveUp notice is followed by
+// `probe` bytes of text (at most kMaxNotice).
 struct Beat {
   uint32_t magic;
   uint8_t kind;
@@ -39,6 +40,7 @@ static_assert(sizeof(Beat) == 48, "liveness messages are 48 bytes");
 
 // A peer that stops reading gets no more than this queued: its heartbeats are stale anyway.
 constexpr size_t kMaxQueued = 64 * sizeof(Beat);
+constexpr size_t kMaxNotice = 2048;
 
 std::string seconds(Clock::duration d) {
   std::ostringstream os;
@@ -251,9 +253,33 @@ void Liveness::entered(uint64_t seq, const std::string& what) {
   what_ = what;
 }
 
-void Liveness::finished(uint64_t seq) {
+void Liveness::finished(uint64_t seq, bool failed) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (seq_ == seq) phase_ = kFinished;
+  if (seq_ == seq) phase_ = failed ? kFailed : kFinished;
+}
+
+void Liveness::gaveUp(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return;
+  const std::string text = why.substr(0, kMaxNotice);
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_ || gone(p) || !peers_[p].fd) continue;
+    Beat b{};
+    b.magic = kBeatMagic;
+    b.kind = kGaveUp;
+    b.phase = phase_;
+    b.seq = seq_;
+    b.probe = text.size();
+    peers_[p].out.append(reinterpret_cast<const char*>(&b), sizeof b);
+    peers_[p].out += text;
+    flush(p);  // now: the transports hang up right after
+  }
+}
+
+std::string Liveness::whyGaveUp(int peer, std::chrono::milliseconds within) {
+  std::unique_lock<std::mutex> lock(mu_);
+  answered_.wait_for(lock, within, [&] { return !peers_[peer].gaveUp.empty() || gone(peer); });
+  return peers_[peer].gaveUp;
 }
 
 // Queues a message to peer p (under mu_, or after the thread has stopped).
@@ -329,7 +355,21 @@ void Liveness::readFrom(int p, Clock::time_point now) {
     if (k > 0) {
       peer.in.append(buf, static_cast<size_t>(k));
       size_t at = 0;
-      for (; peer.in.size() - at >= sizeof(Beat); at += sizeof(Beat)) handle(p, peer.in.data() + at, now);
+      while (peer.in.size() - at >= sizeof(Beat)) {
+        Beat b;
+        std::memcpy(&b, peer.in.data() + at, sizeof b);
+        if (b.magic == kBeatMagic && b.kind == kGaveUp) {  // header + text
+          const size_t len = std::min<uint64_t>(b.probe, kMaxNotice);
+          if (peer.in.size() - at < sizeof b + len) break;
+          peer.gaveUp.assign(peer.in.data() + at + sizeof b, len);
+          peer.lastHeard = now;
+          answered_.notify_all();
+          at += sizeof b + len;
+          continue;
+        }
+        handle(p, peer.in.data() + at, now);
+        at += sizeof(Beat);
+      }
       peer.in.erase(0, at);
       if (gone(p)) return;
       continue;
@@ -390,8 +430,9 @@ void Liveness::run() {
 
 std::string Liveness::describe(int p) const {
   const Peer& peer = peers_[p];
-  if (peer.phase == kNone) return "has run no collective yet";
-  return (peer.phase == kRunning ? "in " : "idle after ") + peer.what + " #" + std::to_string(peer.seq);
+  if (peer.phase == kNone) return "before any collective";
+  const char* where = peer.phase == kRunning ? "in " : peer.phase == kFailed ? "failed in " : "idle after ";
+  return where + peer.what + " #" + std::to_string(peer.seq);
 }
 
 std::string Liveness::survey(uint64_t seq, std::chrono::milliseconds within) {
@@ -418,10 +459,10 @@ std::string Liveness::survey(uint64_t seq, std::chrono::milliseconds within) {
       dead += (dead.empty() ? "" : ", ") + name;
     } else if (peer.answered < probe) {
       line = name + " did not answer within " + seconds(within) + " (last heard " + seconds(now - peer.lastHeard) +
-             " ago, " + describe(p) + "): stopped, or hung";
+             " ago, then " + describe(p) + "): stopped, or hung";
       silent += (silent.empty() ? "" : ", ") + name;
     } else {
-      line = name + " is " + describe(p);
+      line = name + ": " + describe(p);
       if (peer.phase == kNone || peer.seq < seq) behind += (behind.empty() ? "" : ", ") + name;
     }
     where += "; " + line;

@@ -55,10 +55,16 @@ class Liveness {
   // "rank 2 (host b)", or "rank 2" where hosts are unknown.
   std::string who(int peer) const;
 
-  // This rank entered collective #seq (`what`: "ALLREDUCE"), and finished it: what heartbeats
-  // and survey answers report.
+  // This rank entered collective #seq (`what`: "ALLREDUCE"), and finished it (or failed in it):
+  // what heartbeats and survey answers report.
   void entered(uint64_t seq, const std::string& what);
-  void finished(uint64_t seq);
+  void finished(uint64_t seq, bool failed = false);
+  // This rank gives up on the group (an error that breaks it): tells every peer why before the
+  // transports hang up, so a peer that then sees only a closed connection can say what happened.
+  void gaveUp(const std::string& why);
+  // Why `peer` gave up, waiting up to `within` for its notice (it travels beside the closure a
+  // transport has just seen); "" if none came (it may have died: see gone()).
+  std::string whyGaveUp(int peer, std::chrono::milliseconds within);
   // Asks every live peer where it is, waits up to `within` for the answers, and says which ranks
   // hold collective #seq up: those that have not entered it (behind), those that did not answer
   // (stopped or hung) and those that are gone.
@@ -66,7 +72,7 @@ class Liveness {
 
  private:
   enum Status : uint8_t { kAlive = 0, kLeft = 1, kDead = 2 };
-  enum Phase : uint8_t { kNone = 0, kRunning = 1, kFinished = 2 };
+  enum Phase : uint8_t { kNone = 0, kRunning = 1, kFinished = 2, kFailed = 3 };
   struct Peer {
     tcp::Fd fd;
     bool local = false;
@@ -76,6 +82,7 @@ class Liveness {
     std::string what;
     uint64_t answered = 0;  // the latest probe it answered
     std::string why;        // why it is gone
+    std::string gaveUp;     // why it gave up on the group (its notice)
     std::string in, out;    // partial message read; bytes still to write
   };
   friend struct LivenessRegistry;
@@ -89,7 +96,7 @@ class Liveness {
   void markGone(int p, Status status, const std::string& why);
   void wake();
   void closeAll();
-  std::string describe(int p) const;  // "in ALLREDUCE #57"
+  std::string describe(int p) const;  // "in ALLREDUCE #57", "idle after BROADCAST #56"
 
   const int rank_, size_;
   const std::vector<std::string> hostNames_;

@@ -52,7 +52,9 @@ def _create_backend(dist_opts, pg_options):
         os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
         host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
         connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
-        heartbeat_timeout=opts.heartbeat_timeout)
+        heartbeat_timeout=opts.heartbeat_timeout,
+        # Test-only fault injection (tests/fault_rank.py).
+        test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""))
 
 
 def register() -> None:

@@ -48,6 +48,9 @@ constexpr uint64_t kHelloMagic = 0x7a636f6c6c746370ULL;  // "zcolltcp"
 constexpr uint64_t kFrameMagic = 0x7a63746672616d65ULL;  // "zctframe"
 constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (2 per frame)
 constexpr auto kLivenessCheck = std::chrono::milliseconds(50);
+// How long a lost connection waits for the liveness channel to say why (the notice is sent
+// before the hang-up, so it is already on its way).
+constexpr auto kCauseGrace = std::chrono::milliseconds(200);
 
 
 struct FrameHeader {
@@ -478,6 +481,16 @@ void TcpTransport::connectionLost(int peer, const char* op, const std::string& w
   for (const auto* q : {&peers_[peer].sends, &peers_[peer].recvs})
     if (!q->empty())
       inflight += "; pending " + direction(peer, q == &peers_[peer].sends) + ": " + progressText(q->front());
+  // A peer that gave up (its own collective failed) says why on its liveness channel before it
+  // hangs up, and one that died is seen there too: report the cause, not only the closure.
+  if (liveness_) {
+    const std::string cause = liveness_->whyGaveUp(peer, kCauseGrace);
+    if (!cause.empty())
+      ZCOLL_CHECK_AS(NetworkError, false, "rank ", rank_, " tcp: connection to rank ", peer, " closed: rank ", peer,
+                     " gave up: ", cause, inflight);
+    if (liveness_->gone(peer))
+      ZCOLL_CHECK_AS(NetworkError, false, "rank ", rank_, " tcp: ", liveness_->whyGone(peer), inflight);
+  }
   ZCOLL_CHECK_AS(NetworkError, false, "rank ", rank_, " tcp: connection to rank ", peer, " lost (", op, ": ", why, inflight, ")");
   __builtin_unreachable();
 }
