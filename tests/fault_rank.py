@@ -185,6 +185,25 @@ elif scenario == "shrink":  # the victim dies mid-training; the others shrink an
     dist.destroy_process_group()
     sys.exit(0)
 
+elif scenario == "checksum":  # collectives with ZCOLL_CHECKSUM=1 (and maybe a corrupting link)
+    def work():
+        results = []
+        for n in (0, 7, 1000, 300_000):
+            t = torch.arange(n, dtype=torch.float64) + rank  # float64: every sum below is exact
+            dist.all_reduce(t)
+            results.append(float(t.sum()))
+            out = [torch.empty(n, dtype=torch.float64) for _ in range(world)]
+            dist.all_gather(out, torch.full((n,), float(rank), dtype=torch.float64))
+            results.append(float(sum(o.sum() for o in out)))
+            b = torch.full((n,), float(rank), dtype=torch.float64)
+            dist.broadcast(b, src=world - 1)
+            results.append(float(b.sum()))
+        report({"error": None, "results": results})
+    try:
+        work()
+    except Exception as e:  # noqa: BLE001
+        report(failure(e))
+
 else:
     raise SystemExit(f"unknown scenario {scenario}")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -192,3 +193,40 @@ def test_survivors_shrink_and_continue(job, transport):
         assert rep["error"] is not None and "rank 3 (node-a)" in rep["message"], rep
         assert rep["new_world"] == 3 and rep["new_rank"] == r, rep
         assert rep["sum"] == rep["want"] == 3.0, rep
+
+
+def expected_checksum_results(world):
+    out = []
+    for n in (0, 7, 1000, 300_000):
+        out.append(float(sum(sum(range(n)) + r * n for r in range(world))))
+        out.append(float(sum(r * n for r in range(world))))
+        out.append(float((world - 1) * n))
+    return out
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_checksums_pass_clean_runs(job, transport):
+    j = job("checksum", world=3, transport=transport, env={"ZCOLL_CHECKSUM": "1"})
+    for r, rep in j.reports([0, 1, 2]).items():
+        assert rep["error"] is None and rep["results"] == expected_checksum_results(3), rep
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("nth", [0, 5])
+def test_a_bit_flipped_in_transit_raises_on_every_rank(job, transport, nth):
+    """Rank 1's link corrupts the nth message it receives: every rank raises, naming the link."""
+    j = job("checksum", world=3, transport=transport, env={"ZCOLL_CHECKSUM": "1", "ZCOLL_TEST_FLIP_BIT": f"1:{nth}"})
+    for r, rep in j.reports([0, 1, 2]).items():
+        assert rep["error"] is not None, (r, rep)
+        assert re.search(r"checksum mismatch on the link from rank \d to rank 1: a message of \d+ bytes of "
+                         r"\w+\(.*\) #\d+", rep["message"]), (r, rep["message"])
+
+
+@pytest.mark.timeout(120)
+def test_the_fault_injector_corrupts_data_without_checksums(job):
+    """What the checksums catch is real: the same flip without them gives a wrong result."""
+    j = job("checksum", world=3, transport="shm", env={"ZCOLL_TEST_FLIP_BIT": "1:5"})
+    reps = j.reports([0, 1, 2])
+    assert any(rep["error"] is None and rep["results"] != expected_checksum_results(3) for rep in reps.values()), reps

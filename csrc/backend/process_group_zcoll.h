@@ -57,6 +57,8 @@ struct BackendConfig {
   // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
   // the codec work on an emulated device), so GPU-less machines test it.
   bool stageCpu = false;
+  bool checksum = false;  // ZCOLL_CHECKSUM: CRC32C on every message (TransportOptions::checksum)
+  int64_t testFlipBitAt = -1;  // test-only (ZCOLL_TEST_FLIP_BIT): TransportOptions::testFlipBitAt
   // Test-only (ZCOLL_TEST_FAULT): "exit_in_bootstrap" makes this rank _exit(3) once its liveness
   // channels are up, so tests see a rank die while the group forms.
   std::string testFault;

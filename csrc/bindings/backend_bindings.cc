@@ -60,7 +60,8 @@ void bindBackend(py::module_& m) {
                        const std::string& reduceScatterAlgo, const std::string& compression,
                        size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
                        std::vector<std::string> hostNames, int socketFamily, double connectTimeout,
-                       double heartbeatInterval, double heartbeatTimeout, const std::string& testFault) {
+                       double heartbeatInterval, double heartbeatTimeout, bool checksum, const std::string& testFault,
+                       int64_t testFlipBitAt) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -81,7 +82,9 @@ void bindBackend(py::module_& m) {
              c.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
              c.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
              c.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
+             c.checksum = checksum;
              c.testFault = testFault;
+             c.testFlipBitAt = testFlipBitAt;
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
            }),
            py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
@@ -92,7 +95,8 @@ void bindBackend(py::module_& m) {
            py::arg("stage_cpu") = false, py::arg("host_of") = std::vector<int>{},
            py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
            py::arg("connect_timeout") = 20.0, py::arg("heartbeat_interval") = 1.0,
-           py::arg("heartbeat_timeout") = 30.0, py::arg("test_fault") = "",
+           py::arg("heartbeat_timeout") = 30.0, py::arg("checksum") = false, py::arg("test_fault") = "",
+           py::arg("test_flip_bit_at") = -1,
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },
@@ -100,6 +104,7 @@ void bindBackend(py::module_& m) {
       .def_property_readonly("topology", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().describe(); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })
+      .def_property_readonly("checksum", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().checksum; })
       .def("shrink", [](zcoll::ProcessGroupZcoll& pg, const std::vector<int64_t>& ranksToExclude, int shrinkFlags,
                         const py::object& options) {
              if (!options.is_none())

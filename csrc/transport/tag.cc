@@ -1,6 +1,7 @@
 #include "transport/tag.h"
 
 #include <cstdio>
+#include <sstream>
 
 namespace zcoll {
 namespace {
@@ -53,6 +54,15 @@ std::string mismatchMessage(const char* transport, int rank, int peer, uint64_t 
   return "rank " + std::to_string(rank) + " " + transport + ": rank " + std::to_string(peer) + " sent " +
          describeTag(gotTag) + " of " + std::to_string(gotBytes) + " bytes where " + describeTag(wantTag) + " of " +
          std::to_string(wantBytes) + " bytes was expected (collectives differ across ranks?)";
+}
+
+std::string checksumMessage(const char* transport, int rank, int peer, uint64_t tag, uint64_t bytes, uint64_t sent,
+                            uint64_t got) {
+  std::ostringstream os;
+  os << "rank " << rank << " " << transport << ": checksum mismatch on the link from rank " << peer << " to rank "
+     << rank << ": a message of " << bytes << " bytes of " << describeTag(tag) << " arrived corrupted (CRC32C 0x"
+     << std::hex << got << ", sent 0x" << sent << ")";
+  return os.str();
 }
 
 }  // namespace zcoll

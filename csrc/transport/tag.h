@@ -45,4 +45,8 @@ namespace zcoll {
 std::string mismatchMessage(const char* transport, int rank, int peer, uint64_t wantTag, uint64_t wantBytes,
                             uint64_t gotTag, uint64_t gotBytes);
 
+// The error text of a message whose CRC32C trailer (`sent`) does not match its payload (`got`).
+std::string checksumMessage(const char* transport, int rank, int peer, uint64_t tag, uint64_t bytes, uint64_t sent,
+                            uint64_t got);
+
 }  // namespace zcoll

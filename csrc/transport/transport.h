@@ -112,6 +112,12 @@ struct TransportOptions {
   // peer silent for heartbeatTimeout is declared dead (its host is gone or it is stopped).
   std::chrono::milliseconds heartbeatInterval{std::chrono::seconds(1)};
   std::chrono::milliseconds heartbeatTimeout{std::chrono::seconds(30)};
+  // A CRC32C of every message's payload travels with it and is verified on receipt
+  // (ZCOLL_CHECKSUM); every rank of a group must agree.
+  bool checksum = false;
+  // Test-only (ZCOLL_TEST_FLIP_BIT): flip a bit of the payload of this rank's n-th received
+  // message that has one (counted from 0; -1: never), as if the link corrupted it.
+  int64_t testFlipBitAt = -1;
 };
 
 // The store waits of a bootstrap: a key another rank publishes, given up when some rank

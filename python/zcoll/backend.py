@@ -31,6 +31,16 @@ def _store_host(store) -> str:
     return os.environ.get("MASTER_ADDR", "")
 
 
+def _flip_bit_at(rank: int) -> int:
+    """Test-only ZCOLL_TEST_FLIP_BIT="<rank>:<n>": that rank corrupts the n-th message it
+    receives (counted from 0), as a faulty link would; -1 elsewhere."""
+    spec = os.environ.get("ZCOLL_TEST_FLIP_BIT", "")
+    if not spec:
+        return -1
+    who, _, n = spec.partition(":")
+    return int(n) if int(who) == rank else -1
+
+
 def _create_backend(dist_opts, pg_options):
     if pg_options is not None and not isinstance(pg_options, Options):
         raise TypeError(f"zcoll pg_options must be zcoll.Options, got {type(pg_options).__name__}")
@@ -52,9 +62,9 @@ def _create_backend(dist_opts, pg_options):
         os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
         host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
         connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
-        heartbeat_timeout=opts.heartbeat_timeout,
-        # Test-only fault injection (tests/fault_rank.py).
-        test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""))
+        heartbeat_timeout=opts.heartbeat_timeout, checksum=bool(opts.checksum),
+        # Test-only fault injection (tests/test_failures.py).
+        test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""), test_flip_bit_at=_flip_bit_at(rank))
 
 
 def register() -> None:

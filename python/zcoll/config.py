@@ -103,6 +103,9 @@ class Options:
     heartbeat_timeout: float | None = field(default=None, metadata={"env": "ZCOLL_HEARTBEAT_TIMEOUT",
         "help": "seconds of silence after which a peer is declared dead (a vanished host, a cut link, a "
                 "stopped process); a process that exits is seen at once, whatever this is"})
+    checksum: bool | None = field(default=None, metadata={"env": "ZCOLL_CHECKSUM",
+        "help": "1: a CRC32C of every message travels with it and is verified on receipt; a corrupted "
+                "message raises on every rank, naming the link (docs/failures.md). Every rank must agree"})
     debug: bool | None = field(default=None, metadata={"env": "ZCOLL_DEBUG",
         "help": "INFO: log transport and algorithm choices"})
 
@@ -159,6 +162,11 @@ class Options:
         if out.heartbeat_timeout < 2 * out.heartbeat_interval:
             raise ValueError(f"heartbeat_timeout ({out.heartbeat_timeout} s) must be at least twice "
                              f"heartbeat_interval ({out.heartbeat_interval} s)")
+        if out.checksum is None:
+            raw = os.environ.get("ZCOLL_CHECKSUM", "").strip().lower()
+            if raw not in ("", "0", "1", "true", "false"):
+                raise ValueError(f"ZCOLL_CHECKSUM={raw!r}: expected 0 or 1")
+            out.checksum = raw in ("1", "true")
         if out.debug is None:
             out.debug = os.environ.get("ZCOLL_DEBUG", "").upper() in ("INFO", "1", "TRUE")
         return out

@@ -29,6 +29,7 @@
 #include "transport/shm/shm_transport.h"
 #include "transport/liveness.h"
 #include "transport/tag.h"
+#include "util/crc32c.h"
 
 #include <fcntl.h>
 #include <linux/futex.h>
@@ -55,6 +56,7 @@ namespace {
 
 constexpr uint64_t kSegmentMagic = 0x7a636f6c6c73686dULL;  // "zcollshm"
 constexpr uint64_t kMessageMagic = 0x7a636d7367ULL;
+constexpr uint64_t kChecksummedMagic = 0x7a636d7363ULL;  // a message followed by a CRC32C trailer
 constexpr size_t kLine = 64;
 
 constexpr size_t kAbortReasonBytes = 240;
@@ -109,8 +111,12 @@ struct MessageHeader {
 static_assert(sizeof(MessageHeader) % 8 == 0, "messages start 8-aligned");
 
 constexpr size_t kHeaderBytes = sizeof(MessageHeader);
-// Ring bytes one message takes: header, payload, padding to 8.
+// With checksums, 8 bytes after the padded payload: the payload's CRC32C, then zeros.
+constexpr size_t kTrailerBytes = 8;
+// Ring bytes of a message's header, payload and padding to 8 (its trailer comes after).
 constexpr size_t footprint(size_t payload) { return kHeaderBytes + ((payload + 7) & ~size_t{7}); }
+// Checksums are computed on pieces this small, right after they are copied, while in cache.
+constexpr size_t kChecksumPiece = 64 << 10;
 
 size_t roundUpPow2(size_t v) {
   size_t p = 4096;
@@ -143,8 +149,9 @@ struct Request {
   uint64_t tag;
   char* data;
   size_t bytes;
-  size_t done = 0;   // ring bytes (header, payload, padding) moved so far
+  size_t done = 0;   // ring bytes (header, payload, padding, trailer) moved so far
   Consumer consume;  // irecvConsume: takes the payload from the ring instead of `data`
+  uint32_t crc = 0;  // CRC32C of the payload moved so far (with checksums)
 };
 
 class ShmTransport : public Transport {
@@ -190,6 +197,9 @@ class ShmTransport : public Transport {
   int rank_, size_;
   std::vector<int> groupRanks_;
   std::shared_ptr<Liveness> liveness_;  // may be null (transport tests without one)
+  const bool checksum_;                 // CRC32C trailer on every message (ZCOLL_CHECKSUM)
+  int64_t flipAt_;                      // test-only: corrupt the payload of this received message
+  int64_t received_ = 0;                // messages with a payload received so far
   size_t ringBytes_;
   std::chrono::microseconds spinFor_;  // kSpinFor, or 0 when the ranks outnumber the cores
   std::vector<Segment> segs_;  // segs_[r]: rank r's segment (inbound rings of r)
@@ -227,7 +237,8 @@ void unlinkPublished(Store& store, const std::string& key, int size) {
 
 ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& opt)
-    : rank_(rank), size_(size), groupRanks_(opt.groupRanks), liveness_(opt.liveness),
+    : rank_(rank), size_(size), groupRanks_(opt.groupRanks), liveness_(opt.liveness), checksum_(opt.checksum),
+      flipAt_(opt.testFlipBitAt),
       ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
@@ -376,19 +387,38 @@ bool ShmTransport::progressSend(int peer) {
     const size_t space = ringBytes_ - static_cast<size_t>(head - tail);
     if (r.done < kHeaderBytes) {  // headers go in whole, so the reader sees them whole
       if (space < kHeaderBytes) break;
-      const MessageHeader h{kMessageMagic, r.tag, r.bytes};
+      const MessageHeader h{checksum_ ? kChecksummedMagic : kMessageMagic, r.tag, r.bytes};
       ringWrite(ring, ringBytes_, head, reinterpret_cast<const char*>(&h), sizeof h);
       head += sizeof h;
       r.done = sizeof h;
       moved = true;
       continue;
     }
-    const size_t total = footprint(r.bytes), n = std::min(space, total - r.done);
-    if (n > 0) {
-      const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
-      ringWrite(ring, ringBytes_, head, r.data + at, payload);  // the padding is left as it is
-      head += n;
-      r.done += n;
+    const size_t body = footprint(r.bytes), total = body + (checksum_ ? kTrailerBytes : 0);
+    if (r.done < body) {
+      const size_t n = std::min(space, body - r.done);
+      if (n > 0) {
+        const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
+        if (!checksum_) {
+          ringWrite(ring, ringBytes_, head, r.data + at, payload);  // the padding is left as it is
+        } else {
+          for (size_t off = 0; off < payload; off += kChecksumPiece) {
+            const size_t k = std::min(kChecksumPiece, payload - off);
+            ringWrite(ring, ringBytes_, head + off, r.data + at + off, k);
+            r.crc = crc32cExtend(r.crc, r.data + at + off, k);  // just read: in cache
+          }
+        }
+        head += n;
+        r.done += n;
+        moved = true;
+      }
+    }
+    if (r.done >= body && r.done < total) {  // the trailer goes in whole
+      if (ringBytes_ - static_cast<size_t>(head - tail) < kTrailerBytes) break;
+      const uint64_t trailer = r.crc;
+      ringWrite(ring, ringBytes_, head, reinterpret_cast<const char*>(&trailer), kTrailerBytes);
+      head += kTrailerBytes;
+      r.done += kTrailerBytes;
       moved = true;
     }
     if (r.done < total) break;
@@ -418,7 +448,15 @@ bool ShmTransport::progressRecv(int peer) {
       if (avail < kHeaderBytes) break;
       MessageHeader h;
       ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
-      ZCOLL_CHECK(h.magic == kMessageMagic, "rank ", g(rank_), " shm: corrupt message header from rank ", g(peer));
+      ZCOLL_CHECK(h.magic == kMessageMagic || h.magic == kChecksummedMagic, "rank ", g(rank_),
+                  " shm: corrupt message header from rank ", g(peer));
+      ZCOLL_CHECK((h.magic == kChecksummedMagic) == checksum_, "rank ", g(rank_), " shm: rank ", g(peer), " sends ",
+                  checksum_ ? "no checksums" : "checksums", " but this rank ", checksum_ ? "expects" : "does not",
+                  " (set ZCOLL_CHECKSUM / Options(checksum=...) alike on every rank)");
+      if (r.bytes > 0 && received_++ == flipAt_) {  // test-only: a bit flipped in transit
+        const size_t at = (tail + sizeof h) & (ringBytes_ - 1);
+        const_cast<char*>(ring)[at] ^= 0x10;
+      }
       if (h.tag != r.tag || h.bytes != r.bytes)
         throw Error(mismatchMessage("shm", g(rank_), g(peer), r.tag, r.bytes, h.tag, h.bytes));
       tail += sizeof h;
@@ -426,18 +464,42 @@ bool ShmTransport::progressRecv(int peer) {
       moved = true;
       continue;
     }
-    const size_t total = footprint(r.bytes), n = std::min(avail, total - r.done);
-    if (n > 0) {
-      const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
-      if (!r.consume) {
-        ringRead(ring, ringBytes_, tail, r.data + at, payload);
-      } else if (payload > 0) {  // in place, in at most two pieces (before and after the wrap)
-        const size_t pos = tail & (ringBytes_ - 1), first = std::min(payload, ringBytes_ - pos);
-        r.consume(at, ring + pos, first);
-        if (payload > first) r.consume(at + first, ring, payload - first);
+    const size_t body = footprint(r.bytes), total = body + (checksum_ ? kTrailerBytes : 0);
+    if (r.done < body) {
+      const size_t n = std::min(avail, body - r.done);
+      if (n > 0) {
+        const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
+        if (!r.consume) {
+          if (!checksum_) {
+            ringRead(ring, ringBytes_, tail, r.data + at, payload);
+          } else {
+            for (size_t off = 0; off < payload; off += kChecksumPiece) {
+              const size_t k = std::min(kChecksumPiece, payload - off);
+              ringRead(ring, ringBytes_, tail + off, r.data + at + off, k);
+              r.crc = crc32cExtend(r.crc, r.data + at + off, k);
+            }
+          }
+        } else if (payload > 0) {  // in place, in at most two pieces (before and after the wrap)
+          const size_t pos = tail & (ringBytes_ - 1), first = std::min(payload, ringBytes_ - pos);
+          if (checksum_) {
+            r.crc = crc32cExtend(r.crc, ring + pos, first);
+            if (payload > first) r.crc = crc32cExtend(r.crc, ring, payload - first);
+          }
+          r.consume(at, ring + pos, first);
+          if (payload > first) r.consume(at + first, ring, payload - first);
+        }
+        tail += n;
+        r.done += n;
+        moved = true;
       }
-      tail += n;
-      r.done += n;
+    }
+    if (r.done >= body && r.done < total) {
+      if (static_cast<size_t>(head - tail) < kTrailerBytes) break;
+      uint64_t trailer = 0;
+      ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&trailer), kTrailerBytes);
+      if (trailer != r.crc) throw Error(checksumMessage("shm", g(rank_), g(peer), r.tag, r.bytes, trailer, r.crc));
+      tail += kTrailerBytes;
+      r.done += kTrailerBytes;
       moved = true;
     }
     if (r.done < total) break;

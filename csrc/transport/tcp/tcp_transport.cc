@@ -40,13 +40,16 @@
 
 #include "transport/tcp/socket.h"
 #include "transport/topology.h"
+#include "util/crc32c.h"
 
 namespace zcoll {
 namespace {
 
 constexpr uint64_t kHelloMagic = 0x7a636f6c6c746370ULL;  // "zcolltcp"
 constexpr uint64_t kFrameMagic = 0x7a63746672616d65ULL;  // "zctframe"
-constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (2 per frame)
+constexpr uint64_t kChecksummedFrame = 0x7a63746672616d63ULL;  // "zctframc": a CRC32C trailer follows
+constexpr size_t kTrailerBytes = 8;
+constexpr int kMaxIov = 64;                               // iovecs per sendmsg/recvmsg (up to 3 per frame)
 constexpr auto kLivenessCheck = std::chrono::milliseconds(50);
 // How long a lost connection waits for the liveness channel to say why (the notice is sent
 // before the hang-up, so it is already on its way).
@@ -64,10 +67,13 @@ struct Request {
   char* data;
   size_t bytes;
   FrameHeader header;  // sends: the header to write; receives: the header as it arrives
-  size_t done = 0;     // header + payload bytes moved so far
+  size_t done = 0;     // header + payload (+ trailer) bytes moved so far
   Consumer consume;    // irecvConsume: gets `staging` when the message is complete
   std::unique_ptr<char[]> staging;
-  size_t total() const { return kHeaderBytes + bytes; }
+  size_t trailerBytes = 0;  // kTrailerBytes with checksums
+  uint64_t trailer = 0;     // sends: the payload's CRC32C; receives: the sender's, as it arrives
+  uint32_t crc = 0;         // receives: CRC32C of the payload arrived so far
+  size_t total() const { return kHeaderBytes + bytes + trailerBytes; }
 };
 
 struct Peer {
@@ -81,12 +87,15 @@ std::string hex(uint64_t v) {
   return os.str();
 }
 
-// Appends to iov what r still has to move (rest of the header, rest of the payload).
+// Appends to iov what r still has to move (rest of the header, of the payload, of the trailer).
 int remainingParts(Request& r, iovec* iov, size_t& total) {
   int n = 0;
   if (r.done < kHeaderBytes) iov[n++] = {reinterpret_cast<char*>(&r.header) + r.done, kHeaderBytes - r.done};
-  const size_t payloadDone = r.done > kHeaderBytes ? r.done - kHeaderBytes : 0;
+  const size_t payloadDone = std::min(r.bytes, r.done > kHeaderBytes ? r.done - kHeaderBytes : 0);
   if (r.bytes > payloadDone) iov[n++] = {r.data + payloadDone, r.bytes - payloadDone};
+  const size_t trailerDone = r.done > kHeaderBytes + r.bytes ? r.done - kHeaderBytes - r.bytes : 0;
+  if (r.trailerBytes > trailerDone)
+    iov[n++] = {reinterpret_cast<char*>(&r.trailer) + trailerDone, r.trailerBytes - trailerDone};
   for (int i = 0; i < n; ++i) total += iov[i].iov_len;
   return n;
 }
@@ -132,6 +141,9 @@ class TcpTransport : public Transport {
   const Topology topology_;
   const bool remoteOnly_;
   const std::shared_ptr<Liveness> liveness_;  // may be null
+  const bool checksum_;    // CRC32C trailer on every frame (ZCOLL_CHECKSUM)
+  const int64_t flipAt_;   // test-only: corrupt the payload of this received message
+  int64_t received_ = 0;   // received messages with a payload so far
   std::string advertised_;
   std::vector<Peer> peers_;
   std::unordered_map<RequestId, int> pending_;  // queued request -> peer
@@ -149,7 +161,8 @@ class TcpTransport : public Transport {
 TcpTransport::TcpTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& options)
     : rank_(rank), size_(size), topology_(size, options.hostOf, options.hostNames),
-      remoteOnly_(options.remoteOnly), liveness_(options.liveness), peers_(size) {
+      remoteOnly_(options.remoteOnly), liveness_(options.liveness),
+      checksum_(options.checksum), flipAt_(options.testFlipBitAt), peers_(size) {
   wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   ZCOLL_CHECK(wakeFd_, "rank ", rank, " tcp: eventfd failed: ", tcp::errnoText(errno));
   if (size > 1) connectMesh(store, prefix, Clock::now() + options.timeout, options);
@@ -224,7 +237,9 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
 
 RequestId TcpTransport::enqueue(int peer, std::deque<Request>& q, uint64_t tag, char* data, size_t bytes) {
   const RequestId id = nextId_++;
-  q.push_back({id, tag, data, bytes, FrameHeader{kFrameMagic, tag, bytes}});
+  const bool trailer = checksum_ && peer != rank_;  // messages to ourselves never touch a wire
+  q.push_back({id, tag, data, bytes, FrameHeader{trailer ? kChecksummedFrame : kFrameMagic, tag, bytes}});
+  q.back().trailerBytes = trailer ? kTrailerBytes : 0;
   pending_[id] = peer;
   return id;
 }
@@ -237,7 +252,10 @@ void TcpTransport::checkConnected(int peer, const char* op) const {
 
 RequestId TcpTransport::isend(int peer, uint64_t tag, const void* data, size_t bytes) {
   checkConnected(peer, "send to");
-  return enqueue(peer, peers_[peer].sends, tag, const_cast<char*>(static_cast<const char*>(data)), bytes);
+  const RequestId id = enqueue(peer, peers_[peer].sends, tag, const_cast<char*>(static_cast<const char*>(data)), bytes);
+  Request& r = peers_[peer].sends.back();
+  if (r.trailerBytes) r.trailer = crc32c(data, bytes);
+  return id;
 }
 
 RequestId TcpTransport::irecv(int peer, uint64_t tag, void* data, size_t bytes) {
@@ -384,7 +402,7 @@ void TcpTransport::progressSend(int peer) {
     iovec iov[kMaxIov];
     int n = 0;
     size_t want = 0;
-    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
+    for (auto it = p.sends.begin(); it != p.sends.end() && n + 3 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(n);
@@ -408,7 +426,7 @@ void TcpTransport::progressRecv(int peer) {
     iovec iov[kMaxIov];
     int n = 0;
     size_t want = 0;
-    for (auto it = p.recvs.begin(); it != p.recvs.end() && n + 2 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
+    for (auto it = p.recvs.begin(); it != p.recvs.end() && n + 3 <= kMaxIov; ++it) n += remainingParts(*it, iov + n, want);
     msghdr msg{};
     msg.msg_iov = iov;
     msg.msg_iovlen = static_cast<size_t>(n);
@@ -447,7 +465,16 @@ void TcpTransport::advance(int peer, std::deque<Request>& q, size_t n, bool rece
     r.done += step;
     n -= step;
     if (receiving && before < kHeaderBytes && r.done >= kHeaderBytes) checkFrame(peer, r);
+    if (receiving && r.trailerBytes) {  // checksum the payload bytes that just arrived
+      const size_t lo = std::max(before, kHeaderBytes), hi = std::min(r.done, kHeaderBytes + r.bytes);
+      if (lo < hi) {
+        if (lo == kHeaderBytes && received_++ == flipAt_) r.data[0] ^= 0x10;  // test-only: corrupted in transit
+        r.crc = crc32cExtend(r.crc, r.data + (lo - kHeaderBytes), hi - lo);
+      }
+    }
     if (r.done < r.total()) break;
+    if (receiving && r.trailerBytes && r.trailer != r.crc)
+      throw Error(checksumMessage("tcp", rank_, peer, r.tag, r.bytes, r.trailer, r.crc));
     complete(q);
   }
 }
@@ -460,8 +487,12 @@ void TcpTransport::complete(std::deque<Request>& q) {
 
 void TcpTransport::checkFrame(int peer, const Request& r) const {
   const FrameHeader& h = r.header;
-  ZCOLL_CHECK(h.magic == kFrameMagic, "rank ", rank_, " tcp: corrupt frame from rank ", peer, " (magic ", hex(h.magic),
-              ") where a message of ", r.bytes, " bytes with tag ", hex(r.tag), " was expected");
+  ZCOLL_CHECK(h.magic == kFrameMagic || h.magic == kChecksummedFrame, "rank ", rank_, " tcp: corrupt frame from rank ",
+              peer, " (magic ", hex(h.magic), ") where a message of ", r.bytes, " bytes with tag ", hex(r.tag),
+              " was expected");
+  ZCOLL_CHECK((h.magic == kChecksummedFrame) == (r.trailerBytes > 0), "rank ", rank_, " tcp: rank ", peer, " sends ",
+              r.trailerBytes ? "no checksums" : "checksums", " but this rank ", r.trailerBytes ? "expects" : "does not",
+              " (set ZCOLL_CHECKSUM / Options(checksum=...) alike on every rank)");
   if (h.tag != r.tag || h.bytes != r.bytes) throw Error(mismatchMessage("tcp", rank_, peer, r.tag, r.bytes, h.tag, h.bytes));
 }
 
