@@ -27,8 +27,13 @@ std::string seconds(Clock::duration d) {
 
 }  // namespace
 
-PointToPoint::PointToPoint(Transport& t)
-    : t_(t), inbox_(t.size()), gone_(t.size(), 0), farewells_(t.size()) {
+void PointToPoint::dropUnexpected(UnexpectedIt u) {
+  unexpectedBytes_ -= u->bytes;
+  unexpected_.erase(u);
+}
+
+PointToPoint::PointToPoint(Transport& t, size_t maxUnexpectedBytes)
+    : t_(t), maxUnexpectedBytes_(maxUnexpectedBytes), inbox_(t.size()), gone_(t.size(), 0), farewells_(t.size()) {
   gone_[t.rank()] = 1;  // no messages to ourselves: the backend refuses self as a peer
   for (int p = 0; p < t.size(); ++p)
     if (!gone_[p]) postEnvelopeRecv(p);
@@ -123,6 +128,13 @@ void PointToPoint::receivePayload(int peer, const Envelope& e, OpIt match) {
     transfers_.push_back({r, false, [this, match] { finish(match, nullptr); }});
     return;
   }
+  if (match == ops_.end() && unexpectedBytes_ + e.bytes > maxUnexpectedBytes_)
+    throw Error("rank " + std::to_string(t_.rank()) + " p2p/" + t_.name() + ": rank " + std::to_string(peer) + " sent " +
+                std::to_string(e.bytes) + " bytes with tag " + std::to_string(e.tag) +
+                " that no receive has asked for yet, beyond the " + std::to_string(unexpectedBytes_) +
+                " bytes of such messages already held (limit ZCOLL_P2P_MAX_UNEXPECTED_BYTES=" +
+                std::to_string(maxUnexpectedBytes_) + "): post receives before the sends pile up, or raise the limit");
+  unexpectedBytes_ += e.bytes;
   const UnexpectedIt u = unexpected_.insert(
       unexpected_.end(), Unexpected{peer, e.tag, e.bytes, std::unique_ptr<char[]>(new char[e.bytes])});
   if (match != ops_.end()) claim(match, u);
@@ -138,12 +150,12 @@ void PointToPoint::claim(OpIt op, UnexpectedIt u) {
     finish(op, errorFor(*op, "the matching message from rank " + std::to_string(u->source) + " has " +
                                  std::to_string(u->bytes) + " bytes (sizes must be equal; the message is dropped)"));
     u->discard = true;
-    if (u->arrived) unexpected_.erase(u);
+    if (u->arrived) dropUnexpected(u);
     return;
   }
   if (u->arrived) {
     if (u->bytes > 0) std::memcpy(op->data, u->data.get(), u->bytes);
-    unexpected_.erase(u);
+    dropUnexpected(u);
     return finish(op, nullptr);
   }
   op->inFlight = true;
@@ -154,11 +166,11 @@ void PointToPoint::claim(OpIt op, UnexpectedIt u) {
 void PointToPoint::onUnexpectedArrived(UnexpectedIt u) {
   u->arrived = true;
   if (u->discard) {
-    unexpected_.erase(u);
+    dropUnexpected(u);
   } else if (u->claimed) {
     const OpIt op = u->claimedBy;
     if (u->bytes > 0) std::memcpy(op->data, u->data.get(), u->bytes);
-    unexpected_.erase(u);
+    dropUnexpected(u);
     finish(op, nullptr);
   }
 }
@@ -217,6 +229,7 @@ void PointToPoint::fail(const std::string& why) {
   }
   transfers_.clear();
   unexpected_.clear();
+  unexpectedBytes_ = 0;
   while (!ops_.empty()) finish(ops_.begin(), errorFor(ops_.front(), failure_));
 }
 

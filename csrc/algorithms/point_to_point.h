@@ -37,7 +37,9 @@ using P2PCallback = std::function<void(const P2PStatus&)>;
 
 class PointToPoint {
  public:
-  explicit PointToPoint(Transport& t);  // posts the envelope receives
+  // Posts the envelope receives. Messages that arrive before their receive is posted are held,
+  // up to `maxUnexpectedBytes` in all; one more fails the engine with an error that says so.
+  explicit PointToPoint(Transport& t, size_t maxUnexpectedBytes = size_t{1} << 30);
 
   // Queue a send; it completes when the transport has taken the bytes (not when received).
   void send(int peer, int64_t tag, const void* data, size_t bytes, Deadline deadline, P2PCallback done);
@@ -96,6 +98,7 @@ class PointToPoint {
   void onFarewell(int peer);
   void receivePayload(int peer, const Envelope& e, OpIt match);
   void claim(OpIt op, UnexpectedIt u);
+  void dropUnexpected(UnexpectedIt u);
   void onUnexpectedArrived(UnexpectedIt u);
   void finish(OpIt op, std::exception_ptr error);
   void finishIf(const std::function<bool(const Op&)>& pred, const std::string& why);
@@ -108,6 +111,8 @@ class PointToPoint {
   Transport& t_;
   std::list<Op> ops_;  // unfinished operations in issue order (receives match oldest first)
   std::list<Unexpected> unexpected_;
+  const size_t maxUnexpectedBytes_;
+  size_t unexpectedBytes_ = 0;  // payload bytes held in unexpected_
   std::vector<Transfer> transfers_;
   std::vector<Envelope> inbox_;  // per peer: where its next envelope lands
   std::vector<char> gone_;       // per peer: said farewell (no envelope receive posted any more)

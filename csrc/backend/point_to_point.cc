@@ -100,8 +100,9 @@ class P2PWork : public c10d::Work {
 
 class P2PLane {
  public:
-  P2PLane(std::unique_ptr<Transport> transport, std::chrono::milliseconds timeout)
-      : transport_(std::move(transport)), engine_(*transport_), timeout_(timeout), thread_([this] { run(); }) {}
+  P2PLane(std::unique_ptr<Transport> transport, std::chrono::milliseconds timeout, size_t maxUnexpectedBytes)
+      : transport_(std::move(transport)), engine_(*transport_, maxUnexpectedBytes), timeout_(timeout),
+        thread_([this] { run(); }) {}
   ~P2PLane() { close(); }
   // Stops the thread (which says farewell, aborts the transport and fails what is pending);
   // later submissions throw. Idempotent.
@@ -238,7 +239,10 @@ void P2PLane::close() {
 
 void P2PLaneDeleter::operator()(P2PLane* lane) const { delete lane; }
 
-void ProcessGroupZcoll::shutdown() { p2p_->close(); }
+void ProcessGroupZcoll::shutdown() {
+  endCollectives();
+  p2p_->close();
+}
 
 void ProcessGroupZcoll::abort() {
   const std::string why = "zcoll: rank " + std::to_string(getRank()) + " aborted the process group";
@@ -254,7 +258,7 @@ void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
   options.testFlipBitAt = -1;  // test faults go to the collectives' transport
   options.debug = false;  // the collectives' transport has said what it chose
   auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
-  p2p_.reset(new P2PLane(std::move(transport), timeout_));
+  p2p_.reset(new P2PLane(std::move(transport), timeout_, config_.p2pMaxUnexpectedBytes));
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {

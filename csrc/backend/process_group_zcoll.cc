@@ -37,7 +37,16 @@ bool ZcollWork::isCompleted() { return future_->completed(); }
 bool ZcollWork::isSuccess() const { return future_->completed() && !future_->hasError(); }
 std::exception_ptr ZcollWork::exception() const { return future_->hasError() ? future_->exception_ptr() : nullptr; }
 
-bool ZcollWork::wait(std::chrono::milliseconds /*timeout: the group timeout bounds every wait inside*/) {
+// The group timeout bounds the collective itself; `timeout` (0: none) bounds only this wait, as in
+// gloo: past it the caller gets a DistTimeoutError while the collective goes on.
+bool ZcollWork::wait(std::chrono::milliseconds timeout) {
+  if (timeout != kNoTimeout) {  // c10d's (declared at global scope by Work.hpp)
+    std::unique_lock<std::mutex> lock(doneMutex_);
+    if (!doneCv_.wait_for(lock, timeout, [&] { return done_; }))
+      throw DistTimeoutError({__func__, __FILE__, static_cast<uint32_t>(__LINE__)},
+                             c10::str("zcoll: Work.wait(timeout=", timeout.count(), " ms) timed out: ",
+                                      c10d::opTypeToString(opType_), " #", seq_, " has not finished (it goes on)"));
+  }
   future_->waitAndThrow();
   return true;
 }
@@ -54,6 +63,11 @@ std::exception_ptr ZcollWork::run() {
 void ZcollWork::finish(const std::exception_ptr& error) {
   if (error) future_->setError(error);
   else future_->markCompleted(c10::IValue(outputs_));
+  {
+    std::lock_guard<std::mutex> lock(doneMutex_);
+    done_ = true;
+  }
+  doneCv_.notify_all();
 }
 
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
@@ -138,14 +152,23 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
 }
 
 ProcessGroupZcoll::~ProcessGroupZcoll() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
-  }
-  cv_.notify_all();
+  endCollectives();
   thread_.join();
   p2p_.reset();  // farewell to the peers, stop the p2p thread, abort its transport
   liveness_->leave();
+}
+
+void ProcessGroupZcoll::endCollectives() {
+  bool pending;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+    pending = running_ || !queue_.empty();
+  }
+  // A collective still running waits on peers that may never come: fail it (and the queued
+  // ones) now rather than at the group timeout.
+  if (pending) transport_->abort("zcoll: process group destroyed with collectives pending");
+  cv_.notify_all();
 }
 
 c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<int64_t>& ranksToExclude, int shrinkFlags,

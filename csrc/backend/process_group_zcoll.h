@@ -57,6 +57,9 @@ struct BackendConfig {
   // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
   // the codec work on an emulated device), so GPU-less machines test it.
   bool stageCpu = false;
+  // Point-to-point messages held before their receive is posted, in bytes, at most
+  // (ZCOLL_P2P_MAX_UNEXPECTED_BYTES).
+  size_t p2pMaxUnexpectedBytes = size_t{1} << 30;
   bool checksum = false;  // ZCOLL_CHECKSUM: CRC32C on every message (TransportOptions::checksum)
   int64_t testFlipBitAt = -1;  // test-only (ZCOLL_TEST_FLIP_BIT): TransportOptions::testFlipBitAt
   // Test-only (ZCOLL_TEST_FAULT): "exit_in_bootstrap" makes this rank _exit(3) once its liveness
@@ -86,6 +89,9 @@ class ZcollWork : public c10d::Work {
   std::vector<at::Tensor> outputs_;
   std::function<void()> run_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
+  std::mutex doneMutex_;  // wait(timeout)'s: finish() sets done_
+  std::condition_variable doneCv_;
+  bool done_ = false;
 };
 
 // Point-to-point runs beside the collectives on a transport and thread of its own
@@ -158,7 +164,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   c10::intrusive_ptr<c10d::Work> recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) override;
   c10::intrusive_ptr<c10d::Work> recvAnysource(std::vector<at::Tensor>& tensors, int tag) override;
   // destroy_process_group(): ends point-to-point (farewell to the peers) even while something
-  // still holds the group; the collectives' lane ends in the destructor.
+  // still holds the group, and fails the collectives still pending; the collectives' thread
+  // ends in the destructor.
   void shutdown() override;
   // torch's abort (_abort_process_group, shrink_group with SHRINK_ABORT): every pending and
   // later operation of this rank fails at once, the peers are told this rank left, nothing
@@ -183,6 +190,8 @@ class ProcessGroupZcoll : public c10d::Backend {
                                          std::function<void(uint64_t seq)> run, bool asyncOp,
                                          std::shared_ptr<DeviceStaging> staging = nullptr);
   void afterRun(const std::exception_ptr& error);
+  // No collective is issued any more; one still pending fails at once (its peers may never come).
+  void endCollectives();
   // Runs collective #seq's body, telling the liveness where this rank is; a timeout's error is
   // extended with where every rank is (hang forensics, Liveness::survey).
   void runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run);

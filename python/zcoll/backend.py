@@ -63,6 +63,7 @@ def _create_backend(dist_opts, pg_options):
         host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
         connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
         heartbeat_timeout=opts.heartbeat_timeout, checksum=bool(opts.checksum),
+        p2p_max_unexpected_bytes=opts.p2p_max_unexpected_bytes,
         # Test-only fault injection (tests/test_failures.py).
         test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""), test_flip_bit_at=_flip_bit_at(rank))
 

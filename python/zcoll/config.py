@@ -103,6 +103,9 @@ class Options:
     heartbeat_timeout: float | None = field(default=None, metadata={"env": "ZCOLL_HEARTBEAT_TIMEOUT",
         "help": "seconds of silence after which a peer is declared dead (a vanished host, a cut link, a "
                 "stopped process); a process that exits is seen at once, whatever this is"})
+    p2p_max_unexpected_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_P2P_MAX_UNEXPECTED_BYTES",
+        "help": "bytes of point-to-point messages a rank holds before their receive is posted; beyond "
+                "it, point-to-point fails with an error that says so"})
     checksum: bool | None = field(default=None, metadata={"env": "ZCOLL_CHECKSUM",
         "help": "1: a CRC32C of every message travels with it and is verified on receipt; a corrupted "
                 "message raises on every rank, naming the link (docs/failures.md). Every rank must agree"})
@@ -162,6 +165,10 @@ class Options:
         if out.heartbeat_timeout < 2 * out.heartbeat_interval:
             raise ValueError(f"heartbeat_timeout ({out.heartbeat_timeout} s) must be at least twice "
                              f"heartbeat_interval ({out.heartbeat_interval} s)")
+        if out.p2p_max_unexpected_bytes is None:
+            out.p2p_max_unexpected_bytes = _env_int("ZCOLL_P2P_MAX_UNEXPECTED_BYTES", 1 << 30)
+        if out.p2p_max_unexpected_bytes <= 0:
+            raise ValueError(f"p2p_max_unexpected_bytes must be positive, got {out.p2p_max_unexpected_bytes}")
         if out.checksum is None:
             raw = os.environ.get("ZCOLL_CHECKSUM", "").strip().lower()
             if raw not in ("", "0", "1", "true", "false"):
