@@ -89,9 +89,12 @@ def survive(fn):
     report({"error": None})
 
 
-if scenario == "idle":
+if scenario in ("idle", "forked"):
     dist.barrier()
     if rank == victim:
+        if scenario == "forked" and os.fork() == 0:  # a child (a DataLoader worker) outlives it
+            time.sleep(60)
+            os._exit(0)
         die(store)
     time.sleep(0.5)
     survive(lambda: dist.all_reduce(small()))

@@ -68,3 +68,35 @@ def test_bad_env_values_name_the_variable(monkeypatch):
         Options().resolved()
     with pytest.raises(ValueError, match="transport='ib'"):
         Options(transport="ib").resolved()
+
+
+def test_failure_options_defaults_env_and_errors(monkeypatch):
+    for name in ("ZCOLL_HEARTBEAT_INTERVAL", "ZCOLL_HEARTBEAT_TIMEOUT", "ZCOLL_CHECKSUM",
+                 "ZCOLL_P2P_MAX_UNEXPECTED_BYTES"):
+        monkeypatch.delenv(name, raising=False)
+    o = Options().resolved()
+    assert (o.heartbeat_interval, o.heartbeat_timeout, o.checksum, o.p2p_max_unexpected_bytes) == (1.0, 30.0, False,
+                                                                                                   1 << 30)
+    monkeypatch.setenv("ZCOLL_HEARTBEAT_INTERVAL", "0.25")
+    monkeypatch.setenv("ZCOLL_HEARTBEAT_TIMEOUT", "5")
+    monkeypatch.setenv("ZCOLL_CHECKSUM", "1")
+    monkeypatch.setenv("ZCOLL_P2P_MAX_UNEXPECTED_BYTES", "4096")
+    o = Options().resolved()
+    assert (o.heartbeat_interval, o.heartbeat_timeout, o.checksum, o.p2p_max_unexpected_bytes) == (0.25, 5.0, True,
+                                                                                                   4096)
+    assert Options(checksum=False, heartbeat_timeout=9).resolved().checksum is False
+    with pytest.raises(ValueError, match="heartbeat_timeout .* must be at least twice heartbeat_interval"):
+        Options(heartbeat_interval=1, heartbeat_timeout=1.5).resolved()
+    monkeypatch.setenv("ZCOLL_HEARTBEAT_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="ZCOLL_HEARTBEAT_TIMEOUT='soon' is not a number of seconds"):
+        Options().resolved()
+    monkeypatch.delenv("ZCOLL_HEARTBEAT_TIMEOUT")
+    with pytest.raises(ValueError, match="heartbeat_interval must be a positive number of seconds"):
+        Options(heartbeat_interval=0).resolved()
+    monkeypatch.setenv("ZCOLL_CHECKSUM", "yes please")
+    with pytest.raises(ValueError, match="ZCOLL_CHECKSUM='yes please': expected 0 or 1"):
+        Options().resolved()
+    monkeypatch.setenv("ZCOLL_CHECKSUM", "0")
+    monkeypatch.setenv("ZCOLL_P2P_MAX_UNEXPECTED_BYTES", "0")
+    with pytest.raises(ValueError, match="ZCOLL_P2P_MAX_UNEXPECTED_BYTES must be positive"):
+        Options().resolved()

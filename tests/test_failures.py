@@ -68,12 +68,11 @@ class Job:
         return out
 
     def close(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        for p in self.procs:  # each rank's whole session, even where the rank itself is gone
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             p.communicate()
 
 
@@ -146,6 +145,36 @@ def test_a_stopped_rank_is_named_by_every_other_rank(job, transport):
         other = 2 - r
         assert f"rank {other} (node-a): in ALLREDUCE #1" in msg or f"rank {other} (node-a): failed in ALLREDUCE #1" in msg, \
             (r, msg)
+    os.kill(j.procs[1].pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_does_not_hide_its_parents_death(job):
+    """The child holds copies of every descriptor its parent had when it forked, yet closed its
+    copies of the liveness channels at once."""
+    j = job("forked", world=3, transport="shm")
+    got = j.reports([0, 2])
+    death = float(j.server.get("death").decode())
+    for r, rep in got.items():
+        assert "rank 1 (node-a) died" in rep["message"], rep
+        assert rep["t_error"] - death < DETECT_SECONDS, (r, rep["t_error"] - death)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_a_silent_rank_is_declared_dead_after_the_heartbeat_timeout(job, transport):
+    """What closure cannot show (a vanished host, a cut link, a stopped process): no heartbeat
+    for ZCOLL_HEARTBEAT_TIMEOUT, well before the group timeout (60 s)."""
+    j = job("stopped", world=3, transport=transport, timeout=60,
+            env={"ZCOLL_HEARTBEAT_INTERVAL": "0.2", "ZCOLL_HEARTBEAT_TIMEOUT": "1.5"})
+    j.server.wait(["stopping"])
+    os.kill(j.procs[1].pid, signal.SIGSTOP)
+    stopped = time.time()
+    got = j.reports([0, 2])
+    for r, rep in got.items():
+        assert "rank 1 (node-a) sent no heartbeat for" in rep["message"], (r, rep)
+        assert "ZCOLL_HEARTBEAT_TIMEOUT" in rep["message"], (r, rep)
+        assert 1.2 < rep["t_error"] - stopped < 4, (r, rep["t_error"] - stopped)
     os.kill(j.procs[1].pid, signal.SIGCONT)
 
 
