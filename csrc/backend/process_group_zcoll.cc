@@ -134,18 +134,20 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     for (int r = 0; r < size; ++r)
       joined.await("zcoll/ready/" + std::to_string(r), ready, "rank " + std::to_string(r) + " to join");
   } catch (const std::exception& e) {
+    const std::string cause = rendezvous.cause();
+    const bool another = !cause.empty() && cause != errorMessage(e);  // another rank failed first
+    // Published before the liveness says goodbye, so the peers report this cause, not our leaving.
+    if (!another) rendezvous.fail(errorMessage(e));
     p2p_.reset();
     transport_.reset();
     liveness_.reset();
-    const std::string cause = rendezvous.cause();
-    if (!cause.empty() && cause != errorMessage(e)) {  // another rank failed first: report that cause
+    if (another) {  // report that cause
       try {
         rendezvous.checkFailed();
       } catch (...) {
         std::rethrow_exception(asTorchError(std::current_exception()));
       }
     }
-    rendezvous.fail(errorMessage(e));
     std::rethrow_exception(asTorchError(std::current_exception()));
   }
   thread_ = std::thread([this] { progressLoop(); });

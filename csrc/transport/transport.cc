@@ -22,13 +22,15 @@ std::vector<uint8_t> Rendezvous::await(const std::string& key, Deadline deadline
 }
 
 void Rendezvous::checkFailed() {
+  // A published cause first: a rank that fails says why before its liveness says goodbye.
+  if (store_.check(failKey_)) {
+    const auto why = store_.get(failKey_);
+    reported_ = true;
+    throw NetworkError(ctx_ + "giving up: " + std::string(why.begin(), why.end()));
+  }
   if (liveness_)
     for (int p = 0; p < liveness_->size(); ++p)
       if (liveness_->gone(p)) throw NetworkError(ctx_ + "giving up: " + liveness_->whyGone(p));
-  if (!store_.check(failKey_)) return;
-  const auto why = store_.get(failKey_);
-  reported_ = true;
-  throw NetworkError(ctx_ + "giving up: " + std::string(why.begin(), why.end()));
 }
 
 std::string Rendezvous::cause() {
