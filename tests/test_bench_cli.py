@@ -118,6 +118,18 @@ def test_every_collective_under_nproc_with_json(tmp_path):
 
 
 @pytest.mark.timeout(150)
+def test_checksum_both_puts_a_crc_line_beside_zcoll(tmp_path):
+    path = tmp_path / "rows.json"
+    code, out, err = bench(["all_reduce", "broadcast", "--nproc", "2", *SWEEP, "--checksum", "both", "--json",
+                            str(path)], timeout=140)
+    assert code == 0, out[-3000:] + err[-3000:]
+    assert_well_formed(out, ["all_reduce", "broadcast"], ["zcoll", "zcoll+crc"])
+    data = json.loads(path.read_text())
+    assert data["backends"] == ["zcoll", "zcoll+crc"] and data["failed"] == 0
+    assert all(r["out_of_place"]["wrong"] == 0 for r in data["rows"])
+
+
+@pytest.mark.timeout(150)
 def test_every_collective_under_mpirun_with_gloo_and_mpi():
     code, out, err = bench([*ALL, *SWEEP, "--backend", "zcoll,gloo,mpi"], timeout=140, launcher=mpirun())
     assert code == 0, out[-3000:] + err[-3000:]

@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"zcoll codecs, comma list of {', '.join(COMPRESSIONS)}: one zcoll line each "
                         "(compression on from 0 bytes; lossy rows report relerr, the relative L2 error, "
                         "checked against docs/compression.md's bound) (default: none)")
+    z.add_argument("--checksum", choices=("off", "on", "both"), default="off",
+                   help="zcoll with ZCOLL_CHECKSUM (a CRC32C on every message): off, on, or both side by "
+                        "side (a zcoll+crc line next to each zcoll line) (default: off)")
     z.add_argument("--algo", default=None, metavar="SPEC",
                    help="force zcoll's algorithms: 'ring', or 'allreduce:tree,reduce:oneshot' "
                         "(default: ZCOLL_ALGO, else the tuner)")
@@ -161,6 +164,8 @@ def parse_args(argv: list[str] | None):
     args.codecs = _pick(args.compress, COMPRESSIONS, {}, "codec", ap)
     if args.codecs != ["none"] and "zcoll" not in args.backends:
         ap.error("--compress applies to zcoll: add zcoll to --backend")
+    if args.checksum != "off" and "zcoll" not in args.backends:
+        ap.error("--checksum applies to zcoll: add zcoll to --backend")
     if args.root.strip().lower() == "all":
         args.root = None
     else:

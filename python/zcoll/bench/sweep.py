@@ -275,13 +275,14 @@ def _groups(args):
     backends, notes = [], []
     for name in args.backends:
         if name == "zcoll":
-            for codec in args.codecs:
+            checksums = {"off": (False,), "on": (True,), "both": (False, True)}[args.checksum]
+            for codec, checksum in ((c, k) for c in args.codecs for k in checksums):
                 opts = zcoll.Options(algo=args.algo, transport=args.transport, compression=codec,
-                                     compress_min_bytes=0 if codec != "none" else None)
+                                     compress_min_bytes=0 if codec != "none" else None, checksum=checksum)
                 group = dist.new_group(backend="zcoll", pg_options=opts)
-                label = "zcoll" if codec == "none" else f"zcoll+{codec}"
+                label = ("zcoll" if codec == "none" else f"zcoll+{codec}") + ("+crc" if checksum else "")
                 backends.append(Backend(label, "zcoll", codec, group))
-                if codec == args.codecs[0]:
+                if codec == args.codecs[0] and checksum == checksums[0]:
                     transport = group._get_backend(torch.device("cpu")).transport
                     notes.append(f"zcoll ({transport}"
                                  + (f", algo {args.algo}" if args.algo else "") + ")")
