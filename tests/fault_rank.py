@@ -53,8 +53,9 @@ store = dist.TCPStore("127.0.0.1", args.port, None, False, timedelta(seconds=60)
 timeout = timedelta(seconds=args.timeout)
 scenario = args.scenario
 
-if scenario == "bootstrap" and rank == victim:
-    os.environ["ZCOLL_TEST_FAULT"] = "exit_in_bootstrap"  # zcoll exits once its liveness is up
+if scenario in ("bootstrap", "shm_bootstrap") and rank == victim:
+    # zcoll exits once its liveness is up / once its shm segment is published
+    os.environ["ZCOLL_TEST_FAULT"] = "exit_in_" + scenario
     store.set("death", repr(time.time()))
 try:
     dist.init_process_group(args.backend, store=store, rank=rank, world_size=world, timeout=timeout)

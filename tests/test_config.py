@@ -100,3 +100,9 @@ def test_failure_options_defaults_env_and_errors(monkeypatch):
     monkeypatch.setenv("ZCOLL_P2P_MAX_UNEXPECTED_BYTES", "0")
     with pytest.raises(ValueError, match="ZCOLL_P2P_MAX_UNEXPECTED_BYTES must be positive"):
         Options().resolved()
+
+
+def test_shm_rings_are_bounded():
+    assert Options(shm_ring_bytes=1 << 30).resolved().shm_ring_bytes == 1 << 30
+    with pytest.raises(ValueError, match="shm_ring_bytes must be positive and at most 1073741824"):
+        Options(shm_ring_bytes=(1 << 30) + 1).resolved()

@@ -89,6 +89,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.heartbeatTimeout = config_.heartbeatTimeout;
   topt.checksum = config_.checksum;
   topt.testFlipBitAt = config_.testFlipBitAt;
+  topt.testFault = config_.testFault;
   const std::string* forced[3] = {&config_.allreduceAlgo, &config_.reduceAlgo, &config_.reduceScatterAlgo};
   for (auto c : {Collective::kAllReduce, Collective::kReduce, Collective::kReduceScatter}) {
     const std::string& name = *forced[static_cast<int>(c)];

@@ -63,7 +63,8 @@ struct BackendConfig {
   bool checksum = false;  // ZCOLL_CHECKSUM: CRC32C on every message (TransportOptions::checksum)
   int64_t testFlipBitAt = -1;  // test-only (ZCOLL_TEST_FLIP_BIT): TransportOptions::testFlipBitAt
   // Test-only (ZCOLL_TEST_FAULT): "exit_in_bootstrap" makes this rank _exit(3) once its liveness
-  // channels are up, so tests see a rank die while the group forms.
+  // channels are up, "exit_in_shm_bootstrap" once its shm segment is published, so tests see a
+  // rank die while the group forms.
   std::string testFault;
 };
 

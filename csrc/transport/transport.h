@@ -78,6 +78,9 @@ class Transport {
   virtual void abort(const std::string& why) = 0;
 };
 
+// The largest shm ring per directed pair (ZCOLL_SHM_RING_BYTES): 1 GiB.
+constexpr size_t kMaxShmRingBytes = size_t{1} << 30;
+
 // What a transport needs besides the group; filled from zcoll.Options / ZCOLL_* by the backend
 // (nothing below csrc/backend reads the environment).
 struct TransportOptions {
@@ -88,7 +91,7 @@ struct TransportOptions {
   // tcp: how long a peer's published address may leave connections unanswered (a firewall that
   // drops them) before that is an error naming it (ZCOLL_CONNECT_TIMEOUT).
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};
-  size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer
+  size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer (<= kMaxShmRingBytes)
   // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
   // unknown (transport tests), when every peer may be on another host.
   std::vector<int> hostOf;
@@ -118,6 +121,9 @@ struct TransportOptions {
   // Test-only (ZCOLL_TEST_FLIP_BIT): flip a bit of the payload of this rank's n-th received
   // message that has one (counted from 0; -1: never), as if the link corrupted it.
   int64_t testFlipBitAt = -1;
+  // Test-only (ZCOLL_TEST_FAULT=exit_in_shm_bootstrap): shm _exit(3)s once it has published its
+  // segment, as a rank killed mid-bootstrap would.
+  std::string testFault;
 };
 
 // The store waits of a bootstrap: a key another rank publishes, given up when some rank

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 TRANSPORTS = ("auto", "shm", "tcp")
 SOCKET_FAMILIES = {"": 0, "af_inet": socket.AF_INET, "af_inet6": socket.AF_INET6}
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
+MAX_SHM_RING_BYTES = 1 << 30  # per directed pair (csrc/transport/transport.h, kMaxShmRingBytes)
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
 ALGORITHMS = {
@@ -146,8 +147,9 @@ class Options:
             out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 4 << 20)
         if out.chunk_bytes < 0:
             raise ValueError(f"chunk_bytes must be positive (or 0 for the tuner's), got {out.chunk_bytes}")
-        if out.shm_ring_bytes <= 0:
-            raise ValueError(f"shm_ring_bytes must be positive, got {out.shm_ring_bytes}")
+        if not 0 < out.shm_ring_bytes <= MAX_SHM_RING_BYTES:
+            raise ValueError(f"shm_ring_bytes must be positive and at most {MAX_SHM_RING_BYTES} (1 GiB), "
+                             f"got {out.shm_ring_bytes}")
         if out.socket_ifname is None:
             out.socket_ifname = os.environ.get("ZCOLL_SOCKET_IFNAME", "")
         if out.socket_family is None:

@@ -243,6 +243,8 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
+  ZCOLL_CHECK(opt.shmRingBytes <= kMaxShmRingBytes, "rank ", g(rank), " shm: ZCOLL_SHM_RING_BYTES=", opt.shmRingBytes,
+              " is larger than the ", kMaxShmRingBytes, " bytes a ring may have");
   // 1. Create and publish this rank's segment.
   const std::string mine = uniqueName(rank);
   const size_t total = Segment::totalBytes(size, ringBytes_);
@@ -283,6 +285,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   const Deadline deadline = Clock::now() + opt.timeout;
   try {
     store.set(key + "name/" + std::to_string(rank), bytesOf(mine));
+    if (opt.testFault == "exit_in_shm_bootstrap") _exit(3);
     // 2. Map every peer's segment.
     for (int p = 0; p < size; ++p) {
       if (p == rank) continue;
