@@ -23,6 +23,9 @@ ap.add_argument("--init", default="env://")
 ap.add_argument("--rank", type=int, help="default: RANK (torchrun)")
 ap.add_argument("--world", type=int, help="default: WORLD_SIZE (torchrun)")
 ap.add_argument("--timeout", type=float, default=60)
+ap.add_argument("--fault", default="", help="die:<rank> (it exits after a barrier) or silence:<host> (its "
+                "ranks park and the test cuts the host's link); the others run an all-reduce and report "
+                "its error")
 args = ap.parse_args()
 rank = args.rank if args.rank is not None else int(os.environ["RANK"])
 world = args.world if args.world is not None else int(os.environ["WORLD_SIZE"])
@@ -46,6 +49,31 @@ except Exception as e:  # noqa: BLE001  (the test asserts on the type and the me
 backend = dist.group.WORLD._get_backend(torch.device("cpu"))
 host_of = list(backend.host_of)
 problems = []
+
+if args.fault:
+    kind, who = args.fault.split(":")
+    who = int(who)
+    store = dist.distributed_c10d._get_default_store()
+    while isinstance(store, dist.PrefixStore):  # the init URL's TCPStore itself: the test reads it
+        store = store.underlying_store
+    dist.barrier()
+    if kind == "die" and rank == who:
+        store.set("death", repr(time.time()))
+        os._exit(3)
+    if kind == "silence":
+        if host_of[rank] == who:
+            store.set(f"parked/{rank}", "1")
+            time.sleep(120)  # the test cuts this host off and kills it
+            os._exit(0)
+        store.wait(["cut"], timedelta(seconds=60))
+    start = time.time()
+    try:
+        dist.all_reduce(torch.ones(256))
+        report({"error": None})
+    except Exception as e:  # noqa: BLE001
+        report({"error": type(e).__name__, "message": str(e).split("\n")[0], "t_error": time.time(),
+                "waited": time.time() - start})
+    os._exit(0)
 
 
 def inputs(n, salt, dtype=np.float32):

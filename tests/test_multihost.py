@@ -41,14 +41,14 @@ def namespaces(request):
         undo()
 
 
-def launch(namespaces, host_of, init, env=None, rank_env=None, timeout=60):
+def launch(namespaces, host_of, init, env=None, rank_env=None, timeout=60, args=()):
     """Starts rank r in namespace namespaces[host_of[r]] as host "host<h>", with `env` and its
-    own `rank_env[r]`; returns the processes."""
+    own `rank_env[r]`, and multihost_rank.py's `args`; returns the processes."""
     procs = []
     for rank, h in enumerate(host_of):
         cmd = ["ip", "netns", "exec", namespaces[h], "unshare", "--uts", "sh", "-c",
                f'hostname host{h} && exec "$0" "$@"', sys.executable, RANK, "--init", init, "--rank", str(rank),
-               "--world", str(len(host_of)), "--timeout", str(timeout)]
+               "--world", str(len(host_of)), "--timeout", str(timeout), *args]
         extra = {"ZCOLL_DEBUG": "INFO", **(env or {}), **(rank_env or {}).get(rank, {})}
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env=clean_env(extra)))
@@ -189,3 +189,47 @@ def test_unreachable_peer_fails_every_rank_quickly_naming_it(namespaces, fault):
             assert "ZCOLL_SOCKET_IFNAME" in msg and "firewall" in msg, (rank, msg)
         else:
             assert "rank 2 (host1)" in msg and "ZCOLL_SOCKET_IFNAME=lo selects the loopback interface" in msg, (rank, msg)
+
+
+@pytest.mark.timeout(240)
+def test_a_rank_dying_on_another_host_is_named_by_every_rank(namespaces):
+    """Its liveness connection to the other host closes: every rank raises within 2 s."""
+    import torch.distributed as dist
+    from datetime import timedelta
+    names = namespaces(2)
+    server = dist.TCPStore(f"{SUBNET}.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
+    procs = launch(names, (0, 0, 1, 1), f"tcp://{SUBNET}.1:{server.port}", args=("--fault", "die:3"))
+    results = collect(procs[:3], timeout=120)
+    collect(procs[3:], timeout=30)
+    death = float(server.get("death").decode())
+    for rank, (code, report, err) in enumerate(results):
+        assert report is not None and report["error"] is not None, (rank, report, err[-2000:])
+        assert "rank 3 (host1) died" in report["message"], (rank, report)
+        assert report["t_error"] - death < 2, (rank, report["t_error"] - death)
+
+
+@pytest.mark.timeout(240)
+def test_a_host_cut_off_is_declared_dead_after_the_heartbeat_timeout(namespaces):
+    """No FIN ever comes from a host whose link is down: its ranks' heartbeats stop, and after
+    ZCOLL_HEARTBEAT_TIMEOUT (1.5 s here, the group timeout is 60 s) every rank of the other host
+    raises naming them."""
+    import torch.distributed as dist
+    from datetime import timedelta
+    names = namespaces(2)
+    server = dist.TCPStore(f"{SUBNET}.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
+    env = {"ZCOLL_HEARTBEAT_INTERVAL": "0.2", "ZCOLL_HEARTBEAT_TIMEOUT": "1.5"}
+    procs = launch(names, (0, 0, 1, 1), f"tcp://{SUBNET}.1:{server.port}", env=env, args=("--fault", "silence:1"))
+    try:
+        server.wait(["parked/2", "parked/3"], timedelta(seconds=120))
+        subprocess.run(["ip", "netns", "exec", names[1], "ip", "link", "set", "eth0", "down"], check=True)
+        cut = time.time()
+        server.set("cut", "1")
+        results = collect(procs[:2], timeout=120)
+    finally:
+        for p in procs[2:]:
+            p.kill()
+        collect(procs[2:], timeout=30)
+    for rank, (code, report, err) in enumerate(results):
+        assert report is not None and report["error"] is not None, (rank, report, err[-2000:])
+        assert "(host1) sent no heartbeat for" in report["message"], (rank, report)
+        assert 1.2 < report["t_error"] - cut < 5, (rank, report["t_error"] - cut)
