@@ -6,7 +6,8 @@
 //                                   0xE3069283);
 //   crc32cExtend(crc, data, bytes)  carries on a CRC over more bytes, so that
 //                                   crc32cExtend(crc32c(a, n), b, m) == crc32c(a || b, n + m) for
-//                                   pieces of any length (0 included) and any alignment.
+//                                   pieces of any length (0 included) and any alignment;
+//   crc32cCopy(dst, src, bytes, crc) memcpy and crc32cExtend in one pass over the data.
 //
 // Paths, picked once per process:
 //   x86-64   the SSE4.2 crc32 instruction where the CPU has it (checked at run time, so nothing has
@@ -192,6 +193,61 @@ __attribute__((target("sse4.2"))) inline uint32_t crc32cHardwareRaw(uint32_t crc
   return crc;
 }
 
+// crc32cHardwareThreeWay that also copies each word to `d` as it goes: one pass over the data
+// where a copy followed by a checksum would read it twice.
+template <size_t kBlock>
+__attribute__((target("sse4.2"))) inline uint32_t crc32cHardwareThreeWayCopy(
+    uint32_t crc, unsigned char*& d, const unsigned char*& p, size_t& n, const Crc32cShiftTable& shift) {
+  static_assert(kBlock % 8 == 0);
+  while (n >= 3 * kBlock) {
+    uint64_t a = crc, b = 0, c = 0;
+    for (const unsigned char* end = p + kBlock; p != end; p += 8, d += 8) {
+      uint64_t wa, wb, wc;
+      std::memcpy(&wa, p, 8);
+      std::memcpy(&wb, p + kBlock, 8);
+      std::memcpy(&wc, p + 2 * kBlock, 8);
+      std::memcpy(d, &wa, 8);
+      std::memcpy(d + kBlock, &wb, 8);
+      std::memcpy(d + 2 * kBlock, &wc, 8);
+      a = _mm_crc32_u64(a, wa);
+      b = _mm_crc32_u64(b, wb);
+      c = _mm_crc32_u64(c, wc);
+    }
+    crc = shift(shift(static_cast<uint32_t>(a)) ^ static_cast<uint32_t>(b)) ^
+          static_cast<uint32_t>(c);
+    p += 2 * kBlock;
+    d += 2 * kBlock;
+    n -= 3 * kBlock;
+  }
+  return crc;
+}
+
+__attribute__((target("sse4.2"))) inline uint32_t crc32cHardwareCopyRaw(uint32_t crc, unsigned char* d,
+                                                                       const unsigned char* p, size_t n) {
+  for (; n != 0 && (reinterpret_cast<uintptr_t>(p) & 7) != 0; --n) {
+    *d++ = *p;
+    crc = _mm_crc32_u8(crc, *p++);
+  }
+  if (n >= 3 * kCrc32cShortBlock) {
+    const Crc32cShiftTables& tables = crc32cShiftTables();
+    crc = crc32cHardwareThreeWayCopy<kCrc32cLongBlock>(crc, d, p, n, tables.longBlock);
+    crc = crc32cHardwareThreeWayCopy<kCrc32cShortBlock>(crc, d, p, n, tables.shortBlock);
+  }
+  uint64_t c = crc;
+  for (; n >= 8; n -= 8, p += 8, d += 8) {
+    uint64_t w;
+    std::memcpy(&w, p, 8);
+    std::memcpy(d, &w, 8);
+    c = _mm_crc32_u64(c, w);
+  }
+  crc = static_cast<uint32_t>(c);
+  for (; n != 0; --n) {
+    *d++ = *p;
+    crc = _mm_crc32_u8(crc, *p++);
+  }
+  return crc;
+}
+
 inline bool crc32cHardwareAvailable() {
   static const bool available = [] {
     __builtin_cpu_init();
@@ -245,6 +301,18 @@ inline uint32_t crc32cExtend(uint32_t crc, const void* data, size_t bytes) {
 #else
   return ~detail::crc32cSoftwareRaw(~crc, p, bytes);
 #endif
+}
+
+// Copies `bytes` bytes from `src` to `dst` (not overlapping) and carries `crc` on over them, in
+// one pass where the hardware path exists.
+inline uint32_t crc32cCopy(void* dst, const void* src, size_t bytes, uint32_t crc) {
+#if defined(ZCOLL_CRC32C_X86)
+  if (detail::crc32cHardwareAvailable())
+    return ~detail::crc32cHardwareCopyRaw(~crc, static_cast<unsigned char*>(dst),
+                                          static_cast<const unsigned char*>(src), bytes);
+#endif
+  if (bytes) std::memcpy(dst, src, bytes);
+  return crc32cExtend(crc, src, bytes);
 }
 
 // The CRC32C of `bytes` bytes at `data`.

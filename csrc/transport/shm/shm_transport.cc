@@ -115,7 +115,8 @@ constexpr size_t kHeaderBytes = sizeof(MessageHeader);
 constexpr size_t kTrailerBytes = 8;
 // Ring bytes of a message's header, payload and padding to 8 (its trailer comes after).
 constexpr size_t footprint(size_t payload) { return kHeaderBytes + ((payload + 7) & ~size_t{7}); }
-// Checksums are computed on pieces this small, right after they are copied, while in cache.
+// A consumer gets checksummed ring bytes in pieces this small, each checksummed right after it is
+// consumed, while in cache (multiples of 8: pieces never split an element).
 constexpr size_t kChecksumPiece = 64 << 10;
 
 size_t roundUpPow2(size_t v) {
@@ -181,6 +182,7 @@ class ShmTransport : public Transport {
  private:
   bool progressSend(int peer);
   bool progressRecv(int peer);
+  void consumeFromRing(Request& r, size_t at, const char* src, size_t n);
   // Wakes `peer` if it sleeps (always bumps its doorbell when `force`): after we published data
   // to it or freed space in its ring to us.
   void wake(int peer, bool force = false);
@@ -364,16 +366,22 @@ RequestId ShmTransport::irecvConsume(int peer, uint64_t tag, size_t bytes, Consu
   return id;
 }
 
-// Copies n bytes into / out of a ring at stream position pos, wrapping at the end.
-void ringWrite(char* ring, size_t cap, uint64_t pos, const char* src, size_t n) {
-  const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
-  std::memcpy(ring + at, src, first);
-  std::memcpy(ring, src + first, n - first);
+// Copies n bytes (a memcpy, or with `crc` one that also carries *crc on over them).
+void copy(char* dst, const char* src, size_t n, uint32_t* crc) {
+  if (crc) *crc = crc32cCopy(dst, src, n, *crc);
+  else if (n) std::memcpy(dst, src, n);
 }
-void ringRead(const char* ring, size_t cap, uint64_t pos, char* dst, size_t n) {
+
+// Copies n bytes into / out of a ring at stream position pos, wrapping at the end.
+void ringWrite(char* ring, size_t cap, uint64_t pos, const char* src, size_t n, uint32_t* crc = nullptr) {
   const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
-  std::memcpy(dst, ring + at, first);
-  std::memcpy(dst + first, ring, n - first);
+  copy(ring + at, src, first, crc);
+  copy(ring, src + first, n - first, crc);
+}
+void ringRead(const char* ring, size_t cap, uint64_t pos, char* dst, size_t n, uint32_t* crc = nullptr) {
+  const size_t at = pos & (cap - 1), first = std::min(n, cap - at);
+  copy(dst, ring + at, first, crc);
+  copy(dst + first, ring, n - first, crc);
 }
 
 // Moves as much of peer's send queue as fits into peer's ring[rank_]. Returns true on progress.
@@ -402,15 +410,8 @@ bool ShmTransport::progressSend(int peer) {
       const size_t n = std::min(space, body - r.done);
       if (n > 0) {
         const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
-        if (!checksum_) {
-          ringWrite(ring, ringBytes_, head, r.data + at, payload);  // the padding is left as it is
-        } else {
-          for (size_t off = 0; off < payload; off += kChecksumPiece) {
-            const size_t k = std::min(kChecksumPiece, payload - off);
-            ringWrite(ring, ringBytes_, head + off, r.data + at + off, k);
-            r.crc = crc32cExtend(r.crc, r.data + at + off, k);  // just read: in cache
-          }
-        }
+        // The padding is left as it is; with checksums the copy computes the CRC on its way.
+        ringWrite(ring, ringBytes_, head, r.data + at, payload, checksum_ ? &r.crc : nullptr);
         head += n;
         r.done += n;
         moved = true;
@@ -433,6 +434,17 @@ bool ShmTransport::progressSend(int peer) {
     wake(peer);
   }
   return moved;
+}
+
+// Hands `n` ring bytes to a receive's consumer. With checksums, in pieces small enough that the
+// CRC reads them while the consumer has just left them in cache.
+void ShmTransport::consumeFromRing(Request& r, size_t at, const char* src, size_t n) {
+  if (!checksum_) return r.consume(at, src, n);
+  for (size_t off = 0; off < n; off += kChecksumPiece) {
+    const size_t k = std::min(kChecksumPiece, n - off);
+    r.consume(at + off, src + off, k);
+    r.crc = crc32cExtend(r.crc, src + off, k);
+  }
 }
 
 // Moves what peer has written into our ring[peer] into the posted receives. True on progress.
@@ -473,23 +485,11 @@ bool ShmTransport::progressRecv(int peer) {
       if (n > 0) {
         const size_t at = r.done - kHeaderBytes, payload = at < r.bytes ? std::min(n, r.bytes - at) : 0;
         if (!r.consume) {
-          if (!checksum_) {
-            ringRead(ring, ringBytes_, tail, r.data + at, payload);
-          } else {
-            for (size_t off = 0; off < payload; off += kChecksumPiece) {
-              const size_t k = std::min(kChecksumPiece, payload - off);
-              ringRead(ring, ringBytes_, tail + off, r.data + at + off, k);
-              r.crc = crc32cExtend(r.crc, r.data + at + off, k);
-            }
-          }
+          ringRead(ring, ringBytes_, tail, r.data + at, payload, checksum_ ? &r.crc : nullptr);
         } else if (payload > 0) {  // in place, in at most two pieces (before and after the wrap)
           const size_t pos = tail & (ringBytes_ - 1), first = std::min(payload, ringBytes_ - pos);
-          if (checksum_) {
-            r.crc = crc32cExtend(r.crc, ring + pos, first);
-            if (payload > first) r.crc = crc32cExtend(r.crc, ring, payload - first);
-          }
-          r.consume(at, ring + pos, first);
-          if (payload > first) r.consume(at + first, ring, payload - first);
+          consumeFromRing(r, at, ring + pos, first);
+          if (payload > first) consumeFromRing(r, at + first, ring, payload - first);
         }
         tail += n;
         r.done += n;
