@@ -15,7 +15,7 @@ def transport(rank, world, store, prefix="test", **kw):
 
 
 def peer_dies(rank, world, store):
-    t = transport(rank, world, store)
+    t = transport(rank, world, store, liveness=False)  # the transport's own detection: the closed socket
     if rank == 2:
         os._exit(3)
     start = time.monotonic()
