@@ -72,8 +72,11 @@ void ZcollWork::finish(const std::exception_ptr& error) {
 
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                      std::chrono::milliseconds timeout, BackendConfig config)
-    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout), c10dStore_(store),
-      store_(std::make_unique<C10dStore>(store)), topology_(size, config_.hostOf, config_.hostNames) {
+    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout),
+      c10dStore_(config_.keySpace.empty() ? store
+                                          : c10::intrusive_ptr<c10d::Store>(
+                                                c10::make_intrusive<c10d::PrefixStore>(config_.keySpace, store))),
+      store_(std::make_unique<C10dStore>(c10dStore_)), topology_(size, config_.hostOf, config_.hostNames) {
   TransportOptions topt;
   topt.timeout = timeout;
   topt.socketIfname = config_.socketIfname;
@@ -203,6 +206,7 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<in
     }
     c.hostOf.push_back(h);
   }
+  c.keySpace.clear();  // this group's key space is unique, so is a prefix inside it
   auto store = c10::make_intrusive<c10d::PrefixStore>("zcoll/shrink/" + std::to_string(shrinks_++), c10dStore_);
   return c10::make_intrusive<ProcessGroupZcoll>(store, newRank, survivors, timeout_, std::move(c));
 }

@@ -62,6 +62,10 @@ struct BackendConfig {
   size_t p2pMaxUnexpectedBytes = size_t{1} << 30;
   bool checksum = false;  // ZCOLL_CHECKSUM: CRC32C on every message (TransportOptions::checksum)
   int64_t testFlipBitAt = -1;  // test-only (ZCOLL_TEST_FLIP_BIT): TransportOptions::testFlipBitAt
+  // Where this group's keys live in its store (a prefix; "": the store as given). torch reuses a
+  // group's name, and so its store prefix, for a later group (after shrink_group, for one), so
+  // zcoll/backend.py numbers the groups made under one prefix: no group reads another's keys.
+  std::string keySpace;
   // Test-only (ZCOLL_TEST_FAULT): "exit_in_bootstrap" makes this rank _exit(3) once its liveness
   // channels are up, "exit_in_shm_bootstrap" once its shm segment is published, so tests see a
   // rank die while the group forms.

@@ -61,8 +61,7 @@ void bindBackend(py::module_& m) {
                        size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
                        std::vector<std::string> hostNames, int socketFamily, double connectTimeout,
                        double heartbeatInterval, double heartbeatTimeout, bool checksum, size_t p2pMaxUnexpectedBytes,
-                       const std::string& testFault,
-                       int64_t testFlipBitAt) {
+                       const std::string& keySpace, const std::string& testFault, int64_t testFlipBitAt) {
              zcoll::BackendConfig c;
              c.transport = transport;
              c.chunkBytes = chunkBytes;
@@ -85,6 +84,7 @@ void bindBackend(py::module_& m) {
              c.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
              c.checksum = checksum;
              c.p2pMaxUnexpectedBytes = p2pMaxUnexpectedBytes;
+             c.keySpace = keySpace;
              c.testFault = testFault;
              c.testFlipBitAt = testFlipBitAt;
              return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
@@ -98,7 +98,8 @@ void bindBackend(py::module_& m) {
            py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
            py::arg("connect_timeout") = 20.0, py::arg("heartbeat_interval") = 1.0,
            py::arg("heartbeat_timeout") = 30.0, py::arg("checksum") = false,
-           py::arg("p2p_max_unexpected_bytes") = size_t{1} << 30, py::arg("test_fault") = "",
+           py::arg("p2p_max_unexpected_bytes") = size_t{1} << 30, py::arg("key_space") = "",
+           py::arg("test_fault") = "",
            py::arg("test_flip_bit_at") = -1,
            py::call_guard<py::gil_scoped_release>())
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })

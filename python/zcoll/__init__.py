@@ -14,6 +14,7 @@ from .config import Options  # noqa: E402
 
 if _dist is not None:
     from .backend import register as _register
+    from .backend import shrink_group  # noqa: F401
     from .errors import ArgumentError, ArgumentTypeError, DistTimeoutError  # noqa: F401
 
     _register()
@@ -32,4 +33,4 @@ def build_info() -> dict:
 
 __all__ = ["Options", "build_info", "__version__"]
 if _dist is not None:
-    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError"]
+    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError", "shrink_group"]

@@ -4,17 +4,26 @@ from __future__ import annotations
 import os
 import sys
 
+import torch
 import torch.distributed as dist
 
 from . import _C
 from .config import Options, host_identity, parse_algo
 
 
-def _topology(store, rank: int, size: int) -> tuple[list[int], list[str]]:
+def _key_space(store, rank: int) -> str:
+    """A prefix for this group's keys that no earlier group under the same store prefix used.
+    torch reuses group names, so store prefixes (a new_group after shrink_group is named like
+    the world was): every group made under one prefix has ranks 0..size-1, each counting its
+    creations here, so all ranks of one group get the same, new, number."""
+    return f"zcoll/{store.add(f'zcoll/created/{rank}', 1)}"
+
+
+def _topology(store, space: str, rank: int, size: int) -> tuple[list[int], list[str]]:
     """Every rank's host (numbered in order of each host's lowest rank) and the hosts' names,
     from each rank's host identity (zcoll.config.host_identity) through the store."""
-    store.set(f"zcoll/host/{rank}", host_identity())
-    identities = [store.get(f"zcoll/host/{r}").decode() for r in range(size)]
+    store.set(f"{space}/host/{rank}", host_identity())
+    identities = [store.get(f"{space}/host/{r}").decode() for r in range(size)]
     hosts: dict[str, int] = {}
     host_of = [hosts.setdefault(identity, len(hosts)) for identity in identities]
     return host_of, [identity.split("/")[0] for identity in hosts]
@@ -46,7 +55,8 @@ def _create_backend(dist_opts, pg_options):
         raise TypeError(f"zcoll pg_options must be zcoll.Options, got {type(pg_options).__name__}")
     opts = (pg_options or Options()).resolved()
     store, rank, size = dist_opts.store, dist_opts.group_rank, dist_opts.group_size
-    host_of, host_names = _topology(store, rank, size)
+    space = _key_space(store, rank)
+    host_of, host_names = _topology(store, space, rank, size)
     algos = parse_algo(opts.algo)
     if opts.debug and rank == 0:
         print(f"zcoll INFO: transport {opts.transport}, algorithms {algos or 'by the tuner'}, "
@@ -63,9 +73,26 @@ def _create_backend(dist_opts, pg_options):
         host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
         connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
         heartbeat_timeout=opts.heartbeat_timeout, checksum=bool(opts.checksum),
-        p2p_max_unexpected_bytes=opts.p2p_max_unexpected_bytes,
+        p2p_max_unexpected_bytes=opts.p2p_max_unexpected_bytes, key_space=space,
         # Test-only fault injection (tests/test_failures.py).
         test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""), test_flip_bit_at=_flip_bit_at(rank))
+
+
+def shrink_group(ranks_to_exclude, group=None, shrink_flags: int = 0):
+    """torch.distributed.distributed_c10d.shrink_group for zcoll groups: the ranks not excluded
+    form a new group (the default group when `group` is None) and go on (docs/failures.md).
+
+    torch 2.13 registers a shrunk group's CPU backend as gloo whatever it is, and DDP then treats
+    zcoll's backend as gloo's and crashes; this registers it as what it is. Returns the group."""
+    c10d = dist.distributed_c10d
+    new = c10d.shrink_group(list(ranks_to_exclude), group=group, shrink_flags=shrink_flags)
+    pg = new if new is not None else dist.group.WORLD
+    cpu, custom = torch.device("cpu"), dist.ProcessGroup.BackendType.CUSTOM
+    backend = pg._get_backend(cpu)
+    if isinstance(backend, _C.ProcessGroupZcoll) and pg._get_backend_name() != "zcoll":
+        pg._register_backend(cpu, custom, backend)
+        pg._set_default_backend(custom)
+    return pg
 
 
 def register() -> None:
