@@ -1,4 +1,4 @@
-"""One rank of a fault scenario (tests/test_failures.py, bench/failure_detection.py).
+"""One rank of a fault scenario (tests/test_failures.py, bench/death_to_error.py).
 
 Every rank joins a group of --world through the parent's TCPStore, runs --scenario, and prints
 one JSON line: what it saw (the error's type and message, when it raised, when the next
