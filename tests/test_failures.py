@@ -16,25 +16,20 @@ import time
 from pathlib import Path
 
 import pytest
-from commands import clean_env
+from commands import bench_script, clean_env
 from multiproc import store_server
 
 RANK = str(Path(__file__).with_name("fault_rank.py"))
 DETECT_SECONDS = 2.0  # every survivor raises within this long of a death (issue goal)
 
 
+# The bench that measures the same faults has the helpers: one copy of each.
+_BENCH = bench_script("death_to_error")
+process_state = _BENCH.process_state
+
+
 def zcoll_files():
-    return sorted(p.name for p in Path("/dev/shm").glob("zcoll-*"))
-
-
-def process_state(pid: int) -> str:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("State:"):
-                return line.split()[1]
-    except OSError:
-        return "gone"
-    return "?"
+    return sorted(_BENCH.zcoll_segments())
 
 
 class Job:

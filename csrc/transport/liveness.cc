@@ -263,15 +263,8 @@ void Liveness::gaveUp(const std::string& why) {
   if (stop_) return;
   const std::string text = why.substr(0, kMaxNotice);
   for (int p = 0; p < size_; ++p) {
-    if (p == rank_ || gone(p) || !peers_[p].fd) continue;
-    Beat b{};
-    b.magic = kBeatMagic;
-    b.kind = kGaveUp;
-    b.phase = phase_;
-    b.seq = seq_;
-    b.probe = text.size();
-    peers_[p].out.append(reinterpret_cast<const char*>(&b), sizeof b);
-    peers_[p].out += text;
+    if (p == rank_ || gone(p)) continue;
+    sendTo(p, kGaveUp, text.size(), text);
     flush(p);  // now: the transports hang up right after
   }
 }
@@ -282,10 +275,12 @@ std::string Liveness::whyGaveUp(int peer, std::chrono::milliseconds within) {
   return peers_[peer].gaveUp;
 }
 
-// Queues a message to peer p (under mu_, or after the thread has stopped).
-void Liveness::sendTo(int p, uint8_t kind, uint64_t probe) {
+// Queues a message to peer p (under mu_, or after the thread has stopped): the header, then
+// `notice` (a kGaveUp's text, whose length is `probe`). Notices are queued even to a peer that
+// has stopped reading; other messages only up to kMaxQueued.
+void Liveness::sendTo(int p, uint8_t kind, uint64_t probe, const std::string& notice) {
   Peer& peer = peers_[p];
-  if (!peer.fd || peer.out.size() >= kMaxQueued) return;
+  if (!peer.fd || (notice.empty() && peer.out.size() >= kMaxQueued)) return;
   Beat b{};
   b.magic = kBeatMagic;
   b.kind = kind;
@@ -294,6 +289,7 @@ void Liveness::sendTo(int p, uint8_t kind, uint64_t probe) {
   b.probe = probe;
   std::snprintf(b.what, sizeof b.what, "%s", what_.c_str());
   peer.out.append(reinterpret_cast<const char*>(&b), sizeof b);
+  peer.out += notice;
 }
 
 void Liveness::flush(int p) {

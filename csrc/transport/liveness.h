@@ -91,7 +91,7 @@ class Liveness {
   void run();
   void readFrom(int p, Clock::time_point now);
   void handle(int p, const char* msg, Clock::time_point now);
-  void sendTo(int p, uint8_t kind, uint64_t probe);
+  void sendTo(int p, uint8_t kind, uint64_t probe, const std::string& notice = {});
   void flush(int p);
   void markGone(int p, Status status, const std::string& why);
   void wake();
