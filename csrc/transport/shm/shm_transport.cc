@@ -35,7 +35,6 @@
 #include <linux/futex.h>
 #include <sched.h>
 #include <sys/syscall.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -211,7 +210,7 @@ class ShmTransport : public Transport {
   std::atomic<bool> aborted_{false};  // abort() may come from another thread
   std::mutex abortMutex_;
   std::string abortReason_;
-  Clock::time_point nextLivenessCheck_{};  // test(): pid checks cost a syscall, so at most every 10 ms
+  Clock::time_point nextLivenessCheck_{};  // test(): peers' flags and liveness, at most every 10 ms
 };
 
 std::string uniqueName(int rank) {
@@ -623,8 +622,8 @@ bool ShmTransport::test(RequestId req) {
 }
 
 // A peer writes its last messages (a point-to-point farewell) before it aborts or exits, but we
-// may have read its ring before those bytes and its flag or pid after: drain what it wrote
-// before calling it gone, and only when we still expect something of it.
+// may have read its ring before those bytes and its flag or liveness verdict after: drain what
+// it wrote before calling it gone, and only when we still expect something of it.
 void ShmTransport::checkPendingPeersDrained() {
   const auto pending = [&](int p) { return !sendq_[p].empty() || !recvq_[p].empty(); };
   for (int p = 0; p < size_; ++p) {
