@@ -80,6 +80,16 @@ def test_reference_needs_no_torch():
     assert float(out.stdout) == 12.0
 
 
+def test_import_zcoll_makes_launch_and_hooks_usable():
+    """The README and docs call zcoll.launch.mpi_env() and zcoll.hooks.* after a bare `import zcoll`."""
+    code = ("import zcoll\n"
+            "print(callable(zcoll.launch.mpi_env), callable(zcoll.hooks.compressed_allreduce_hook),\n"
+            "      type(zcoll.hooks.ErrorFeedbackState()).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "ErrorFeedbackState"]
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
