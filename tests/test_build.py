@@ -130,7 +130,7 @@ def test_allreduce_compare_runs():
 
 
 def test_shaped_link_benchmark_runs():
-    """bench/shaped_allreduce.py (issue 4's benchmark) on a tiny case: namespaces with tbf links,
+    """bench/shaped_allreduce.py (compressed all-reduce on shaped links) on a tiny case: namespaces with tbf links,
     zcoll uncompressed and int8 and gloo side by side, and nothing left behind."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         pytest.skip("network namespaces and tc need root and iproute2")
