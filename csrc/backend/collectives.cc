@@ -85,7 +85,7 @@ void ProcessGroupZcoll::deviceAllreduceNow(const DeviceStaging& s, const at::Ten
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
-    logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
+    logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a);
     stagedCompressedAllReduce(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
                               static_cast<size_t>(input.numel()), a, c,
                               residual.defined() ? residual.data_ptr<float>() : nullptr);
@@ -101,7 +101,7 @@ void ProcessGroupZcoll::deviceReduceScatterNow(const DeviceStaging& s, const at:
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
-    logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
+    logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a);
     const EqualSlices slices(getSize(), m);
     stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
                                   slices.begin.data(), slices.end.data(), a, c);
@@ -115,7 +115,7 @@ void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor
   c10::OptionalStreamGuard guard(s.stream());
   Compression c;
   const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
-  logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a.chunkBytes);
+  logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a);
   const EqualSlices slices(getSize(), static_cast<size_t>(all.numel() / getSize()));
   stagedCompressedAllGather(*transport_, codecDeviceFor(s.stream()), all.data_ptr<float>(), slices.begin.data(),
                             slices.end.data(), a, c);
@@ -382,7 +382,7 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
     const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
     const bool levels = twoLevelGather();  // encoded between hosts only
     logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(),
-              levels ? Algorithm::kHierarchical : Algorithm::kRing, false, a.chunkBytes);
+              levels ? Algorithm::kHierarchical : Algorithm::kRing, false, a);
     if (levels) hierarchicalCompressedAllGather(*transport_, topology_, data, slices.begin.data(), slices.end.data(), a, c);
     else compressedAllGather(*transport_, data, slices.begin.data(), slices.end.data(), a, c);
     if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, flatOutput.data_ptr(), part * p);
@@ -390,6 +390,8 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
   }
   std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * r, in.data_ptr(), input.nbytes());
   const CollectiveArgs a = argsFor(OpCode::kAllGather, dtype, RedOp::kSum, seq);
+  log_.trace("allgather #", seq, ": ", flatOutput.nbytes(), " bytes ", dtypeName(dtype), ": ",
+             twoLevelGather() ? "hierarchical" : "ring");
   if (twoLevelGather())  // each host's share crosses its link once
     hierarchicalAllGather(*transport_, topology_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
   else
