@@ -212,8 +212,14 @@ class ProcessGroupZcoll : public c10d::Backend {
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> sparseAllreduce(const at::Tensor& t, const c10d::AllreduceOptions& opts);
-  bool compressible(DType dtype, size_t bytes) const;
-  bool compresses(RedOp op, DType dtype, size_t bytes) const;
+  // Whether `collective` (torch's name: all_reduce, reduce_scatter, all_gather_into_tensor) of
+  // `bytes` of `dtype` runs compressed: with compression on, floating tensors of at least
+  // compressMinBytes, reduced (`op` given) by SUM, AVG or PREMUL_SUM. ZCOLL_DEBUG=INFO logs each
+  // reason a tensor stays exact once per group, and the first compressed call of each collective.
+  bool compresses(const char* collective, DType dtype, size_t bytes, std::optional<RedOp> op);
+  // For collectives that never compress (reduce, the list all_gather): says so once under
+  // ZCOLL_DEBUG=INFO when compression is on and the tensor would be compressed by an all-reduce.
+  void neverCompressed(const char* collective, DType dtype, std::optional<RedOp> op, const char* instead);
   // True the first time `key` is seen by this group (for logging a thing once).
   bool firstTime(const std::string& key);
   float* float32View(const at::Tensor& buf, DType dtype, size_t n);
