@@ -90,6 +90,27 @@ def test_import_zcoll_makes_launch_and_hooks_usable():
     assert out.stdout.split() == ["True", "True", "ErrorFeedbackState"]
 
 
+def test_torch_range_keeps_every_release_the_readme_names():
+    """pip keeps an installed torch that satisfies zcoll's dependency: the range must hold the
+    torch CI tests and every release the README says zcoll builds against, and no others."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(Requirement(d) for d in deps if Requirement(d).name == "torch").specifier
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| torch | state |"):]
+    table = table[:table.index("\n\n")]
+    named = {Version(v) for v in re.findall(r"\b(2\.\d+\.\d+)\b", table)}
+    assert Version(torch.__version__.split("+")[0]) in named
+    assert len(named) >= 8 and all(spec.contains(v) for v in named), (spec, named)
+    low, high = min(named), max(named)
+    assert not spec.contains(Version(f"{low.major}.{low.minor - 1}.0")), f"{spec} admits a release below {low}"
+    assert not spec.contains(Version(f"{high.major}.{high.minor + 1}.0")), f"{spec} admits a release above {high}"
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
