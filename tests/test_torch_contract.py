@@ -1,6 +1,7 @@
 """torch's contract beyond the collectives' results (tests/test_gloo_parity.py has those):
-sequence numbers and TORCH_DISTRIBUTED_DEBUG=DETAIL, torch's exception hierarchy for every kind
-of failure, and monitored_barrier with gloo's semantics."""
+sequence numbers and TORCH_DISTRIBUTED_DEBUG=DETAIL, the backend's name where torch reports it,
+torch's exception hierarchy for every kind of failure, and monitored_barrier with gloo's
+semantics."""
 import os
 import time
 from datetime import timedelta
@@ -101,6 +102,54 @@ def test_ddp_trains_under_torch_distributed_debug_detail_like_gloo():
             np.testing.assert_array_equal(a, c)  # ranks agree
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)  # and train like gloo (sums in another order)
         assert mismatch is not None and "Detected mismatch between collectives on ranks" in mismatch[1], mismatch
+
+
+# ---------------------------------------------------------------------------------------------
+# the group's name: "zcoll", not torch's "custom" (python/zcoll/group.py)
+
+def ranks_group_names(rank, world, store):
+    import torch
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    dist = init(rank, world, store)
+    sub = dist.new_group([0, 1])
+    names = {}
+    for label, pg in (("world", dist.group.WORLD), ("subgroup", sub)):
+        model = DDP(torch.nn.Linear(4, 2), process_group=pg)
+        model(torch.ones(2, 4)).sum().backward()  # the group really runs DDP
+        names[label] = (pg.name(), pg._get_backend_name(), dist.get_backend(pg),
+                        model._get_ddp_logging_data()["backend_name"],
+                        type(pg._get_backend(torch.device("cpu"))).__name__)
+    dist.destroy_process_group()
+    return names
+
+
+@pytest.mark.timeout(120)
+def test_groups_and_ddp_logging_name_the_backend_zcoll():
+    expected = ("zcoll", "zcoll", "zcoll", "zcoll", "ProcessGroupZcoll")
+    assert run_ranks(ranks_group_names, 2, timeout=100) == {r: {"world": expected, "subgroup": expected}
+                                                           for r in (0, 1)}
+
+
+def ranks_mixed_group(rank, world, store):
+    import torch
+    import torch.distributed as dist
+
+    import zcoll  # noqa: F401
+    dist.init_process_group("cpu:zcoll,cuda:gloo", store=store, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    pg = dist.group.WORLD
+    t = torch.ones(3)
+    dist.all_reduce(t)
+    backends = [type(pg._get_backend(torch.device(d))).__name__ for d in ("cpu", "cuda")]
+    dist.destroy_process_group()
+    return backends, t.tolist()
+
+
+@pytest.mark.timeout(120)
+def test_a_group_mixing_zcoll_with_another_backend_keeps_both():
+    """Beside another backend, torch must make the group (and the other backend) itself."""
+    assert run_ranks(ranks_mixed_group, 2, timeout=100) == {
+        r: (["ProcessGroupZcoll", "ProcessGroupGloo"], [2.0, 2.0, 2.0]) for r in (0, 1)}
 
 
 # ---------------------------------------------------------------------------------------------

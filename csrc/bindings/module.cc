@@ -30,6 +30,7 @@ using zcoll::bindings::parseRedOp;
 
 void bindTransport(py::module_& m);  // transport_bindings.cc
 void bindBackend(py::module_& m);    // backend_bindings.cc
+void bindGroup(py::module_& m);      // group_bindings.cc
 
 namespace {
 
@@ -189,5 +190,6 @@ PYBIND11_MODULE(_C, m) {
   m.attr("GATHER_STAGE") = kGatherStage;
   bindTransport(m);
   bindBackend(m);
+  bindGroup(m);
   m.attr("DEFAULT_BLOCK") = kDefaultBlock;
 }

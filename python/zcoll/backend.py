@@ -99,4 +99,6 @@ def register() -> None:
     if "zcoll" not in dist.Backend.backend_list:
         # cuda too: CUDA tensors reach zcoll's device path (or, in a build without CUDA, a
         # clear error instead of torch's "no backend for device").
-        dist.Backend.register_backend("zcoll", _create_backend, extended_api=True, devices=["cpu", "cuda"])
+        from .group import create_group  # (group.py builds on _create_backend)
+
+        dist.Backend.register_backend("zcoll", create_group, extended_api=True, devices=["cpu", "cuda"])
