@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from shaped_allreduce import make_hosts  # the same hosts as issue 4's benchmark
+from shaped_allreduce import make_hosts  # the same shaped hosts as shaped_allreduce.py's
 
 # Not shaped_allreduce.py's bridge and subnet (nor tests/test_netns.py's), so they can run at once.
 BRIDGE, SUBNET, NAMES = "zcbn0", "10.231.79", "zcoll-sb"

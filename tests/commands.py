@@ -23,12 +23,13 @@ def clean_env(extra: dict | None = None) -> dict:
     return env
 
 
-def run_command(cmd: list[str], timeout: float, env: dict | None = None, stop_signal: int | None = None):
+def run_command(cmd: list[str], timeout: float, env: dict | None = None, stop_signal: int | None = None,
+                cwd: str | Path | None = None):
     """Runs `cmd` in a session of its own; returns (exit status, stdout, stderr). On timeout the
     test fails, after `stop_signal` (with 30 s to clean up) if given, then SIGKILL to every
     process the command started."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env() if env is None else env, start_new_session=True)
+                            env=clean_env() if env is None else env, start_new_session=True, cwd=cwd)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -1,6 +1,7 @@
 """init_process_group("zcoll") in real processes: results equal zcoll.reference bit for bit,
 async works and futures, groups, bad input, and a clean shutdown."""
 import os
+import re
 import socket
 import warnings
 from datetime import timedelta
@@ -539,14 +540,20 @@ def ranks_debug_log(rank, world, store):
 
 @pytest.mark.timeout(120)
 def test_debug_info_logs_each_choice_once(capfd):
+    """ZCOLL_DEBUG=INFO: every rank logs, each line prefixed with the host, the pid and the rank."""
     from zcoll import _C
     run_ranks(ranks_debug_log, 2, timeout=100)
     err = capfd.readouterr().err
     small, _ = _C.tune("allreduce", 4096, 2, "shm")
     large, _ = _C.tune("allreduce", 4 << 20, 2, "shm")
-    assert err.count(f"allreduce of 4096 bytes over 2 ranks (shm): {small} (tuner)") == 1, err
-    assert f"allreduce of {4 << 20} bytes over 2 ranks (shm): {large} (tuner)" in err, err
-    assert "reduce of 40 bytes over 2 ranks (shm): oneshot (ZCOLL_ALGO)" in err, err
-    assert "zcoll INFO: transport shm, algorithms" in err, err
     host = socket.gethostname()
-    assert f"zcoll INFO: group of 2 ranks on 1 host x 2 ranks ({host}: 0,1); transport shm" in err, err
+    for rank in range(2):
+        mine = [line for line in err.splitlines() if re.match(rf"zcoll {re.escape(host)}:\d+ \[rank {rank}\] ", line)]
+        text = "\n".join(mine)
+        assert sum(f"INFO: allreduce of 4096 bytes over 2 ranks (shm): {small} (tuner)" in line
+                   for line in mine) == 1, err
+        assert f"INFO: allreduce of {4 << 20} bytes over 2 ranks (shm): {large} (tuner)" in text, err
+        assert "INFO: reduce of 40 bytes over 2 ranks (shm): oneshot (ZCOLL_ALGO)" in text, err
+        assert "INFO: creating a group of 2: transport shm, algorithms" in text, err
+        assert f"INFO: group of 2 ranks on 1 host x 2 ranks ({host}: 0,1); transport shm" in text, err
+    assert "TRACE" not in err, err

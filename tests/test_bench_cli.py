@@ -195,6 +195,9 @@ BAD_FLAGS = [
     (["--compress", "int8", "--backend", "gloo"], "--compress applies to zcoll"),
     (["--algo", "allreduce:tree", "--compress", "int8"], "compressed all-reduce runs ring, twoshot or hierarchical"),
     (["-b", "1", "-e", "1G", "-i", "1K"], "raise -i or use -f"),
+    (["--plot", "no_such_folder/busbw.png"], "no_such_folder does not exist"),
+    (["--json", f"{__file__}/rows.json"], "test_bench_cli.py is not a folder"),
+    (["--json", "/tmp"], "is a directory"),
 ]
 
 

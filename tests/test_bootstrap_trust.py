@@ -94,7 +94,7 @@ def test_strangers_on_the_bootstrap_port_are_dropped_and_logged(capfd):
     assert "wrong secret (not a member of this group)" in err, err
     assert "a hello for another group" in err, err
     assert "claims rank 1, which is already connected" in err, err
-    assert err.count("zcoll WARNING: rank 0 tcp: accepting higher ranks on") >= 4, err
+    assert err.count("[rank 0] WARN: rank 0 tcp: accepting higher ranks on") >= 4, err
 
 
 def rank_liveness_strangers(rank, world, store):

@@ -80,6 +80,16 @@ def test_reference_needs_no_torch():
     assert float(out.stdout) == 12.0
 
 
+def test_import_zcoll_makes_launch_and_hooks_usable():
+    """The README and docs call zcoll.launch.mpi_env() and zcoll.hooks.* after a bare `import zcoll`."""
+    code = ("import zcoll\n"
+            "print(callable(zcoll.launch.mpi_env), callable(zcoll.hooks.compressed_allreduce_hook),\n"
+            "      type(zcoll.hooks.ErrorFeedbackState()).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "ErrorFeedbackState"]
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
@@ -120,7 +130,7 @@ def test_allreduce_compare_runs():
 
 
 def test_shaped_link_benchmark_runs():
-    """bench/shaped_allreduce.py (issue 4's benchmark) on a tiny case: namespaces with tbf links,
+    """bench/shaped_allreduce.py (compressed all-reduce on shaped links) on a tiny case: namespaces with tbf links,
     zcoll uncompressed and int8 and gloo side by side, and nothing left behind."""
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         pytest.skip("network namespaces and tc need root and iproute2")

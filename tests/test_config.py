@@ -2,7 +2,7 @@
 errors for bad values."""
 import pytest
 
-from zcoll.config import Options, parse_algo
+from zcoll.config import Options, harness_settings, parse_algo
 
 
 def test_defaults(monkeypatch):
@@ -10,7 +10,7 @@ def test_defaults(monkeypatch):
                  "ZCOLL_SOCKET_IFNAME", "ZCOLL_COMPRESS", "ZCOLL_COMPRESS_MIN_BYTES", "ZCOLL_COMPRESS_BLOCK"):
         monkeypatch.delenv(name, raising=False)
     o = Options().resolved()
-    assert (o.transport, o.algo, o.chunk_bytes, o.shm_ring_bytes, o.debug) == ("auto", "", 0, 4 << 20, False)
+    assert (o.transport, o.algo, o.chunk_bytes, o.shm_ring_bytes, o.debug) == ("auto", "", 0, 4 << 20, "WARN")
     assert (o.compression, o.compress_min_bytes, o.compress_block) == ("none", 65536, 256)
 
 
@@ -19,9 +19,59 @@ def test_env_then_options_take_precedence(monkeypatch):
     monkeypatch.setenv("ZCOLL_CHUNK_BYTES", "0x10000")
     monkeypatch.setenv("ZCOLL_DEBUG", "INFO")
     o = Options().resolved()
-    assert (o.algo, o.chunk_bytes, o.debug) == ("tree", 65536, True)
-    o = Options(algo="allreduce:ring", chunk_bytes=4096, debug=False).resolved()
-    assert (o.algo, o.chunk_bytes, o.debug) == ("allreduce:ring", 4096, False)
+    assert (o.algo, o.chunk_bytes, o.debug) == ("tree", 65536, "INFO")
+    o = Options(algo="allreduce:ring", chunk_bytes=4096, debug="trace").resolved()
+    assert (o.algo, o.chunk_bytes, o.debug) == ("allreduce:ring", 4096, "TRACE")
+
+
+@pytest.mark.parametrize("value,level", [("", "WARN"), ("warn", "WARN"), ("WARNING", "WARN"), ("Info", "INFO"),
+                                         ("TRACE", "TRACE"), ("1", "INFO"), ("true", "INFO"), ("0", "WARN"),
+                                         ("false", "WARN")])
+def test_debug_levels(monkeypatch, value, level):
+    """ZCOLL_DEBUG is WARN, INFO or TRACE; the flag values it used to take keep their meaning."""
+    monkeypatch.setenv("ZCOLL_DEBUG", value)
+    assert Options().resolved().debug == level
+    assert Options(debug=value).resolved().debug == level
+
+
+def test_debug_flags_and_bad_levels():
+    assert Options(debug=True).resolved().debug == "INFO"
+    assert Options(debug=False).resolved().debug == "WARN"
+    with pytest.raises(ValueError, match="debug='loud': expected one of WARN, INFO, TRACE"):
+        Options(debug="loud").resolved()
+
+
+def test_bad_debug_env_names_the_variable(monkeypatch):
+    monkeypatch.setenv("ZCOLL_DEBUG", "VERSION")
+    with pytest.raises(ValueError, match="ZCOLL_DEBUG='VERSION': expected one of WARN, INFO, TRACE"):
+        Options().resolved()
+
+
+def test_harness_settings(monkeypatch):
+    """The test-only variables, read in config.py like every other."""
+    for name in ("ZCOLL_TEST_DEVICE_PATH", "ZCOLL_TEST_FAULT", "ZCOLL_TEST_FLIP_BIT"):
+        monkeypatch.delenv(name, raising=False)
+    assert harness_settings(0) == {"stage_cpu": False, "test_fault": "", "test_flip_bit_at": -1}
+    monkeypatch.setenv("ZCOLL_TEST_DEVICE_PATH", "1")
+    monkeypatch.setenv("ZCOLL_TEST_FAULT", "exit_in_bootstrap")
+    monkeypatch.setenv("ZCOLL_TEST_FLIP_BIT", "1:5")
+    assert harness_settings(0) == {"stage_cpu": True, "test_fault": "exit_in_bootstrap", "test_flip_bit_at": -1}
+    assert harness_settings(1)["test_flip_bit_at"] == 5
+
+
+def test_backend_config_binding():
+    """zcoll._C.BackendConfig: the C++ struct's defaults, read-write fields, durations in seconds."""
+    from zcoll import _C
+    c = _C.BackendConfig()
+    assert (c.transport, c.chunk_bytes, c.compression, c.compress_min_bytes, c.compress_block) == \
+        ("auto", 0, "none", 65536, 256)
+    assert (c.connect_timeout, c.heartbeat_interval, c.heartbeat_timeout, c.log_level) == (20.0, 1.0, 30.0, "WARN")
+    c.heartbeat_interval, c.log_level, c.host_of, c.host_names = 0.25, "TRACE", [0, 0, 1], ["a", "b"]
+    assert (c.heartbeat_interval, c.log_level, c.host_of, c.host_names) == (0.25, "TRACE", [0, 0, 1], ["a", "b"])
+    with pytest.raises(ValueError, match="expected WARN, INFO or TRACE"):
+        c.log_level = "LOUD"
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        c.connect_timeout = 0
 
 
 @pytest.mark.parametrize("spec,want", [

@@ -1,4 +1,4 @@
-"""Issue 4's error-feedback study (bench/digits_ddp.py) at p = 4: DDP on scikit-learn's digits,
+"""The error-feedback study (bench/digits_ddp.py) at p = 4: DDP on scikit-learn's digits,
 exact vs int8+EF vs int4 ring with and without error feedback, same start and same batches.
 
 Asserted: exact learns (> 90 % test accuracy); int4 ring + EF and int8 + EF end within 1 point of

@@ -1,4 +1,4 @@
-"""Issue 11's benches in short: bench/soak.py (random collectives and point-to-point with empty
+"""The failure benches in short: bench/soak.py (random collectives and point-to-point with empty
 tensors, uneven and empty all_to_all splits and async ops, against the reference every rank
 computes: 0 wrong) and bench/death_to_error.py in its smallest form. The closing figures run
 them in full (bench/README.md, "Failures")."""

@@ -4,6 +4,7 @@
 #include <c10/core/StreamGuard.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "algorithms/collective.h"
@@ -87,7 +88,7 @@ void ProcessGroupZcoll::deviceAllreduceNow(const DeviceStaging& s, const at::Ten
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
-    logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
+    logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a);
     stagedCompressedAllReduce(*transport_, codecDeviceFor(s.workStream()), input.data_ptr<float>(),
                               static_cast<size_t>(input.numel()), a, c,
                               residual.defined() ? residual.data_ptr<float>() : nullptr);
@@ -102,7 +103,7 @@ void ProcessGroupZcoll::deviceReduceScatterNow(const DeviceStaging& s, const at:
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
-    logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a.chunkBytes);
+    logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a);
     const EqualSlices slices(getSize(), m);
     stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.workStream()), input.data_ptr<float>(),
                                   slices.begin.data(), slices.end.data(), a, c);
@@ -115,7 +116,7 @@ void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor
   c10::OptionalStreamGuard guard(s.workStream());
   Compression c;
   const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
-  logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a.chunkBytes);
+  logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a);
   const EqualSlices slices(getSize(), static_cast<size_t>(all.numel() / getSize()));
   stagedCompressedAllGather(*transport_, codecDeviceFor(s.workStream()), all.data_ptr<float>(), slices.begin.data(),
                             slices.end.data(), a, c);
@@ -132,7 +133,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   checkReduceOp(dtype, op, "allreduce");
   auto staging = stagingFor({t}, "allreduce");
-  if (staging && compresses(op, dtype, t.nbytes())) {  // the codec work on the device
+  if (staging && compresses("all_reduce", dtype, t.nbytes(), op)) {  // the codec work on the device
     const at::Tensor input = floatCopy(*staging, t, op == RedOp::kPremulSum ? premul : 1.0);
     return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, staging, input, t, op, dtype](uint64_t seq) {
       deviceAllreduceNow(*staging, input, t, op, dtype, seq, at::Tensor());
@@ -210,7 +211,7 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
   at::Tensor buf = t.contiguous();  // a non-contiguous tensor is reduced in a copy
   const size_t n = static_cast<size_t>(buf.numel());
   if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, buf.data_ptr(), buf.data_ptr(), n, premul);
-  if (compresses(op, dtype, buf.nbytes())) {
+  if (compresses("all_reduce", dtype, buf.nbytes(), op)) {
     compressedAllreduceNow(buf, op, dtype, seq);
   } else {
     CollectiveArgs a = argsFor(OpCode::kAllReduce, dtype, op, seq);
@@ -222,15 +223,64 @@ void ProcessGroupZcoll::allreduceNow(const at::Tensor& t, RedOp op, DType dtype,
   if (!buf.is_same(t)) t.copy_(buf);
 }
 
+namespace {
+bool compressedDType(DType dtype) {
+  return dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16;
+}
+bool compressedOp(RedOp op) { return op == RedOp::kSum || op == RedOp::kAvg || op == RedOp::kPremulSum; }
+std::string upper(const char* s) {
+  std::string out(s);
+  for (char& ch : out) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return out;
+}
+}  // namespace
+
 // Only floating SUM/AVG/PREMUL_SUM is ever compressed, and only tensors worth it: everything
-// else stays exact (docs/compression.md).
-bool ProcessGroupZcoll::compressible(DType dtype, size_t bytes) const {
-  return compressing_ && getSize() > 1 && bytes >= config_.compressMinBytes &&
-         (dtype == DType::kFloat32 || dtype == DType::kFloat16 || dtype == DType::kBFloat16);
+// else stays exact (docs/compression.md). Every reason is the same on every rank (the ranks pass
+// the same sizes, dtypes and ops), so every rank logs the same lines.
+bool ProcessGroupZcoll::compresses(const char* collective, DType dtype, size_t bytes, std::optional<RedOp> op) {
+  if (!compressing_) return false;
+  const bool info = log_.enabled(log::Level::kInfo);
+  const std::string& codec = config_.compression;
+  if (getSize() == 1) {
+    if (info && firstTime("compression:world"))
+      log_.info("compression ", codec, " skipped: a group of 1 rank exchanges nothing; logged once");
+    return false;
+  }
+  if (op && !compressedOp(*op)) {
+    if (info && firstTime(std::string("compression:op:") + redOpName(*op)))
+      log_.info("compression ", codec, " skipped: ", collective, " with ", upper(redOpName(*op)),
+                " stays exact (only SUM, AVG and PREMUL_SUM are compressed); logged once per op");
+    return false;
+  }
+  if (!compressedDType(dtype)) {
+    if (info && firstTime(std::string("compression:dtype:") + dtypeName(dtype)))
+      log_.info("compression ", codec, " skipped: ", collective, " of ", dtypeName(dtype),
+                " stays exact (only float32, float16 and bfloat16 are compressed); logged once per dtype");
+    return false;
+  }
+  if (bytes < config_.compressMinBytes) {
+    if (info && firstTime("compression:size"))
+      log_.info("compression ", codec, " skipped: ", collective, " of ", bytes, " bytes ", dtypeName(dtype),
+                " is under compress_min_bytes=", config_.compressMinBytes,
+                " (set ZCOLL_COMPRESS_MIN_BYTES=0 or Options(compress_min_bytes=0) to compress every tensor); "
+                "logged once");
+    return false;
+  }
+  if (info && firstTime(std::string("compression:applied:") + collective))
+    log_.info("compression ", codec, " applied: ", collective, " of ", bytes, " bytes ", dtypeName(dtype),
+              op ? " " + upper(redOpName(*op)) : std::string(), " (tensors of at least compress_min_bytes=",
+              config_.compressMinBytes, "); logged once per collective");
+  return true;
 }
 
-bool ProcessGroupZcoll::compresses(RedOp op, DType dtype, size_t bytes) const {
-  return compressible(dtype, bytes) && (op == RedOp::kSum || op == RedOp::kAvg || op == RedOp::kPremulSum);
+void ProcessGroupZcoll::neverCompressed(const char* collective, DType dtype, std::optional<RedOp> op,
+                                        const char* instead) {
+  if (!compressing_ || getSize() == 1 || !log_.enabled(log::Level::kInfo)) return;
+  if (!compressedDType(dtype) || (op && !compressedOp(*op))) return;  // not compressed elsewhere either
+  if (firstTime(std::string("compression:collective:") + collective))
+    log_.info("compression ", config_.compression, " skipped: ", collective, " is never compressed (", instead,
+              "); logged once");
 }
 
 // The compressed schedules run in float32 (A(T)): a float32 tensor in place, float16/bfloat16
@@ -374,14 +424,14 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
   const DType dtype = toDType(input.scalar_type(), "allgather");
   const EqualSlices slices(p, part);
   const at::Tensor in = input.contiguous();
-  if (mayCompress && compressible(dtype, flatOutput.nbytes())) {
+  if (mayCompress && compresses("all_gather_into_tensor", dtype, flatOutput.nbytes(), std::nullopt)) {
     float* data = float32View(flatOutput, dtype, part * p);
     kernels::cpu::toFloat32(dtype, in.data_ptr(), data + r * part, part);
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
     const bool levels = twoLevelGather();  // encoded between hosts only
     logChoice(("allgather/" + config_.compression).c_str(), flatOutput.nbytes(),
-              levels ? Algorithm::kHierarchical : Algorithm::kRing, false, a.chunkBytes);
+              levels ? Algorithm::kHierarchical : Algorithm::kRing, false, a);
     if (levels) hierarchicalCompressedAllGather(*transport_, topology_, data, slices.begin.data(), slices.end.data(), a, c);
     else compressedAllGather(*transport_, data, slices.begin.data(), slices.end.data(), a, c);
     if (dtype != DType::kFloat32) kernels::cpu::fromFloat32(dtype, data, flatOutput.data_ptr(), part * p);
@@ -389,6 +439,8 @@ void ProcessGroupZcoll::gatherInto(const at::Tensor& flatOutput, const at::Tenso
   }
   std::memcpy(static_cast<char*>(flatOutput.data_ptr()) + input.nbytes() * r, in.data_ptr(), input.nbytes());
   const CollectiveArgs a = argsFor(OpCode::kAllGather, dtype, RedOp::kSum, seq);
+  log_.trace("allgather #", seq, ": ", flatOutput.nbytes(), " bytes ", dtypeName(dtype), ": ",
+             twoLevelGather() ? "hierarchical" : "ring");
   if (twoLevelGather())  // each host's share crosses its link once
     hierarchicalAllGather(*transport_, topology_, flatOutput.data_ptr(), slices.begin.data(), slices.end.data(), a);
   else
@@ -405,6 +457,8 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allgather(std::vector<std::vec
   ZCOLL_CHECK_ARG(static_cast<int>(outs.size()) == getSize(), "zcoll allgather: output list has ", outs.size(),
                   " tensors for a group of ", getSize());
   checkMatches(outs, in, "allgather", "output", "input");
+  neverCompressed("all_gather (the list form)", toDType(in.scalar_type(), "allgather"), std::nullopt,
+                  "all_gather_into_tensor is");
   std::vector<at::Tensor> ins{in}, houts = outs;
   auto staging = stageCall(ins, houts, "allgather");
   return enqueue(c10d::OpType::ALLGATHER, outs,
@@ -479,7 +533,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& ou
   at::Tensor out = output, in = input;
   auto staging = stagingFor({out, in}, "allgather_into_tensor");
   const DType dtype = toDType(in.scalar_type(), "allgather_into_tensor");
-  if (staging && compressible(dtype, out.nbytes())) {  // the codec work on the device
+  if (staging && compresses("all_gather_into_tensor", dtype, out.nbytes(), std::nullopt)) {  // codecs on the device
     // The float32 gather buffer, holding this rank's part, filled now on the caller's stream.
     at::Tensor all;
     {
@@ -539,7 +593,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
     c10::OptionalStreamGuard guard(staging->stream());
     flat = flatInput();
   }
-  if (compresses(op, dtype, flat.nbytes())) {  // the codec work on the device
+  if (compresses("reduce_scatter", dtype, flat.nbytes(), op)) {  // the codec work on the device
     const at::Tensor input = floatCopy(*staging, flat, op == RedOp::kPremulSum ? premul : 1.0);
     return enqueue(type, {output}, [this, staging, input, output, op, dtype](uint64_t seq) {
       deviceReduceScatterNow(*staging, input, output, op, dtype, seq);
@@ -558,7 +612,7 @@ void ProcessGroupZcoll::reduceScatterNow(const at::Tensor& output, at::Tensor sc
   if (op == RedOp::kPremulSum)
     kernels::cpu::premultiply(dtype, scratch.data_ptr(), scratch.data_ptr(), m * getSize(), premul);
   const EqualSlices slices(getSize(), m);
-  if (compresses(op, dtype, scratch.nbytes())) {
+  if (compresses("reduce_scatter", dtype, scratch.nbytes(), op)) {
     const size_t r = static_cast<size_t>(getRank());
     float* data = float32View(scratch, dtype, m * getSize());
     if (dtype != DType::kFloat32) kernels::cpu::toFloat32(dtype, scratch.data_ptr(), data, m * getSize());
@@ -647,6 +701,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   double premul = 1.0;
   const RedOp op = toRedOp(opts.reduceOp, &premul);
   checkReduceOp(dtype, op, "reduce");
+  neverCompressed("reduce", dtype, op, "all_reduce is");
   const int root = static_cast<int>(opts.rootRank);
   auto staging = stagingFor({t}, "reduce");
   const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;

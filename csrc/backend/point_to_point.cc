@@ -270,7 +270,8 @@ void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
   // speed (a 2-rank sendrecv of 1-64 MiB ran at 0.4-0.5x MPI's, now 0.9-1.1x), for little memory.
   TransportOptions options = collectiveOptions;
   options.testFlipBitAt = -1;  // test faults go to the collectives' transport
-  options.debug = false;  // the collectives' transport has said what it chose
+  // The collectives' transport has said what it chose; warnings still go out.
+  options.logLevel = log::Level::kWarn;
   auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
   p2p_.reset(new P2PLane(std::move(transport), timeout_, config_.p2pMaxUnexpectedBytes));
 }

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <cctype>
 
 #include "transport/handshake.h"
 
@@ -93,7 +93,7 @@ void ZcollWork::finish(const std::exception_ptr& error) {
 
 ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                                      std::chrono::milliseconds timeout, BackendConfig config)
-    : c10d::Backend(rank, size), config_(std::move(config)), timeout_(timeout),
+    : c10d::Backend(rank, size), config_(std::move(config)), log_{config_.logLevel, rank}, timeout_(timeout),
       c10dStore_(config_.keySpace.empty() ? store
                                           : c10::intrusive_ptr<c10d::Store>(
                                                 c10::make_intrusive<c10d::PrefixStore>(config_.keySpace, store))),
@@ -108,7 +108,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.hostOf = config_.hostOf;
   topt.hostNames = config_.hostNames;
   topt.failKey = "zcoll/failed";  // the group's: both transports, and the check below
-  topt.debug = config_.debug;
+  topt.logLevel = config_.logLevel;
   topt.heartbeatInterval = config_.heartbeatInterval;
   topt.heartbeatTimeout = config_.heartbeatTimeout;
   topt.checksum = config_.checksum;
@@ -148,10 +148,8 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     topt.liveness = liveness_;
     if (config_.testFault == "exit_in_bootstrap") _exit(3);
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
-    if (config_.debug && rank == 0)
-      std::fprintf(stderr, "zcoll INFO: group of %d ranks on %s; transport %s%s\n", size,
-                   topology_.describe().c_str(), transport_->name(),
-                   std::string(transport_->name()) == "shm+tcp" ? " (shm within a host, tcp between hosts)" : "");
+    log_.info("group of ", size, " ranks on ", topology_.describe(), "; transport ", transport_->name(),
+              std::string(transport_->name()) == "shm+tcp" ? " (shm within a host, tcp between hosts)" : "");
     startP2P(topt);  // before the thread: if it throws, nothing is left running
     store_->set("zcoll/ready/" + std::to_string(rank), {1});
     const Deadline ready = deadline();
@@ -234,18 +232,29 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<in
 
 void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run) {
   liveness_->entered(seq, c10d::opTypeToString(type));
+  const bool trace = log_.enabled(log::Level::kTrace);
+  std::string op;  // "allreduce", as the choices' lines name it
+  if (trace)
+    for (char ch : c10d::opTypeToString(type)) op += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const auto start = trace ? Clock::now() : Clock::time_point{};
+  const auto micros = [&] {
+    return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+  };
   try {
     run(seq);
   } catch (const TimeoutError& e) {
     liveness_->finished(seq, true);
     // Ask every peer where it is (at most a second, and within the group timeout's order).
     const auto within = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 2);
+    if (trace) log_.trace(op, " #", seq, ": timed out after ", micros(), " us");
     throw TimeoutError(std::string(e.what()) + "; " + liveness_->survey(seq, within));
   } catch (...) {
     liveness_->finished(seq, true);
+    if (trace) log_.trace(op, " #", seq, ": failed after ", micros(), " us");
     throw;
   }
   liveness_->finished(seq);
+  if (trace) log_.trace(op, " #", seq, ": done in ", micros(), " us");
 }
 
 CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {
@@ -277,13 +286,13 @@ Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& 
     const TwoLevelChoice tuned = tuneTwoLevel(c, bytes, topology_, getRank());
     if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
     *levels = tuned.algos;
-    logChoice(collectiveName(c), bytes, Algorithm::kHierarchical, hasForced_[i], a.chunkBytes, levels);
+    logChoice(collectiveName(c), bytes, Algorithm::kHierarchical, hasForced_[i], a, levels);
     return Algorithm::kHierarchical;
   }
   const TunerChoice tuned = tune(c, bytes, getSize(), transport_->name());
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(collectiveName(c), bytes, algo, forced, a.chunkBytes);
+  logChoice(collectiveName(c), bytes, algo, forced, a);
   return algo;
 }
 
@@ -301,34 +310,38 @@ Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t byte
     const TwoLevelChoice exact = tuneTwoLevel(collective, bytes, topology_, getRank());
     if (!config_.chunkBytes) a.chunkBytes = std::min(inter.chunkBytes, exact.chunkBytes);
     *levels = {exact.algos.intra, inter.algorithm};
-    logChoice(what.c_str(), bytes, Algorithm::kHierarchical, hasForced_[i], a.chunkBytes, levels);
+    logChoice(what.c_str(), bytes, Algorithm::kHierarchical, hasForced_[i], a, levels);
     return Algorithm::kHierarchical;
   }
   const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
   const bool forced = hasForced_[i] && (forced_[i] == Algorithm::kRing || forced_[i] == Algorithm::kTwoShot);
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
   if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(what.c_str(), bytes, algo, forced, a.chunkBytes);
+  logChoice(what.c_str(), bytes, algo, forced, a);
   return algo;
 }
 
-void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes,
+// INFO: one line per distinct choice, not per call (training loops run the same sizes forever).
+// TRACE: every schedule run, with its sequence number, dtype and op.
+void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, const CollectiveArgs& a,
                                   const TwoLevel* levels) {
-  if (!config_.debug || getRank() != 0) return;
-  // One line per distinct choice, not per call: training loops run the same sizes forever.
+  if (!log_.enabled(log::Level::kInfo)) return;
   std::string how = algorithmName(algo);
   if (levels)
     how += std::string(" over ") + topology_.describe() + ": " + algorithmName(levels->intra) + " within hosts, " +
            algorithmName(levels->inter) + " between them";
-  const std::string line = c10::str("zcoll INFO: ", what, " of ", bytes, " bytes over ", getSize(), " ranks (",
-                                    transport_->name(), "): ", how, " (", forced ? "ZCOLL_ALGO" : "tuner", "), chunk ",
-                                    chunkBytes, " bytes (", config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner", ")");
+  const std::string choice = c10::str(how, " (", forced ? "ZCOLL_ALGO" : "tuner", "), chunk ", a.chunkBytes, " bytes (",
+                                      config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner", ")");
+  log_.trace(what, " #", a.seq, ": ", bytes, " bytes ", dtypeName(a.dtype), " ", redOpName(a.op), ": ", choice);
+  if (firstTime(std::string("choice:") + what + ": " + choice))
+    log_.info(what, " of ", bytes, " bytes over ", getSize(), " ranks (", transport_->name(), "): ", choice);
+}
+
+bool ProcessGroupZcoll::firstTime(const std::string& key) {
   std::lock_guard<std::mutex> lock(logMutex_);
-  const std::string key = std::string(what) + how + std::to_string(chunkBytes);
-  if (std::find(logged_.begin(), logged_.end(), key) == logged_.end()) {
-    logged_.push_back(key);
-    std::fprintf(stderr, "%s\n", line.c_str());
-  }
+  if (std::find(logged_.begin(), logged_.end(), key) != logged_.end()) return false;
+  logged_.push_back(key);
+  return true;
 }
 
 // After a failed collective the ranks are out of step: abort the transport so every later

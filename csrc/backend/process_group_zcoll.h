@@ -15,8 +15,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "algorithms/collective.h"
 #include "algorithms/compressed.h"
@@ -27,10 +29,12 @@
 #include "transport/liveness.h"
 #include "transport/topology.h"
 #include "transport/transport.h"
+#include "util/log.h"
 
 namespace zcoll {
 
-// Per-group configuration: zcoll.Options in Python fills it from pg_options and ZCOLL_* env.
+// Per-group configuration, bound to Python as zcoll._C.BackendConfig: zcoll/backend.py fills one
+// from the resolved zcoll.Options (pg_options over ZCOLL_* env) and hands it to the constructor.
 struct BackendConfig {
   std::string transport = "auto";  // "auto" (a transport per peer by host), "shm" or "tcp"
   size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
@@ -53,7 +57,7 @@ struct BackendConfig {
   // from every rank's host identity (zcoll/backend.py).
   std::vector<int> hostOf;
   std::vector<std::string> hostNames;
-  bool debug = false;
+  log::Level logLevel = log::Level::kWarn;  // ZCOLL_DEBUG (util/log.h)
   // Test-only (ZCOLL_TEST_DEVICE_PATH): CPU tensors take the device-tensor path (host staging,
   // the codec work on an emulated device), so GPU-less machines test it.
   bool stageCpu = false;
@@ -121,6 +125,7 @@ class ProcessGroupZcoll : public c10d::Backend {
 
   const std::string getBackendName() const override { return "zcoll"; }
   const BackendConfig& config() const { return config_; }
+  const log::Logger& logger() const { return log_; }
   const char* transportName() const { return transport_->name(); }
   const Topology& topology() const { return topology_; }
 
@@ -214,8 +219,16 @@ class ProcessGroupZcoll : public c10d::Backend {
   // Bodies that run on the progress thread (one tensor each; coalesced calls loop over them).
   void allreduceNow(const at::Tensor& t, RedOp op, DType dtype, double premul, uint64_t seq);
   c10::intrusive_ptr<c10d::Work> sparseAllreduce(const at::Tensor& t, const c10d::AllreduceOptions& opts);
-  bool compressible(DType dtype, size_t bytes) const;
-  bool compresses(RedOp op, DType dtype, size_t bytes) const;
+  // Whether `collective` (torch's name: all_reduce, reduce_scatter, all_gather_into_tensor) of
+  // `bytes` of `dtype` runs compressed: with compression on, floating tensors of at least
+  // compressMinBytes, reduced (`op` given) by SUM, AVG or PREMUL_SUM. ZCOLL_DEBUG=INFO logs each
+  // reason a tensor stays exact once per group, and the first compressed call of each collective.
+  bool compresses(const char* collective, DType dtype, size_t bytes, std::optional<RedOp> op);
+  // For collectives that never compress (reduce, the list all_gather): says so once under
+  // ZCOLL_DEBUG=INFO when compression is on and the tensor would be compressed by an all-reduce.
+  void neverCompressed(const char* collective, DType dtype, std::optional<RedOp> op, const char* instead);
+  // True the first time `key` is seen by this group (for logging a thing once).
+  bool firstTime(const std::string& key);
   float* float32View(const at::Tensor& buf, DType dtype, size_t n);
   CollectiveArgs compressedArgs(OpCode opcode, DType dtype, RedOp op, uint64_t seq, Compression& c);
   // `buf` (contiguous, already premultiplied) through the compressed schedule, in float32.
@@ -262,7 +275,8 @@ class ProcessGroupZcoll : public c10d::Backend {
                                                    const c10d::ReduceOp& reduceOp, bool asyncOp);
   Deadline deadline() const { return Clock::now() + timeout_; }
   // The arguments of a schedule run now: algorithm and chunk from the config or the tuner
-  // (logged under ZCOLL_DEBUG=INFO the first time each choice is made), the group's workspace.
+  // (logged under ZCOLL_DEBUG=INFO the first time each choice is made, under TRACE every time),
+  // the group's workspace.
   CollectiveArgs argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const;
   // kHierarchical (with `levels` filled) where the group spans hosts (twoLevel()).
   Algorithm choose(Collective c, size_t bytes, CollectiveArgs& a, TwoLevel* levels = nullptr);
@@ -270,13 +284,14 @@ class ProcessGroupZcoll : public c10d::Backend {
   bool twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const;
   // All-gathers (no tuner choice) run in two levels wherever reduce-scatters would.
   bool twoLevelGather() const { return topology_.twoLevel() && topology_.even(); }
-  void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, size_t chunkBytes,
+  void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, const CollectiveArgs& a,
                  const TwoLevel* levels = nullptr);
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
   void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);
 
   BackendConfig config_;
+  log::Logger log_;  // config_.logLevel, this group's rank
   std::chrono::milliseconds timeout_;
   c10::intrusive_ptr<c10d::Store> c10dStore_;  // the group's (shrink builds the next group's from it)
   uint64_t shrinks_ = 0;                       // groups shrunk from this one so far
@@ -292,7 +307,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   Algorithm forced_[3];       // per Collective, valid where hasForced_
   bool hasForced_[3] = {false, false, false};
   std::mutex logMutex_;
-  std::vector<std::string> logged_;  // choices already reported by ZCOLL_DEBUG=INFO
+  std::vector<std::string> logged_;  // what ZCOLL_DEBUG=INFO has reported once (firstTime)
   // Scratch of the schedules; only the one executing collective uses it (see running_).
   mutable Workspace workspace_;
   // The backend's own working copies (reduce's accumulator, reduce_scatter's input, the list

@@ -1,6 +1,15 @@
 #include "backend/tensor_args.h"
 
+#include <torch/version.h>
+
 #include "kernels/cpu/reduce_cpu.h"
+
+// The factor of PREMUL_SUM: torch 2.13 renamed NCCLPreMulSumSupplement to PreMulSumSupplement.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 13)
+using PreMulSumFactor = c10d::PreMulSumSupplement;
+#else
+using PreMulSumFactor = c10d::NCCLPreMulSumSupplement;
+#endif
 
 namespace zcoll {
 
@@ -33,7 +42,7 @@ RedOp toRedOp(const c10d::ReduceOp& op, double* premul) {
     case c10d::ReduceOp::BOR: return RedOp::kBor;
     case c10d::ReduceOp::BXOR: return RedOp::kBxor;
     case c10d::ReduceOp::PREMUL_SUM: {
-      auto* s = dynamic_cast<c10d::PreMulSumSupplement*>(op.supplement_.get());
+      auto* s = dynamic_cast<PreMulSumFactor*>(op.supplement_.get());
       ZCOLL_CHECK_ARG(s != nullptr, "zcoll allreduce: PREMUL_SUM without a factor");
       *premul = s->tensor_factor.defined() ? s->tensor_factor.to(at::kDouble).item<double>() : s->double_factor;
       return RedOp::kPremulSum;

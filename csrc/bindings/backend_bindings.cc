@@ -1,13 +1,18 @@
 // Python surface of ProcessGroupZcoll: constructed by zcoll's backend creator (python/zcoll/
-// backend.py), bound as a subclass of torch's Backend so pg._get_backend(device) exposes it.
+// backend.py) from a BackendConfig (bound here too), bound as a subclass of torch's Backend so
+// pg._get_backend(device) exposes it; and the log sink (util/log.h) as zcoll._C.log.
 #include <pybind11/chrono.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <stdexcept>
+#include <string>
+
 #include "backend/errors.h"
 #include "backend/process_group_zcoll.h"
 #include "util/error.h"
+#include "util/log.h"
 
 namespace py = pybind11;
 
@@ -44,6 +49,24 @@ void translate(std::exception_ptr error) {
   }
 }
 
+zcoll::log::Level parseLevel(const std::string& name) {
+  zcoll::log::Level level;
+  if (!zcoll::log::parseLevel(name, &level))
+    throw std::invalid_argument("zcoll log level '" + name + "': expected WARN, INFO or TRACE");
+  return level;
+}
+
+// BackendConfig's durations as seconds (floats), as zcoll.Options holds them.
+template <std::chrono::milliseconds zcoll::BackendConfig::*field>
+double seconds(const zcoll::BackendConfig& c) {
+  return std::chrono::duration<double>(c.*field).count();
+}
+template <std::chrono::milliseconds zcoll::BackendConfig::*field>
+void setSeconds(zcoll::BackendConfig& c, double s) {
+  if (!(s > 0)) throw std::invalid_argument("a duration must be a positive number of seconds, got " + std::to_string(s));
+  c.*field = std::chrono::milliseconds(static_cast<int64_t>(s * 1000));
+}
+
 }  // namespace
 
 void bindBackend(py::module_& m) {
@@ -51,57 +74,58 @@ void bindBackend(py::module_& m) {
     errorTypes = {argument.release().ptr(), argumentType.release().ptr(), timeout.release().ptr()};
   }, "Called by zcoll.errors at import: the Python classes zcoll's C++ errors are raised as.");
   py::register_exception_translator(&translate);
+  m.def("log", [](const std::string& level, const std::string& message, int rank) {
+    zcoll::log::write(parseLevel(level), rank, message);
+  }, py::arg("level"), py::arg("message"), py::arg("rank") = -1, py::call_guard<py::gil_scoped_release>(),
+        "Writes one line through zcoll's log sink (stderr, with the host, pid and, when rank >= 0, the rank). "
+        "Does not filter: the caller checks the level (zcoll/backend.py).");
+  using zcoll::BackendConfig;
+  py::class_<BackendConfig>(m, "BackendConfig",
+                            "A zcoll group's configuration (csrc/backend/process_group_zcoll.h); durations in seconds.")
+      .def(py::init<>())
+      .def_readwrite("transport", &BackendConfig::transport)
+      .def_readwrite("chunk_bytes", &BackendConfig::chunkBytes)
+      .def_readwrite("allreduce_algo", &BackendConfig::allreduceAlgo)
+      .def_readwrite("reduce_algo", &BackendConfig::reduceAlgo)
+      .def_readwrite("reduce_scatter_algo", &BackendConfig::reduceScatterAlgo)
+      .def_readwrite("compression", &BackendConfig::compression)
+      .def_readwrite("compress_min_bytes", &BackendConfig::compressMinBytes)
+      .def_readwrite("compress_block", &BackendConfig::compressBlock)
+      .def_readwrite("shm_ring_bytes", &BackendConfig::shmRingBytes)
+      .def_readwrite("socket_ifname", &BackendConfig::socketIfname)
+      .def_readwrite("socket_family", &BackendConfig::socketFamily)
+      .def_property("connect_timeout", seconds<&BackendConfig::connectTimeout>,
+                    setSeconds<&BackendConfig::connectTimeout>)
+      .def_property("heartbeat_interval", seconds<&BackendConfig::heartbeatInterval>,
+                    setSeconds<&BackendConfig::heartbeatInterval>)
+      .def_property("heartbeat_timeout", seconds<&BackendConfig::heartbeatTimeout>,
+                    setSeconds<&BackendConfig::heartbeatTimeout>)
+      .def_readwrite("store_host", &BackendConfig::storeHost)
+      .def_readwrite("host_of", &BackendConfig::hostOf)
+      .def_readwrite("host_names", &BackendConfig::hostNames)
+      .def_property("log_level", [](const BackendConfig& c) { return std::string(zcoll::log::levelName(c.logLevel)); },
+                    [](BackendConfig& c, const std::string& level) { c.logLevel = parseLevel(level); },
+                    "WARN, INFO or TRACE (ZCOLL_DEBUG)")
+      .def_readwrite("stage_cpu", &BackendConfig::stageCpu)
+      .def_readwrite("p2p_max_unexpected_bytes", &BackendConfig::p2pMaxUnexpectedBytes)
+      .def_readwrite("checksum", &BackendConfig::checksum)
+      .def_readwrite("test_flip_bit_at", &BackendConfig::testFlipBitAt)
+      .def_readwrite("key_space", &BackendConfig::keySpace)
+      .def_readwrite("test_fault", &BackendConfig::testFault)
+      .def("__repr__", [](const BackendConfig& c) {
+        return "BackendConfig(transport='" + c.transport + "', compression='" + c.compression + "', log_level='" +
+               zcoll::log::levelName(c.logLevel) + "', ...)";
+      });
   py::class_<zcoll::ProcessGroupZcoll, c10d::Backend, c10::intrusive_ptr<zcoll::ProcessGroupZcoll>>(
       m, "ProcessGroupZcoll", "zcoll's c10d backend (use torch.distributed, not this class).")
       .def(py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-                       std::chrono::milliseconds timeout, const std::string& transport, size_t chunkBytes,
-                       size_t shmRingBytes, const std::string& socketIfname, const std::string& storeHost,
-                       bool debug, const std::string& allreduceAlgo, const std::string& reduceAlgo,
-                       const std::string& reduceScatterAlgo, const std::string& compression,
-                       size_t compressMinBytes, int compressBlock, bool stageCpu, std::vector<int> hostOf,
-                       std::vector<std::string> hostNames, int socketFamily, double connectTimeout,
-                       double heartbeatInterval, double heartbeatTimeout, bool checksum, size_t p2pMaxUnexpectedBytes,
-                       const std::string& keySpace, const std::string& testFault, int64_t testFlipBitAt) {
-             zcoll::BackendConfig c;
-             c.transport = transport;
-             c.chunkBytes = chunkBytes;
-             c.shmRingBytes = shmRingBytes;
-             c.socketIfname = socketIfname;
-             c.storeHost = storeHost;
-             c.debug = debug;
-             c.allreduceAlgo = allreduceAlgo;
-             c.reduceAlgo = reduceAlgo;
-             c.reduceScatterAlgo = reduceScatterAlgo;
-             c.compression = compression;
-             c.compressMinBytes = compressMinBytes;
-             c.compressBlock = compressBlock;
-             c.stageCpu = stageCpu;
-             c.hostOf = std::move(hostOf);
-             c.hostNames = std::move(hostNames);
-             c.socketFamily = socketFamily;
-             c.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
-             c.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
-             c.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
-             c.checksum = checksum;
-             c.p2pMaxUnexpectedBytes = p2pMaxUnexpectedBytes;
-             c.keySpace = keySpace;
-             c.testFault = testFault;
-             c.testFlipBitAt = testFlipBitAt;
-             return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(c));
+                       std::chrono::milliseconds timeout, zcoll::BackendConfig config) {
+             return c10::make_intrusive<zcoll::ProcessGroupZcoll>(store, rank, size, timeout, std::move(config));
            }),
-           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("transport"),
-           py::arg("chunk_bytes"), py::arg("shm_ring_bytes"), py::arg("socket_ifname"), py::arg("store_host"),
-           py::arg("debug"), py::arg("allreduce_algo") = "", py::arg("reduce_algo") = "",
-           py::arg("reduce_scatter_algo") = "", py::arg("compression") = "none",
-           py::arg("compress_min_bytes") = size_t{65536}, py::arg("compress_block") = 256,
-           py::arg("stage_cpu") = false, py::arg("host_of") = std::vector<int>{},
-           py::arg("host_names") = std::vector<std::string>{}, py::arg("socket_family") = 0,
-           py::arg("connect_timeout") = 20.0, py::arg("heartbeat_interval") = 1.0,
-           py::arg("heartbeat_timeout") = 30.0, py::arg("checksum") = false,
-           py::arg("p2p_max_unexpected_bytes") = size_t{1} << 30, py::arg("key_space") = "",
-           py::arg("test_fault") = "",
-           py::arg("test_flip_bit_at") = -1,
+           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("timeout"), py::arg("config"),
            py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("config", [](zcoll::ProcessGroupZcoll& pg) { return pg.config(); },
+                             "A copy of the group's BackendConfig.")
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
       .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },
                              "Each rank's host, numbered in order of each host's lowest rank.")

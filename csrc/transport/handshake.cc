@@ -4,7 +4,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-#include <cstdio>
 #include <random>
 
 namespace zcoll {
@@ -148,11 +147,12 @@ std::vector<tcp::Fd> acceptPeers(const std::vector<int>& listeners, const HelloS
   for (bool e : expected) missing += e;
   std::vector<Newcomer> newcomers;
   int drops = 0;
+  const log::Logger logger{log::Level::kWarn, me.rank};
   const auto drop = [&](Newcomer& n, const std::string& why) {
     if (++drops <= kLoggedDrops)
-      std::fprintf(stderr, "zcoll WARNING: %sdropped a connection from %s: %s\n", ctx.c_str(), n.from.c_str(), why.c_str());
+      logger.warn(ctx, "dropped a connection from ", n.from, ": ", why);
     else if (drops == kLoggedDrops + 1)
-      std::fprintf(stderr, "zcoll WARNING: %smore connections dropped; not logging them\n", ctx.c_str());
+      logger.warn(ctx, "more connections dropped; not logging them");
     n.fd.reset();
   };
   std::vector<pollfd> fds;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "util/error.h"
+#include "util/log.h"
 
 namespace zcoll {
 
@@ -103,7 +104,8 @@ struct TransportOptions {
   // Where a rank that fails while the group is being made publishes why (the backend's group
   // key; empty: <prefix>/failed), so that the others, waiting for it, fail too, at once.
   std::string failKey;
-  bool debug = false;  // ZCOLL_DEBUG=INFO: say what was chosen (the tcp address) on stderr
+  // ZCOLL_DEBUG: INFO says what was chosen (the tcp address); warnings are always logged.
+  log::Level logLevel = log::Level::kWarn;
   // The group's secret (the backend's, shared by its transports); unset: the transport draws
   // its own through the store (transport tests).
   std::optional<Secret> secret;

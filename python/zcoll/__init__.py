@@ -1,7 +1,8 @@
 """zcoll: fast (and optionally compressed) collectives for torch.distributed.
 
-``import zcoll`` registers the "zcoll" backend when torch is installed; ``zcoll.reference``
-(numpy only) works without torch.
+``import zcoll`` registers the "zcoll" backend when torch is installed and makes ``zcoll.launch``
+(mpirun glue) and ``zcoll.hooks`` (the DDP comm hook) usable; ``zcoll.reference`` (numpy only)
+works without torch.
 """
 __version__ = "0.1.0"
 
@@ -10,12 +11,14 @@ try:
 except ImportError:  # the numpy reference alone needs no torch
     _dist = None
 
+from . import launch  # noqa: E402,F401
 from .config import Options  # noqa: E402
 
 if _dist is not None:
     from .backend import register as _register
     from .backend import shrink_group  # noqa: F401
     from .errors import ArgumentError, ArgumentTypeError, DistTimeoutError  # noqa: F401
+    from . import hooks  # noqa: F401
 
     _register()
 
@@ -31,6 +34,6 @@ def build_info() -> dict:
     return info
 
 
-__all__ = ["Options", "build_info", "__version__"]
+__all__ = ["Options", "build_info", "launch", "__version__"]
 if _dist is not None:
-    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError", "shrink_group"]
+    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError", "hooks", "shrink_group"]

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 import torch.distributed as dist
 
 from . import _C
-from .config import Options, host_identity, parse_algo
+from .config import Options, harness_settings, host_identity, logs, parse_algo
 
 
 def _key_space(store, rank: int) -> str:
@@ -40,16 +39,6 @@ def _store_host(store) -> str:
     return os.environ.get("MASTER_ADDR", "")
 
 
-def _flip_bit_at(rank: int) -> int:
-    """Test-only ZCOLL_TEST_FLIP_BIT="<rank>:<n>": that rank corrupts the n-th message it
-    receives (counted from 0), as a faulty link would; -1 elsewhere."""
-    spec = os.environ.get("ZCOLL_TEST_FLIP_BIT", "")
-    if not spec:
-        return -1
-    who, _, n = spec.partition(":")
-    return int(n) if int(who) == rank else -1
-
-
 def _create_backend(dist_opts, pg_options):
     if pg_options is not None and not isinstance(pg_options, Options):
         raise TypeError(f"zcoll pg_options must be zcoll.Options, got {type(pg_options).__name__}")
@@ -58,24 +47,35 @@ def _create_backend(dist_opts, pg_options):
     space = _key_space(store, rank)
     host_of, host_names = _topology(store, space, rank, size)
     algos = parse_algo(opts.algo)
-    if opts.debug and rank == 0:
-        print(f"zcoll INFO: transport {opts.transport}, algorithms {algos or 'by the tuner'}, "
-              f"chunk {opts.chunk_bytes or 'by the tuner'} bytes, compression {opts.compression}, "
-              f"group of {size}", file=sys.stderr, flush=True)
-    return _C.ProcessGroupZcoll(
-        store, rank, size, dist_opts.timeout, opts.transport, opts.chunk_bytes, opts.shm_ring_bytes,
-        opts.socket_ifname, _store_host(store), opts.debug,
-        algos.get("allreduce", ""), algos.get("reduce", ""), algos.get("reduce_scatter", ""),
-        opts.compression, opts.compress_min_bytes, opts.compress_block,
-        # Test-only: CPU tensors take the CUDA tensors' path (host staging, codecs on an
-        # emulated device), so machines without a GPU test it (docs/architecture.md).
-        os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
-        host_of=host_of, host_names=host_names, socket_family=opts.socket_family,
-        connect_timeout=opts.connect_timeout, heartbeat_interval=opts.heartbeat_interval,
-        heartbeat_timeout=opts.heartbeat_timeout, checksum=bool(opts.checksum),
-        p2p_max_unexpected_bytes=opts.p2p_max_unexpected_bytes, key_space=space,
-        # Test-only fault injection (tests/test_failures.py).
-        test_fault=os.environ.get("ZCOLL_TEST_FAULT", ""), test_flip_bit_at=_flip_bit_at(rank))
+    if logs(opts.debug, "INFO"):  # before the bootstrap, which may wait for the other ranks
+        chunk = f"{opts.chunk_bytes} bytes" if opts.chunk_bytes else "by the tuner"
+        _C.log("INFO", f"creating a group of {size}: transport {opts.transport}, algorithms "
+               f"{algos or 'by the tuner'}, chunk {chunk}, compression {opts.compression}", rank)
+    config = _C.BackendConfig()
+    config.transport = opts.transport
+    config.chunk_bytes = opts.chunk_bytes
+    config.allreduce_algo = algos.get("allreduce", "")
+    config.reduce_algo = algos.get("reduce", "")
+    config.reduce_scatter_algo = algos.get("reduce_scatter", "")
+    config.compression = opts.compression
+    config.compress_min_bytes = opts.compress_min_bytes
+    config.compress_block = opts.compress_block
+    config.shm_ring_bytes = opts.shm_ring_bytes
+    config.socket_ifname = opts.socket_ifname
+    config.socket_family = opts.socket_family
+    config.connect_timeout = opts.connect_timeout
+    config.heartbeat_interval = opts.heartbeat_interval
+    config.heartbeat_timeout = opts.heartbeat_timeout
+    config.store_host = _store_host(store)
+    config.host_of = host_of
+    config.host_names = host_names
+    config.log_level = opts.debug
+    config.checksum = bool(opts.checksum)
+    config.p2p_max_unexpected_bytes = opts.p2p_max_unexpected_bytes
+    config.key_space = space
+    for name, value in harness_settings(rank).items():
+        setattr(config, name, value)
+    return _C.ProcessGroupZcoll(store, rank, size, dist_opts.timeout, config)
 
 
 def shrink_group(ranks_to_exclude, group=None, shrink_flags: int = 0):

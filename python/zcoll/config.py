@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 TRANSPORTS = ("auto", "shm", "tcp")
 SOCKET_FAMILIES = {"": 0, "af_inet": socket.AF_INET, "af_inet6": socket.AF_INET6}
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
+# ZCOLL_DEBUG's levels, each including the ones before it (csrc/util/log.h).
+LOG_LEVELS = ("WARN", "INFO", "TRACE")
 MAX_SHM_RING_BYTES = 1 << 30  # per directed pair (csrc/transport/transport.h, kMaxShmRingBytes)
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
@@ -65,6 +67,41 @@ def _env_seconds(name: str, default: float) -> float:
         raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
 
 
+def parse_log_level(value, source: str = "debug") -> str:
+    """WARN, INFO or TRACE (any case; WARNING for WARN) -> the level's name. For the flag it
+    used to be, True/1/"true" mean INFO and False/0/"false"/"" mean WARN. Raises ValueError
+    naming `source` otherwise."""
+    if isinstance(value, bool):
+        return "INFO" if value else "WARN"
+    name = str(value).strip().upper()
+    name = {"": "WARN", "WARNING": "WARN", "0": "WARN", "FALSE": "WARN", "1": "INFO", "TRUE": "INFO"}.get(name, name)
+    if name not in LOG_LEVELS:
+        raise ValueError(f"{source}={value!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return name
+
+
+def logs(threshold: str, level: str) -> bool:
+    """Whether a message at `level` is logged by a group whose level is `threshold`."""
+    return LOG_LEVELS.index(level) <= LOG_LEVELS.index(threshold)
+
+
+def harness_settings(rank: int) -> dict:
+    """Test-only settings of a rank's BackendConfig, from the environment (tests/):
+    ZCOLL_TEST_DEVICE_PATH=1: CPU tensors take the CUDA tensors' path (host staging, codecs on an
+    emulated device), so machines without a GPU test it (docs/architecture.md);
+    ZCOLL_TEST_FAULT: a fault this rank injects while the group forms (tests/test_failures.py);
+    ZCOLL_TEST_FLIP_BIT="<rank>:<n>": that rank corrupts the n-th message it receives (from 0),
+    as a faulty link would (-1: none)."""
+    flip = os.environ.get("ZCOLL_TEST_FLIP_BIT", "")
+    flip_at = -1
+    if flip:
+        who, _, n = flip.partition(":")
+        flip_at = int(n) if int(who) == rank else -1
+    return {"stage_cpu": os.environ.get("ZCOLL_TEST_DEVICE_PATH", "") == "1",
+            "test_fault": os.environ.get("ZCOLL_TEST_FAULT", ""),
+            "test_flip_bit_at": flip_at}
+
+
 def _env_choice(name: str, default: str, choices) -> str:
     value = os.environ.get(name, default).strip().lower() or default
     if value not in choices:
@@ -110,8 +147,9 @@ class Options:
     checksum: bool | None = field(default=None, metadata={"env": "ZCOLL_CHECKSUM",
         "help": "1: a CRC32C of every message travels with it and is verified on receipt; a corrupted "
                 "message raises on every rank, naming the link (docs/failures.md). Every rank must agree"})
-    debug: bool | None = field(default=None, metadata={"env": "ZCOLL_DEBUG",
-        "help": "INFO: log transport and algorithm choices"})
+    debug: str | None = field(default=None, metadata={"env": "ZCOLL_DEBUG",
+        "help": "log level: WARN (default: warnings only), INFO (topology, addresses, transport, algorithm "
+                "choices, compression applied or skipped) or TRACE (also one line per collective)"})
 
     def resolved(self) -> "Options":
         """A copy with every None replaced by its ZCOLL_* variable or default; validated."""
@@ -177,7 +215,9 @@ class Options:
                 raise ValueError(f"ZCOLL_CHECKSUM={raw!r}: expected 0 or 1")
             out.checksum = raw in ("1", "true")
         if out.debug is None:
-            out.debug = os.environ.get("ZCOLL_DEBUG", "").upper() in ("INFO", "1", "TRUE")
+            out.debug = parse_log_level(os.environ.get("ZCOLL_DEBUG", ""), "ZCOLL_DEBUG")
+        else:
+            out.debug = parse_log_level(out.debug)
         return out
 
 

@@ -10,6 +10,10 @@ The group must be a zcoll group with compression on (``zcoll.Options(compression
 ``ZCOLL_COMPRESS``). Each bucket's gradient is averaged by the compressed all-reduce of
 docs/compression.md; what compression lost this step (the rank's residual) is added back into
 the bucket's next gradient, so over steps nothing is lost (docs/arithmetic.md §6).
+
+The hook compresses every bucket, whatever its size: ``compress_min_bytes`` (which keeps small
+tensors of plain all-reduces exact) does not apply to it. Buckets must be float32, float16 or
+bfloat16 (others raise TypeError); in a group of one rank a bucket is left as it is.
 """
 import torch
 import torch.distributed as dist

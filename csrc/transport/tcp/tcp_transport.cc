@@ -28,7 +28,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <iomanip>
@@ -196,7 +195,7 @@ void TcpTransport::connectMesh(Store& store, const std::string& prefix, Deadline
     for (int p = 0; p < size_; ++p) remotePeers = remotePeers || !topology_.sameHost(rank_, p);
     const tcp::AddressChoice choice = tcp::advertisedAddress(options, remotePeers, ctx);
     advertised_ = choice.address + " (" + choice.reason + ")";
-    if (options.debug) std::fprintf(stderr, "zcoll INFO: %sadvertising %s\n", ctx.c_str(), advertised_.c_str());
+    log::Logger{options.logLevel, rank_}.info("tcp: advertising ", advertised_);
     int port = 0;
     const tcp::Fd listener = tcp::listenOn(choice.address, port, ctx);
     const std::string listening = tcp::Endpoint{choice.address, port}.str();

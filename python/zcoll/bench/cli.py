@@ -6,6 +6,7 @@ one line on stderr) before any rank starts.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 
 from ..config import COMPRESSIONS, TRANSPORTS, Options, parse_algo
@@ -211,7 +212,28 @@ def parse_args(argv: list[str] | None):
             import matplotlib  # noqa: F401  (imported for real by report.plot)
         except ImportError:
             ap.error("--plot needs matplotlib: pip install matplotlib (or pip install 'zcoll[bench]')")
+    for flag, path in (("--json", args.json), ("--plot", args.plot)):
+        problem = output_path_problem(path)
+        if problem:
+            ap.error(f"argument {flag}: {problem}")
     return args
+
+
+def output_path_problem(path: str | None) -> str | None:
+    """Why the sweep could not write its output to `path` (checked before it runs, not after
+    minutes of measuring), or None."""
+    if path is None:
+        return None
+    target = os.path.abspath(path)
+    folder = os.path.dirname(target)
+    if os.path.isdir(target):
+        return f"{path!r} is a directory"
+    if not os.path.isdir(folder):
+        what = "is not a folder" if os.path.exists(folder) else "does not exist"
+        return f"cannot write {path!r}: {folder} {what}"
+    if not os.access(folder, os.W_OK) or (os.path.exists(target) and not os.access(target, os.W_OK)):
+        return f"cannot write {path!r}: permission denied"
+    return None
 
 
 def check_device(args) -> str | None:
@@ -239,8 +261,6 @@ def check_world(args, world: int) -> str | None:
     if args.nproc is not None and args.nproc != world:
         return f"--nproc {args.nproc}, but the launcher started {world} ranks"
     if "nccl" in args.backends:
-        import os
-
         import torch
         gpus = torch.cuda.device_count()
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
