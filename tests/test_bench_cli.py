@@ -182,7 +182,10 @@ BAD_FLAGS = [
     (["-b", "1M", "-e", "1K"], "larger than -e/--maxbytes"),
     (["all_reduse"], "unknown collective 'all_reduse'"),
     (["-d", "float8"], "unknown datatype 'float8'"),
-    (["--backend", "zcoll,nccl"], "unknown backend 'nccl'"),
+    (["--backend", "zcoll,nkkl"], "unknown backend 'nkkl'"),
+    (["--backend", "zcoll,nccl"], "backend nccl needs --device cuda"),
+    (["--backend", "zcoll,mpi", "--device", "cuda"], "the mpi backend (mpi4py) runs on host memory only"),
+    (["--device", "gpu"], "argument --device: invalid choice: 'gpu'"),
     (["-o", "xor"], "unknown op 'xor'"),
     (["broadcast", "--nproc", "2", "-r", "2"], "rank 2 is out of range for 2 ranks"),
     (["-r", "-1"], "must be >= 0"),
@@ -206,6 +209,17 @@ def test_bad_flags_are_usage_errors(argv, message, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: zcoll-bench") and message in err, err
+
+
+def test_device_cuda_without_a_gpu_is_a_usage_error(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU (tests/gpu/run.sh runs zcoll-bench --device cuda)")
+    from zcoll.bench import main
+    with pytest.raises(SystemExit) as exc:
+        main(["--device", "cuda"])
+    assert exc.value.code == 2
+    assert "--device cuda: no CUDA device here" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(60)

@@ -79,49 +79,48 @@ std::string ProcessGroupZcoll::onDevice(const char* collective, const DeviceStag
 
 // The device-side compressed collectives run the two-shot schedule (algorithms/compressed.h,
 // staged*): each of its steps is a whole-segment kernel, and only encoded bytes cross to the
-// host. They end with the stream drained, so the work completes with `out` written.
+// host. Everything runs on zcoll's stream (s.workStream()), after the staging's beforeRun made
+// it wait for the caller's float32 copy; the staging's afterRun waits for the last of it, so the
+// work completes with `out` written.
 void ProcessGroupZcoll::deviceAllreduceNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
                                            RedOp op, DType dtype, uint64_t seq, const at::Tensor& residual) {
-  c10::OptionalStreamGuard guard(s.stream());
+  c10::OptionalStreamGuard guard(s.workStream());
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kAllReduce, dtype, op, seq, c);
     logChoice(onDevice("allreduce", s).c_str(), out.nbytes(), Algorithm::kTwoShot, false, a);
-    stagedCompressedAllReduce(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
+    stagedCompressedAllReduce(*transport_, codecDeviceFor(s.workStream()), input.data_ptr<float>(),
                               static_cast<size_t>(input.numel()), a, c,
                               residual.defined() ? residual.data_ptr<float>() : nullptr);
   }
   out.copy_(input.view(out.sizes()));  // float32 -> out's dtype, rounded to nearest even
-  waitForStream(s.stream());
 }
 
 void ProcessGroupZcoll::deviceReduceScatterNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out,
                                                RedOp op, DType dtype, uint64_t seq) {
-  c10::OptionalStreamGuard guard(s.stream());
+  c10::OptionalStreamGuard guard(s.workStream());
   const int64_t m = out.numel();
   if (getSize() > 1) {
     Compression c;
     const CollectiveArgs a = compressedArgs(OpCode::kReduceScatter, dtype, op, seq, c);
     logChoice(onDevice("reduce_scatter", s).c_str(), input.nbytes(), Algorithm::kTwoShot, false, a);
     const EqualSlices slices(getSize(), m);
-    stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.stream()), input.data_ptr<float>(),
+    stagedCompressedReduceScatter(*transport_, codecDeviceFor(s.workStream()), input.data_ptr<float>(),
                                   slices.begin.data(), slices.end.data(), a, c);
   }
   out.copy_(input.narrow(0, getRank() * m, m).view(out.sizes()));
-  waitForStream(s.stream());
 }
 
 void ProcessGroupZcoll::deviceGatherNow(const DeviceStaging& s, const at::Tensor& all, const at::Tensor& out,
                                         DType dtype, uint64_t seq) {
-  c10::OptionalStreamGuard guard(s.stream());
+  c10::OptionalStreamGuard guard(s.workStream());
   Compression c;
   const CollectiveArgs a = compressedArgs(OpCode::kAllGather, dtype, RedOp::kSum, seq, c);
   logChoice(onDevice("allgather", s).c_str(), out.nbytes(), Algorithm::kRing, false, a);
   const EqualSlices slices(getSize(), static_cast<size_t>(all.numel() / getSize()));
-  stagedCompressedAllGather(*transport_, codecDeviceFor(s.stream()), all.data_ptr<float>(), slices.begin.data(),
+  stagedCompressedAllGather(*transport_, codecDeviceFor(s.workStream()), all.data_ptr<float>(), slices.begin.data(),
                             slices.end.data(), a, c);
   out.copy_(all.view(out.sizes()));
-  waitForStream(s.stream());
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tensor>& tensors,
@@ -138,7 +137,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduce(std::vector<at::Tens
     const at::Tensor input = floatCopy(*staging, t, op == RedOp::kPremulSum ? premul : 1.0);
     return enqueue(c10d::OpType::ALLREDUCE, {t}, [this, staging, input, t, op, dtype](uint64_t seq) {
       deviceAllreduceNow(*staging, input, t, op, dtype, seq, at::Tensor());
-    }, opts.asyncOp);
+    }, opts.asyncOp, staging);
   }
   const at::Tensor h = staging ? staging->host(t, true, true) : t;
   return enqueue(c10d::OpType::ALLREDUCE, {t},
@@ -335,7 +334,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::allreduceWithFeedback(const at
     const at::Tensor input = floatCopy(*staging, t, 1.0);
     return enqueue(c10d::OpType::ALLREDUCE, {tensor}, [this, staging, input, tensor, res, op, dtype](uint64_t seq) {
       deviceAllreduceNow(*staging, input, tensor, op, dtype, seq, res);
-    }, true);
+    }, true, staging);
   }
   return enqueue(c10d::OpType::ALLREDUCE, {tensor}, [this, tensor, res, op, dtype](uint64_t seq) {
     at::Tensor buf = tensor.contiguous();
@@ -544,7 +543,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::_allgather_base(at::Tensor& ou
     }
     return enqueue(c10d::OpType::_ALLGATHER_BASE, {out}, [this, staging, all, out, dtype](uint64_t seq) {
       deviceGatherNow(*staging, all, out, dtype, seq);
-    }, opts.asyncOp);
+    }, opts.asyncOp, staging);
   }
   std::vector<at::Tensor> ins{in}, outs{out};
   if (staging) staging->replaceWithHostCopies(ins, outs);
@@ -598,7 +597,7 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduceScatterFlat(c10d::OpType
     const at::Tensor input = floatCopy(*staging, flat, op == RedOp::kPremulSum ? premul : 1.0);
     return enqueue(type, {output}, [this, staging, input, output, op, dtype](uint64_t seq) {
       deviceReduceScatterNow(*staging, input, output, op, dtype, seq);
-    }, asyncOp);
+    }, asyncOp, staging);
   }
   const at::Tensor hout = staging->host(output, false, true), hflat = staging->host(flat, true, false);
   // (hflat is the collective's own copy: reduceScatterNow may use it as scratch)

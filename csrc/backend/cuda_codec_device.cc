@@ -66,8 +66,10 @@ class CudaCodecDevice final : public kernels::CodecDevice {
     at::Tensor& b = slots[slot];
     if (!b.defined() || static_cast<size_t>(b.numel()) < bytes) {
       // A buffer is only replaced between collectives' device steps: each staged collective
-      // ends with synchronize(), so the old one is no longer in use on the stream.
-      c10::StreamGuard guard(stream_);  // device memory is associated with our stream
+      // ends with the host waiting for the stream, so the old one is no longer in use on it.
+      // Device memory is allocated on (associated with) the stream, the only one that uses it,
+      // so freeing it needs no record_stream.
+      c10::StreamGuard guard(stream_);
       b = at::empty({static_cast<int64_t>(std::max<size_t>(bytes, 1))},
                     at::TensorOptions().dtype(at::kByte).device(where).pinned_memory(where.is_cpu()));
     }

@@ -49,11 +49,10 @@ void checkPeer(int peer, int rank, int size, const char* op) {
   ZCOLL_CHECK_ARG(peer != rank, "zcoll ", op, ": peer rank ", peer, " is this rank (messages to self are not supported)");
 }
 
-// A receive lands in a contiguous host buffer: the tensor itself, or one written back into it
-// when the receive completes (a device tensor's is a blocking copy on the p2p thread, done
-// before the work completes).
+// A receive of a CPU tensor lands in a contiguous host buffer: the tensor itself, or one
+// written back into it when the receive completes. (A device tensor's lands in its staging's
+// host copy: see recvInto.)
 at::Tensor contiguousTarget(const at::Tensor& t) {
-  if (!t.is_cpu()) return at::empty(t.sizes(), t.options().device(at::kCPU));
   return t.is_contiguous() ? t : at::empty_like(t, at::MemoryFormat::Contiguous);
 }
 
@@ -114,8 +113,11 @@ class P2PLane {
   }
   // `buffer` is contiguous: what is sent, or where a receive lands before `tensor` gets it. The
   // operation fails with a timeout at `deadline` (default: the group timeout from now).
+  // With `staging` (a device tensor's receive), `buffer` is its host copy, copied back into
+  // `tensor` on the lane's own stream when the message has arrived (device_staging.h).
   c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor, at::Tensor buffer,
-                                        std::optional<Deadline> deadline = std::nullopt);
+                                        std::optional<Deadline> deadline = std::nullopt,
+                                        std::shared_ptr<DeviceStaging> staging = nullptr);
 
  private:
   struct Submission {
@@ -125,6 +127,7 @@ class P2PLane {
     at::Tensor tensor, buffer;
     Deadline deadline;
     c10::intrusive_ptr<P2PWork> work;
+    std::shared_ptr<DeviceStaging> staging;
   };
   void run();
   void start(std::unique_ptr<Submission> s);
@@ -134,6 +137,7 @@ class P2PLane {
   PointToPoint engine_;  // p2p thread only (constructed before it starts)
   const std::chrono::milliseconds timeout_;
   std::unordered_map<uint64_t, std::unique_ptr<Submission>> active_;  // p2p thread only
+  SideStreams sideStreams_;  // the lane's stream per device, for device receives' copies back
   uint64_t nextId_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -147,10 +151,13 @@ class P2PLane {
 };
 
 c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor,
-                                               at::Tensor buffer, std::optional<Deadline> deadline) {
+                                               at::Tensor buffer, std::optional<Deadline> deadline,
+                                               std::shared_ptr<DeviceStaging> staging) {
   auto work = c10::make_intrusive<P2PWork>(type, tensor, type == c10d::OpType::RECV ? peer : -1);
+  if (staging) staging->inputsQueued(sideStreams_.get(staging->device()));
   auto s = std::make_unique<Submission>(Submission{type, peer, tag, std::move(tensor), std::move(buffer),
-                                                   deadline.value_or(Clock::now() + timeout_), work});
+                                                   deadline.value_or(Clock::now() + timeout_), work,
+                                                   std::move(staging)});
   std::vector<std::unique_ptr<Submission>> done;  // released here, on the caller's thread
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -214,7 +221,14 @@ void P2PLane::complete(uint64_t id, const P2PStatus& status) {
   if (!error && sub->type != c10d::OpType::SEND && !sub->buffer.is_same(sub->tensor)) {
     try {
       at::NoGradGuard noGrad;  // a data write, as the contiguous path's; not an autograd op
-      sub->tensor.copy_(sub->buffer);  // the non-contiguous receive's write-back
+      if (sub->staging) {
+        // A device tensor: copied back on the lane's stream, after the caller's work up to the
+        // call, and waited for by an event on that stream (so not for the caller's later work).
+        sub->staging->beforeRun();
+        sub->staging->afterRun();
+      } else {
+        sub->tensor.copy_(sub->buffer);  // the non-contiguous receive's write-back
+      }
     } catch (const std::exception&) {
       error = std::current_exception();
     }
@@ -271,12 +285,20 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::send(std::vector<at::Tensor>& 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recv(std::vector<at::Tensor>& tensors, int srcRank, int tag) {
   const at::Tensor t = p2pTensor(tensors, "recv");
   checkPeer(srcRank, getRank(), getSize(), "recv");
-  return p2p_->submit(c10d::OpType::RECV, srcRank, tag, t, contiguousTarget(t));
+  return recvInto(c10d::OpType::RECV, srcRank, tag, t);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recvAnysource(std::vector<at::Tensor>& tensors, int tag) {
   const at::Tensor t = p2pTensor(tensors, "recv");
-  return p2p_->submit(c10d::OpType::RECVANYSOURCE, kAnySource, tag, t, contiguousTarget(t));
+  return recvInto(c10d::OpType::RECVANYSOURCE, kAnySource, tag, t);
+}
+
+c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::recvInto(c10d::OpType type, int peer, int tag, const at::Tensor& t) {
+  if (auto staging = DeviceStaging::forTensors({t}, false, "recv")) {
+    const at::Tensor buffer = staging->host(t, /*read=*/false, /*write=*/true);
+    return p2p_->submit(type, peer, tag, t, buffer, std::nullopt, std::move(staging));
+  }
+  return p2p_->submit(type, peer, tag, t, contiguousTarget(t));
 }
 
 }  // namespace zcoll

@@ -1,6 +1,7 @@
 #include "backend/process_group_zcoll.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/StreamGuard.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <unistd.h>
 
@@ -26,12 +27,16 @@ class C10dStore : public Store {
 
 }  // namespace
 
-ZcollWork::ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run)
+ZcollWork::ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run,
+                     std::optional<c10::Stream> deviceStream)
     : c10d::Work(-1, type),
       seq_(seq),
       outputs_(std::move(outputs)),
       run_(std::move(run)),
-      future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
+      deviceStream_(deviceStream),
+      future_(c10::make_intrusive<c10::ivalue::Future>(
+          c10::ListType::create(c10::TensorType::get()),
+          deviceStream ? std::vector<c10::Device>{deviceStream->device()} : std::vector<c10::Device>{})) {}
 
 bool ZcollWork::isCompleted() { return future_->completed(); }
 bool ZcollWork::isSuccess() const { return future_->completed() && !future_->hasError(); }
@@ -61,8 +66,24 @@ std::exception_ptr ZcollWork::run() {
 }
 
 void ZcollWork::finish(const std::exception_ptr& error) {
-  if (error) future_->setError(error);
-  else future_->markCompleted(c10::IValue(outputs_));
+  if (error) {
+    future_->setError(error);
+  } else {
+    // A device future records its event on this thread's current stream: make that zcoll's
+    // stream, whose work for this collective has finished (the host saw it), so waiters depend
+    // on nothing else (the thread's default stream would also hold the caller's later compute).
+    c10::OptionalStreamGuard guard(deviceStream_);
+    if (deviceStream_) {
+      // The storages it synchronises, named here: left to the future, an undefined tensor
+      // among the outputs would turn the completion into an error.
+      std::vector<c10::weak_intrusive_ptr<c10::StorageImpl>> storages;
+      for (const at::Tensor& t : outputs_)
+        if (t.defined() && t.has_storage()) storages.push_back(t.storage().getWeakStorageImpl());
+      future_->markCompleted(c10::IValue(outputs_), std::move(storages));
+    } else {
+      future_->markCompleted(c10::IValue(outputs_));
+    }
+  }
   {
     std::lock_guard<std::mutex> lock(doneMutex_);
     done_ = true;
@@ -366,16 +387,24 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
                                                           std::function<void(uint64_t seq)> run, bool asyncOp,
                                                           std::shared_ptr<DeviceStaging> staging) {
   const uint64_t seq = nextSeq_++;
+  std::optional<c10::Stream> deviceStream;
   if (staging) {
-    staging->inputsQueued();
+    deviceStream = sideStreams_.get(staging->device());
+    staging->inputsQueued(deviceStream);
     run = [run = std::move(run), staging](uint64_t s) {
       staging->beforeRun();
-      run(s);
+      try {
+        run(s);
+      } catch (...) {
+        staging->drain();  // what it queued on the device may still use the tensors the work holds
+        throw;
+      }
       staging->afterRun();
     };
   }
   auto work = c10::make_intrusive<ZcollWork>(type, seq, std::move(outputs),
-                                            [this, run = std::move(run), seq, type] { runCollective(type, seq, run); });
+                                            [this, run = std::move(run), seq, type] { runCollective(type, seq, run); },
+                                            deviceStream);
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {
     std::unique_lock<std::mutex> lock(mutex_);

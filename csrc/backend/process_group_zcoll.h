@@ -76,9 +76,15 @@ struct BackendConfig {
   std::string testFault;
 };
 
+// A collective's Work. With `deviceStream` (zcoll's stream of the collective's device, for device
+// tensors) its future is a device future of that device: completing it records an event on that
+// stream, after zcoll's (already finished) device work, and a waiter's current stream waits on
+// it; then() callbacks run on pool streams, and their futures carry events of their own, as
+// torch's device futures do (docs/architecture.md, "Device tensors").
 class ZcollWork : public c10d::Work {
  public:
-  ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run);
+  ZcollWork(c10d::OpType type, uint64_t seq, std::vector<at::Tensor> outputs, std::function<void()> run,
+            std::optional<c10::Stream> deviceStream = std::nullopt);
   bool isCompleted() override;
   bool isSuccess() const override;
   std::exception_ptr exception() const override;
@@ -97,6 +103,7 @@ class ZcollWork : public c10d::Work {
   const uint64_t seq_;
   std::vector<at::Tensor> outputs_;
   std::function<void()> run_;
+  std::optional<c10::Stream> deviceStream_;
   c10::intrusive_ptr<c10::ivalue::Future> future_;
   std::mutex doneMutex_;  // wait(timeout)'s: finish() sets done_
   std::condition_variable doneCv_;
@@ -195,7 +202,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   // caller will wait anyway (asyncOp false) and nothing is queued or running, which saves the
   // hand-off to another thread (tens of microseconds on a busy 2-core machine).
   // With `staging` (device tensors), `run` works on its host copies, between its beforeRun and
-  // afterRun.
+  // afterRun, and its device work goes on the group's stream for the device (sideStreams_).
   c10::intrusive_ptr<c10d::Work> enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
                                          std::function<void(uint64_t seq)> run, bool asyncOp,
                                          std::shared_ptr<DeviceStaging> staging = nullptr);
@@ -242,8 +249,10 @@ class ProcessGroupZcoll : public c10d::Backend {
   }
   // The codec device of `stream` (none: the emulated one of staged CPU tensors).
   kernels::CodecDevice& codecDeviceFor(const std::optional<c10::Stream>& stream);
-  // The compressed collectives with their codec work on the device: `input` is the float32
-  // copy taken (in stream order) when the collective was called; the result goes to `out`.
+  // The compressed collectives with their codec work on the device, on zcoll's stream (the
+  // staging's workStream()): `input` is the float32 copy taken (in the caller's stream order)
+  // when the collective was called; the result goes to `out`. They run inside the staging's
+  // beforeRun and afterRun.
   void deviceAllreduceNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, RedOp op,
                           DType dtype, uint64_t seq, const at::Tensor& residual);
   void deviceReduceScatterNow(const DeviceStaging& s, const at::Tensor& input, const at::Tensor& out, RedOp op,
@@ -321,7 +330,11 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::thread thread_;
   std::unique_ptr<kernels::CodecDevice> codecDevice_;  // of codecStream_ (none: emulated)
   std::optional<c10::Stream> codecStream_;
+  SideStreams sideStreams_;  // zcoll's stream per device, for the collectives' device work
   std::unique_ptr<P2PLane, P2PLaneDeleter> p2p_;  // started by startP2P (point_to_point.cc)
+  // A receive on the p2p lane: into `t` directly or through a host buffer (a device tensor's
+  // through its staging).
+  c10::intrusive_ptr<c10d::Work> recvInto(c10d::OpType type, int peer, int tag, const at::Tensor& t);
   void startP2P(const TransportOptions& collectiveOptions);
 };
 

@@ -12,7 +12,8 @@ import re
 from ..config import COMPRESSIONS, TRANSPORTS, Options, parse_algo
 from .collectives import ALIASES, COLLECTIVES, DTYPE_ALIASES, DTYPES, OP_ALIASES, OPS
 
-BACKENDS = ("zcoll", "gloo", "mpi")
+BACKENDS = ("zcoll", "gloo", "mpi", "nccl")
+DEVICES = ("cpu", "cuda")
 MAX_SIZES = 1000  # a sweep longer than this is a typo (-i 1 with -e 1G), not a benchmark
 AVERAGE_MODES = {0: "rank 0's", 1: "the mean over ranks of the", 2: "the min over ranks of the",
                  3: "the max over ranks of the"}
@@ -35,6 +36,11 @@ rank's slice of the input; alltoall and sendrecv have none. torch's all_reduce, 
 reduce only work in place, so their out-of-place column times out.copy_(in) plus the call (MPI's
 real out-of-place forms for MPI). Results are checked after timing, against inputs whose exact
 result is known (small integers that no reduction order can round).
+
+Devices: --device cuda puts every tensor on a GPU, rank r on GPU (local rank r mod the GPU
+count). zcoll stages CUDA tensors through host memory, so its ranks may share one GPU; nccl
+needs a GPU per rank; gloo runs what it supports on CUDA (n/a otherwise); mpi runs on the host
+only. Times then include waiting for the GPU (a device synchronize after the timed calls).
 
 Launch: under mpirun (rank and size from the MPI environment; rendezvous through mpi4py), under
 torchrun, or with --nproc N (N local ranks; with mpi among the backends it re-runs itself under
@@ -128,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time reported across ranks: 0 rank 0's, 1 mean, 2 min, 3 max (default: 3)")
     z = ap.add_argument_group("backends")
     z.add_argument("--backend", default="zcoll", metavar="LIST",
-                   help="comma list of zcoll, gloo, mpi: several run side by side, interleaved per size "
-                        "(default: zcoll)")
+                   help="comma list of zcoll, gloo, mpi, nccl: several run side by side, interleaved per "
+                        "size (nccl needs --device cuda) (default: zcoll)")
+    z.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="where the tensors live: cpu, or cuda (a GPU per local rank, shared when there "
+                        "are fewer GPUs than ranks) (default: cpu)")
     z.add_argument("--compress", default="none", metavar="LIST",
                    help=f"zcoll codecs, comma list of {', '.join(COMPRESSIONS)}: one zcoll line each "
                         "(compression on from 0 bytes; lossy rows report relerr, the relative L2 error, "
@@ -167,6 +176,9 @@ def parse_args(argv: list[str] | None):
         ap.error("--compress applies to zcoll: add zcoll to --backend")
     if args.checksum != "off" and "zcoll" not in args.backends:
         ap.error("--checksum applies to zcoll: add zcoll to --backend")
+    problem = check_device(args)
+    if problem:
+        ap.error(problem)
     if args.root.strip().lower() == "all":
         args.root = None
     else:
@@ -224,12 +236,37 @@ def output_path_problem(path: str | None) -> str | None:
     return None
 
 
+def check_device(args) -> str | None:
+    """--device against the backends and this machine; a message for parser.error, or None."""
+    if args.device == "cpu":
+        if "nccl" in args.backends:
+            return "backend nccl needs --device cuda"
+        return None
+    if "mpi" in args.backends:
+        return "--device cuda: the mpi backend (mpi4py) runs on host memory only; drop mpi or use --device cpu"
+    import torch
+    if not torch.cuda.is_available():
+        return "--device cuda: no CUDA device here (torch.cuda.is_available() is False)"
+    if "nccl" in args.backends:
+        import torch.distributed as dist
+        if not dist.is_nccl_available():
+            return "backend nccl: this torch was built without NCCL"
+    return None
+
+
 def check_world(args, world: int) -> str | None:
     """The checks that need the number of ranks; a message for parser.error, or None."""
     if args.root is not None and args.root >= world:
         return f"argument -r/--root: rank {args.root} is out of range for {world} ranks"
     if args.nproc is not None and args.nproc != world:
         return f"--nproc {args.nproc}, but the launcher started {world} ranks"
+    if "nccl" in args.backends:
+        import torch
+        gpus = torch.cuda.device_count()
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
+        if local > gpus:  # NCCL refuses two ranks on one GPU
+            return (f"backend nccl needs a GPU per rank: {local} ranks on this host, "
+                    f"{gpus} GPU{'s' if gpus != 1 else ''}")
     return None
 
 

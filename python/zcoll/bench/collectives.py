@@ -177,14 +177,14 @@ class Collective:
     def output_len(self, count: int, n: int) -> int:
         return count // n if self.name == "reduce_scatter" else count
 
-    def alloc(self, count: int, n: int, rank: int, dtype, inplace: bool, mpi: bool) -> Buffers:
+    def alloc(self, count: int, n: int, rank: int, dtype, inplace: bool, mpi: bool, device=None) -> Buffers:
         import torch
         m = count // n if self.splits else count
         if not inplace:
-            inp = torch.empty(self.input_len(count, n), dtype=dtype)
-            out = torch.empty(self.output_len(count, n), dtype=dtype)
+            inp = torch.empty(self.input_len(count, n), dtype=dtype, device=device)
+            out = torch.empty(self.output_len(count, n), dtype=dtype, device=device)
             return Buffers(inp, out, out)
-        buf = torch.empty(count, dtype=dtype)
+        buf = torch.empty(count, dtype=dtype, device=device)
         if self.name == "all_gather":
             return Buffers(buf[rank * m:(rank + 1) * m], buf, buf)
         if self.name == "reduce_scatter":

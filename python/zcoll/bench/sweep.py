@@ -8,6 +8,9 @@ is their mean (as nccl-tests), and the reported time is, by default, the max ove
 Checking comes after timing, as in nccl-tests: the inputs are rewritten with verifiable values,
 outputs with a sentinel (NaN, or the integer type's extreme), one call runs, and each rank
 compares its output with the closed-form expectation.
+
+With --device cuda the buffers live on the rank's GPU, and the GPU is synchronised before the
+clock starts and before it stops: NCCL's calls return once queued, zcoll's once done.
 """
 from __future__ import annotations
 
@@ -87,8 +90,10 @@ def _sentinel(tensor):
 
 
 class Sweep:
-    def __init__(self, args, kind: str, rank: int, world: int, control: Control, backends: list[Backend]):
+    def __init__(self, args, kind: str, rank: int, world: int, control: Control, backends: list[Backend],
+                 device=None):
         self.args, self.kind, self.rank, self.world = args, kind, rank, world
+        self.device = device  # a torch.device for --device cuda, else None (the CPU)
         self.control, self.backends = control, backends
         self.corrupt = os.environ.get(CORRUPT_ENV, "") not in ("", "0")
         self.rows: list[Row] = []
@@ -110,8 +115,8 @@ class Sweep:
                 return Cell(status="n/a", reason=why)
         lossy = b.kind == "zcoll" and compresses(coll, b.codec, dtype, op)
         values, expected = inputs(lossy)
-        bufs = coll.alloc(count, self.world, self.rank, dtype.torch, inplace, b.kind == "mpi")
-        own = torch.from_numpy(values(self.rank, bufs.inp.numel())).to(dtype.torch)
+        bufs = coll.alloc(count, self.world, self.rank, dtype.torch, inplace, b.kind == "mpi", self.device)
+        own = torch.from_numpy(values(self.rank, bufs.inp.numel())).to(dtype.torch).to(bufs.inp.device)
         sentinel = _sentinel(bufs.full)
 
         def fill():
@@ -140,10 +145,12 @@ class Sweep:
         a = self.args
         for _ in range(a.warmup_iters):
             call()
+        self.sync()
         b.barrier()
         t0 = time.perf_counter()
         for _ in range(a.iters):
             call()
+        self.sync()
         seconds = (time.perf_counter() - t0) / a.iters
         seconds = self.control.reduce([seconds], self.agg)[0]
         size = count * bufs.full.element_size()
@@ -154,12 +161,14 @@ class Sweep:
 
         exp = expected()
         wrong, err2, nrm2 = 0, 0.0, 0.0
-        exp_t = None if exp is None else torch.from_numpy(exp)
+        exp_t = None if exp is None else torch.from_numpy(exp).to(bufs.out.device)
         exp_typed = None if exp_t is None or lossy else exp_t.to(dtype.torch)
         for _ in range(a.check):
             fill()
+            self.sync()
             b.barrier()
             call()
+            self.sync()
             if exp_t is None:  # this rank's output is undefined (reduce, off the root)
                 continue
             got = bufs.out
@@ -178,6 +187,12 @@ class Sweep:
         else:
             c.wrong = int(wrong)
         return c
+
+    def sync(self) -> None:
+        """Waits for everything queued on this rank's GPU (nothing to do on the CPU)."""
+        if self.device is not None:
+            import torch
+            torch.cuda.synchronize(self.device)
 
     # -- the sweep ------------------------------------------------------------------------------
 
@@ -293,15 +308,30 @@ def _groups(args):
             from mpi4py import MPI
             backends.append(Backend("mpi", "mpi", "none", MPI.COMM_WORLD.Dup()))
             notes.append(f"mpi ({MPI.Get_library_version().split(',')[0].strip()})")
+        elif name == "nccl":
+            backends.append(Backend("nccl", "nccl", "none", dist.new_group(backend="nccl")))
+            version = torch.cuda.nccl.version()
+            notes.append("nccl " + (".".join(map(str, version)) if isinstance(version, tuple) else str(version)))
     return backends, notes
 
 
-def _settle(backends: list[Backend], calls: int = 200) -> None:
+def _device(args, rank: int):
+    """This rank's GPU for --device cuda (local rank mod the GPU count), made current; else None."""
+    if args.device != "cuda":
+        return None
+    import torch
+    local = int(os.environ.get("LOCAL_RANK") or os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK") or rank)
+    device = torch.device("cuda", local % torch.cuda.device_count())
+    torch.cuda.set_device(device)
+    return device
+
+
+def _settle(backends: list[Backend], calls: int = 200, device=None) -> None:
     """The first few hundred calls of a fresh group run slower (connections, allocator, caches):
     small all-reduces on every group before any timing, so the first size is not penalised."""
     import torch
     import torch.distributed as dist
-    x = torch.ones(1024)
+    x = torch.ones(1024, device=device)
     for b in backends:
         if b.kind == "mpi":
             from mpi4py import MPI
@@ -328,34 +358,37 @@ def run(args, kind: str) -> int:
     else:
         dist.init_process_group("gloo", timeout=timedelta(minutes=10))
     rank, world = dist.get_rank(), dist.get_world_size()
+    device = _device(args, rank)
     control = Control(dist.new_group(backend="gloo"), rank, world)
     backends, notes = _groups(args)
-    _settle(backends)
-    sweep = Sweep(args, kind, rank, world, control, backends)
+    _settle(backends, device=device)
+    sweep = Sweep(args, kind, rank, world, control, backends, device)
 
-    hosts = control.gather((rank, os.getpid(), socket.gethostname(), sorted(os.sched_getaffinity(0))))
+    gpu = f" {device} ({torch.cuda.get_device_name(device)})" if device is not None else ""
+    hosts = control.gather((rank, os.getpid(), socket.gethostname(), sorted(os.sched_getaffinity(0)), gpu))
     a = args
     step = f"x{a.stepfactor}" if a.stepfactor > 1 else f"+{a.stepbytes}"
     how = {"mpirun": "mpirun", "nproc": "--nproc", "torchrun": "torchrun", "env": "env://",
            "single": "one process"}[kind]
     ranks = f"{world} rank{'s' if world > 1 else ''}"
+    on = "; tensors on cuda" if device is not None else ""
     sweep.out(f"# zcoll-bench {__version__} (torch {torch.__version__}): {ranks} via {how}; "
-              f"backends: {', '.join(notes)}")
+              f"backends: {', '.join(notes)}{on}")
     sweep.out(f"#  minBytes {a.minbytes} maxBytes {a.maxbytes} step: {step} ({len(a.sizes)} sizes) "
               f"warmup iters: {a.warmup_iters} iters: {a.iters} validation: {a.check}")
     sweep.out(f"#  time: {report_average(a.average)} mean time of one call over the iterations")
     if os.environ.get(CORRUPT_ENV, "") not in ("", "0"):
         sweep.out(f"#  {CORRUPT_ENV} is set: outputs are corrupted on purpose (test mode)")
     sweep.out("#")
-    for r, pid, host, cpus in hosts:
-        sweep.out(f"#  Rank {r:2d} Pid {pid:7d} on {host:>12} cpus {_cpus(cpus)}")
+    for r, pid, host, cpus, gpu in hosts:
+        sweep.out(f"#  Rank {r:2d} Pid {pid:7d} on {host:>12} cpus {_cpus(cpus)}{gpu}")
     sweep.out("#")
     sweep.run()
 
     failed = [r for r in sweep.rows if any(c.failed for c in r.cells())]
     if rank == 0:
         meta = {"zcoll_version": __version__, "torch_version": torch.__version__, "world_size": world,
-                "launcher": kind, "backends": [b.label for b in backends],
+                "launcher": kind, "backends": [b.label for b in backends], "device": a.device,
                 "argv": sys.argv[1:], "minbytes": a.minbytes, "maxbytes": a.maxbytes,
                 "iters": a.iters, "warmup_iters": a.warmup_iters, "check": a.check,
                 "time": f"{report_average(a.average)} mean time of one call, microseconds",
