@@ -1,13 +1,12 @@
 """Registration of "zcoll" as a torch.distributed backend."""
 from __future__ import annotations
 
-import os
 
 import torch
 import torch.distributed as dist
 
 from . import _C
-from .config import Options, harness_settings, host_identity, logs, parse_algo
+from .config import Options, harness_settings, host_identity, launcher_master_addr, logs, parse_algo
 
 
 def _key_space(store, rank: int) -> str:
@@ -36,7 +35,7 @@ def _store_host(store) -> str:
         store = store.underlying_store
     if isinstance(store, dist.TCPStore):
         return store.host
-    return os.environ.get("MASTER_ADDR", "")
+    return launcher_master_addr()
 
 
 def _create_backend(dist_opts, pg_options):

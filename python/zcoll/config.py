@@ -234,3 +234,9 @@ def host_identity() -> str:
     except OSError:
         boot = ""
     return f"{socket.gethostname()}/{boot}"
+
+
+def launcher_master_addr() -> str:
+    """MASTER_ADDR, the launcher's store host (torchrun, zcoll.launch.mpi_env()), or "": where
+    the tcp transport routes to when the group's store has no host of its own (file://)."""
+    return os.environ.get("MASTER_ADDR", "")
