@@ -1,7 +1,6 @@
 """Registration of "zcoll" as a torch.distributed backend."""
 from __future__ import annotations
 
-
 import torch
 import torch.distributed as dist
 
