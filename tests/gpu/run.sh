@@ -87,8 +87,9 @@ EOF
   # The kernels for sm_80 and sm_90 (CMakeLists.txt's default) and for this machine's GPUs.
   archs=$("$PY" -c 'import torch; cc = {80, 90} | {10 * a + b for a, b in (torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))}; print(";".join(map(str, sorted(cc))))')
   say "building zcoll (ZCOLL_CUDA=on, archs $archs, $(nproc) jobs; log: $LOGS/build.log)"
-  # --no-deps: pyproject pins the torch zcoll is developed against; this builds against the torch
-  # installed here instead (one build per torch minor version, docs/architecture.md "Build").
+  # --no-deps: nothing is installed beside zcoll, whatever torch this machine holds (pyproject's
+  # range, torch>=2.11,<2.16, is what zcoll is known to compile against; a torch outside it may
+  # still build, and this check would say so).
   if ZCOLL_CUDA=on CMAKE_ARGS="-DZCOLL_CUDA_ARCHS=$archs" CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) timeout -k 10 360 \
       "$PY" -m pip install -v --no-deps --no-build-isolation . > "$LOGS/build.log" 2>&1; then
     note "build: ok in $((SECONDS - START)) s"
