@@ -127,6 +127,8 @@ def test_trace_logs_every_collective(capfd):
         assert any("TRACE: allreduce #0: 4096 bytes float32 sum: ring (ZCOLL_ALGO), chunk " in line
                    for line in trace), err
         assert any("TRACE: allreduce #1: 8192 bytes float64 max: ring (ZCOLL_ALGO)" in line for line in trace), err
-        for seq, op in enumerate(("allreduce", "allreduce", "broadcast")):
-            assert any(re.search(rf"TRACE: {op} #{seq}: done in \d+ us$", line) for line in trace), (seq, err)
+        done = (("allreduce", 4096, "Float"), ("allreduce", 8192, "Double"), ("broadcast", 16, "Float"))
+        for seq, (op, nbytes, dtype) in enumerate(done):
+            pattern = rf"TRACE: {op} #{seq} \(1 tensor, {nbytes} bytes {dtype}, cpu\): done in \d+ us$"
+            assert any(re.search(pattern, line) for line in trace), (seq, err)
         assert lines_of(err, rank, "INFO"), err  # TRACE includes INFO

@@ -230,7 +230,8 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<in
   return c10::make_intrusive<ProcessGroupZcoll>(store, newRank, survivors, timeout_, std::move(c));
 }
 
-void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run) {
+void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::string& tensors,
+                                      const std::function<void(uint64_t)>& run) {
   liveness_->entered(seq, c10d::opTypeToString(type));
   const bool trace = log_.enabled(log::Level::kTrace);
   std::string op;  // "allreduce", as the choices' lines name it
@@ -246,15 +247,15 @@ void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std
     liveness_->finished(seq, true);
     // Ask every peer where it is (at most a second, and within the group timeout's order).
     const auto within = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 2);
-    if (trace) log_.trace(op, " #", seq, ": timed out after ", micros(), " us");
+    if (trace) log_.trace(op, " #", seq, tensors, ": timed out after ", micros(), " us");
     throw TimeoutError(std::string(e.what()) + "; " + liveness_->survey(seq, within));
   } catch (...) {
     liveness_->finished(seq, true);
-    if (trace) log_.trace(op, " #", seq, ": failed after ", micros(), " us");
+    if (trace) log_.trace(op, " #", seq, tensors, ": failed after ", micros(), " us");
     throw;
   }
   liveness_->finished(seq);
-  if (trace) log_.trace(op, " #", seq, ": done in ", micros(), " us");
+  if (trace) log_.trace(op, " #", seq, tensors, ": done in ", micros(), " us");
 }
 
 CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {
@@ -383,6 +384,25 @@ void ProcessGroupZcoll::progressLoop() {
   }
 }
 
+namespace {
+
+// " (2 tensors, 8192 bytes float32, cpu)": a collective's outputs, for its TRACE lines.
+std::string describeTensors(const std::vector<at::Tensor>& outputs) {
+  size_t bytes = 0, count = 0;
+  const at::Tensor* first = nullptr;
+  for (const auto& t : outputs) {
+    if (!t.defined()) continue;
+    bytes += t.numel() * t.element_size();
+    ++count;
+    if (!first) first = &t;
+  }
+  if (!first) return "";
+  return c10::str(" (", count, count == 1 ? " tensor, " : " tensors, ", bytes, " bytes ",
+                  c10::toString(first->scalar_type()), ", ", first->device(), ")");
+}
+
+}  // namespace
+
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std::vector<at::Tensor> outputs,
                                                           std::function<void(uint64_t seq)> run, bool asyncOp,
                                                           std::shared_ptr<DeviceStaging> staging) {
@@ -402,9 +422,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
       staging->afterRun();
     };
   }
-  auto work = c10::make_intrusive<ZcollWork>(type, seq, std::move(outputs),
-                                            [this, run = std::move(run), seq, type] { runCollective(type, seq, run); },
-                                            deviceStream);
+  std::string tensors;
+  if (log_.enabled(log::Level::kTrace)) tensors = describeTensors(outputs);
+  auto work = c10::make_intrusive<ZcollWork>(
+      type, seq, std::move(outputs),
+      [this, run = std::move(run), seq, type, tensors = std::move(tensors)] { runCollective(type, seq, tensors, run); },
+      deviceStream);
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {
     std::unique_lock<std::mutex> lock(mutex_);

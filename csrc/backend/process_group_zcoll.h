@@ -211,7 +211,9 @@ class ProcessGroupZcoll : public c10d::Backend {
   void endCollectives();
   // Runs collective #seq's body, telling the liveness where this rank is; a timeout's error is
   // extended with where every rank is (hang forensics, Liveness::survey).
-  void runCollective(c10d::OpType type, uint64_t seq, const std::function<void(uint64_t)>& run);
+  // `tensors`: what TRACE lines say the collective moved ("" when TRACE is off).
+  void runCollective(c10d::OpType type, uint64_t seq, const std::string& tensors,
+                     const std::function<void(uint64_t)>& run);
   // Broadcast, reduce, gather and scatter: every rank must name the same root; a tiny
   // all-reduce of (root, -root) by MAX proves it before any data moves.
   void checkSameRoot(int root, OpCode opcode, uint64_t seq, const char* op);
