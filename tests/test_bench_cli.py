@@ -93,7 +93,6 @@ def assert_well_formed(out, collectives, backends, world=2, dtype="float"):
     return tables
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_every_collective_under_nproc_with_json(tmp_path):
     path = tmp_path / "rows.json"
@@ -118,7 +117,6 @@ def test_every_collective_under_nproc_with_json(tmp_path):
             assert r["in_place"]["status"] == "n/a"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_checksum_both_puts_a_crc_line_beside_zcoll(tmp_path):
     path = tmp_path / "rows.json"
@@ -131,7 +129,6 @@ def test_checksum_both_puts_a_crc_line_beside_zcoll(tmp_path):
     assert all(r["out_of_place"]["wrong"] == 0 for r in data["rows"])
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_every_collective_under_mpirun_with_gloo_and_mpi():
     code, out, err = bench([*ALL, *SWEEP, "--backend", "zcoll,gloo,mpi"], timeout=140, launcher=mpirun())
@@ -140,7 +137,6 @@ def test_every_collective_under_mpirun_with_gloo_and_mpi():
     assert_well_formed(out, ALL, ["zcoll", "gloo", "mpi"])
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_under_torchrun():
     from multiproc import free_port
@@ -153,7 +149,6 @@ def test_under_torchrun():
     assert_well_formed(out, ["all_reduce", "all_gather"], ["zcoll", "gloo"])
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(100)
 def test_nproc_with_mpi_reruns_itself_under_mpirun():
     """The main job: --nproc 2 with mpi among the backends runs all three in the same ranks."""
@@ -166,7 +161,6 @@ def test_nproc_with_mpi_reruns_itself_under_mpirun():
     assert all(r[p]["check"] == "0" for r in rows for p in ("oop", "ip"))
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(100)
 def test_corrupted_results_fail_the_run():
     """ZCOLL_BENCH_CORRUPT (test-only) perturbs one output element per checked call: the exact
@@ -235,7 +229,6 @@ def test_bad_flags_from_the_command_line_give_no_traceback():
     assert "usage: zcoll-bench" in err and "larger than -e/--maxbytes" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(100)
 def test_compressed_rows_report_relerr_within_the_documented_bound():
     code, out, err = bench(["all_reduce", "reduce_scatter", "all_gather", "--nproc", "2", "-b", "4K",
@@ -254,7 +247,6 @@ def test_compressed_rows_report_relerr_within_the_documented_bound():
         assert tables[name]["footer"][0] == "# Out of bounds values : 0 OK"
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(100)
 def test_plot_writes_a_png(tmp_path):
     pytest.importorskip("matplotlib")

@@ -111,6 +111,20 @@ def test_torch_range_keeps_every_release_the_readme_names():
     assert not spec.contains(Version(f"{high.major}.{high.minor + 1}.0")), f"{spec} admits a release above {high}"
 
 
+def test_every_slow_tier_pattern_names_tests():
+    """conftest.SLOW's patterns each match collected tests (a renamed test would otherwise
+    silently move to the fast tier, or a stale entry stay behind)."""
+    import fnmatch
+
+    from conftest import SLOW
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert len(ids) > 1000, out.stdout[-2000:] + out.stderr[-2000:]
+    stale = [pattern for pattern in SLOW if not any(fnmatch.fnmatchcase(i, pattern) for i in ids)]
+    assert not stale, f"conftest.SLOW patterns that match no test: {stale}"
+
+
 def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
@@ -118,7 +132,6 @@ def test_readme_test_command_is_what_ci_runs():
     assert command in readme
 
 
-@pytest.mark.slow
 def test_demo_main_job_runs():
     out = subprocess.run([sys.executable, "-m", "zcoll.demo", "-n", "4096", "--worlds", "2,3",
                           "--speed-elements", "65536", "--repeat", "1"],
@@ -135,7 +148,6 @@ def test_demo_rejects_bad_flags():
 
 
 
-@pytest.mark.slow
 def test_allreduce_compare_runs():
     """bench/allreduce_compare.py on small sizes: a zcoll / gloo / MPI table with ratios (the
     README's main job, zcoll-bench, is tests/test_bench_cli.py's)."""
@@ -152,7 +164,6 @@ def test_allreduce_compare_runs():
         assert all(float(v) > 0 for v in r[2:5]), r  # zcoll, gloo and MPI all measured
 
 
-@pytest.mark.slow
 def test_shaped_link_benchmark_runs():
     """bench/shaped_allreduce.py (compressed all-reduce on shaped links) on a tiny case: namespaces with tbf links,
     zcoll uncompressed and int8 and gloo side by side, and nothing left behind."""

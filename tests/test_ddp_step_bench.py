@@ -8,8 +8,6 @@ import sys
 import pytest
 from commands import BENCH, run_command
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 SCRIPT = BENCH / "ddp_step.py"
 CONFIGS = ["compute", "gloo", "zcoll", "zcoll-int8+EF", "zcoll-bf16"]
 ROW = re.compile(r"^(?P<name>\S+)\s+(?P<ms>\d+\.\d+)\s+(?P<lo>\d+\.\d+)-(?P<hi>\d+\.\d+)\s+(?P<ratio>\d+\.\d+)\s")

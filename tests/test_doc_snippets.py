@@ -96,7 +96,6 @@ def _ids(items):
 PYTHON = [s for s in ALL if s.language == "python"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("snippet", PYTHON, ids=_ids(PYTHON))
 @pytest.mark.timeout(200)
 def test_python_block_runs(snippet, tmp_path):
@@ -183,7 +182,6 @@ def _check_command(argv: list[str], where: str, tmp_path: Path):
     pytest.fail(f"{where}: no way to check {command!r}; mark the block <!-- not run: why -->")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("snippet", SHELL, ids=_ids(SHELL))
 @pytest.mark.timeout(400)
 def test_shell_block_runs_or_checks(snippet, tmp_path):
@@ -198,7 +196,6 @@ def test_shell_block_runs_or_checks(snippet, tmp_path):
 CONSOLE = [s for s in ALL if s.language == "console"]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("snippet", CONSOLE, ids=_ids(CONSOLE))
 @pytest.mark.timeout(120)
 def test_console_commands_run(snippet, tmp_path):

@@ -20,8 +20,6 @@ from multiproc import run_ranks
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 import digits_ddp  # noqa: E402  (spawned ranks import it by name: they inherit sys.path)
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 WORLD = 4
 CONFIGS = ["exact", "int8+EF", "int4-ring+EF", "int4-ring"]  # gloo is only a timing reference
 

@@ -19,8 +19,6 @@ import pytest
 from commands import bench_script, clean_env
 from multiproc import store_server
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 RANK = str(Path(__file__).with_name("fault_rank.py"))
 DETECT_SECONDS = 2.0  # every survivor raises within this long of a death (issue goal)
 

@@ -8,8 +8,6 @@ import sys
 import pytest
 from commands import BENCH, clean_env, run_command
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 
 @pytest.mark.timeout(150)
 @pytest.mark.parametrize("transport,env", [("shm", {}), ("tcp", {}), ("shm", {"ZCOLL_CHECKSUM": "1"})])

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 from commands import bench_script, clean_env
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 RANK = str(Path(__file__).with_name("multihost_rank.py"))
 BRIDGE, SUBNET = "zcbr2", "10.231.79"
 

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 from commands import bench_script, run_command
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "multihost_allreduce.py"
 BRIDGE, SUBNET, NAMES = "zcbn0", "10.231.82", "zcoll-mbt"
 

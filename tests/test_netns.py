@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 from commands import bench_script
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 RANK = str(Path(__file__).with_name("netns_rank.py"))
 BRIDGE, SUBNET = "zcbr0", "10.231.77"
 WORLD = 3

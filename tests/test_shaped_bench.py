@@ -14,8 +14,6 @@ import pytest
 from commands import bench_script, run_command
 from test_bench_cli import parse
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "shaped_bench.py"
 # Not the script's defaults (a shaped run may be going on), nor test_netns.py's or shaped_allreduce.py's.
 BRIDGE, SUBNET, NAMES = "zcbq0", "10.231.80", "zcoll-sbt"

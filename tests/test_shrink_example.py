@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 from commands import clean_env, run_command
 
-pytestmark = pytest.mark.slow  # multi-process scenarios of seconds each: the full suite, not the fast tier
-
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "shrink_and_continue.py"
 STEPS, KILL_RANK, KILL_STEP = 40, 3, 15
