@@ -230,13 +230,10 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupZcoll::shrink(const std::vector<in
   return c10::make_intrusive<ProcessGroupZcoll>(store, newRank, survivors, timeout_, std::move(c));
 }
 
-void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::string& tensors,
+void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std::string& traceName,
                                       const std::function<void(uint64_t)>& run) {
   liveness_->entered(seq, c10d::opTypeToString(type));
-  const bool trace = log_.enabled(log::Level::kTrace);
-  std::string op;  // "allreduce", as the choices' lines name it
-  if (trace)
-    for (char ch : c10d::opTypeToString(type)) op += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  const bool trace = !traceName.empty();
   const auto start = trace ? Clock::now() : Clock::time_point{};
   const auto micros = [&] {
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
@@ -247,15 +244,15 @@ void ProcessGroupZcoll::runCollective(c10d::OpType type, uint64_t seq, const std
     liveness_->finished(seq, true);
     // Ask every peer where it is (at most a second, and within the group timeout's order).
     const auto within = std::min<std::chrono::milliseconds>(std::chrono::seconds(1), timeout_ / 2);
-    if (trace) log_.trace(op, " #", seq, tensors, ": timed out after ", micros(), " us");
+    if (trace) log_.trace(traceName, ": timed out after ", micros(), " us");
     throw TimeoutError(std::string(e.what()) + "; " + liveness_->survey(seq, within));
   } catch (...) {
     liveness_->finished(seq, true);
-    if (trace) log_.trace(op, " #", seq, tensors, ": failed after ", micros(), " us");
+    if (trace) log_.trace(traceName, ": failed after ", micros(), " us");
     throw;
   }
   liveness_->finished(seq);
-  if (trace) log_.trace(op, " #", seq, tensors, ": done in ", micros(), " us");
+  if (trace) log_.trace(traceName, ": done in ", micros(), " us");
 }
 
 CollectiveArgs ProcessGroupZcoll::argsFor(OpCode opcode, DType dtype, RedOp op, uint64_t seq) const {
@@ -386,8 +383,12 @@ void ProcessGroupZcoll::progressLoop() {
 
 namespace {
 
-// " (2 tensors, 8192 bytes float32, cpu)": a collective's outputs, for its TRACE lines.
-std::string describeTensors(const std::vector<at::Tensor>& outputs) {
+// "broadcast #2 (1 tensor, 16 bytes Float, cpu)": a collective and its outputs, for its TRACE
+// lines ("allreduce", lower case, as the choices' lines name it).
+std::string traceNameOf(c10d::OpType type, uint64_t seq, const std::vector<at::Tensor>& outputs) {
+  std::string name;
+  for (char ch : c10d::opTypeToString(type)) name += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  name += " #" + std::to_string(seq);
   size_t bytes = 0, count = 0;
   const at::Tensor* first = nullptr;
   for (const auto& t : outputs) {
@@ -396,8 +397,8 @@ std::string describeTensors(const std::vector<at::Tensor>& outputs) {
     ++count;
     if (!first) first = &t;
   }
-  if (!first) return "";
-  return c10::str(" (", count, count == 1 ? " tensor, " : " tensors, ", bytes, " bytes ",
+  if (!first) return name;
+  return c10::str(name, " (", count, count == 1 ? " tensor, " : " tensors, ", bytes, " bytes ",
                   c10::toString(first->scalar_type()), ", ", first->device(), ")");
 }
 
@@ -422,11 +423,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::enqueue(c10d::OpType type, std
       staging->afterRun();
     };
   }
-  std::string tensors;
-  if (log_.enabled(log::Level::kTrace)) tensors = describeTensors(outputs);
+  std::string traceName;  // the level is the group's for its lifetime: decided here, once
+  if (log_.enabled(log::Level::kTrace)) traceName = traceNameOf(type, seq, outputs);
   auto work = c10::make_intrusive<ZcollWork>(
       type, seq, std::move(outputs),
-      [this, run = std::move(run), seq, type, tensors = std::move(tensors)] { runCollective(type, seq, tensors, run); },
+      [this, run = std::move(run), seq, type, traceName = std::move(traceName)] {
+        runCollective(type, seq, traceName, run);
+      },
       deviceStream);
   std::vector<c10::intrusive_ptr<ZcollWork>> done;  // released here, on the caller's thread
   {

@@ -211,8 +211,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   void endCollectives();
   // Runs collective #seq's body, telling the liveness where this rank is; a timeout's error is
   // extended with where every rank is (hang forensics, Liveness::survey).
-  // `tensors`: what TRACE lines say the collective moved ("" when TRACE is off).
-  void runCollective(c10d::OpType type, uint64_t seq, const std::string& tensors,
+  // `traceName`: how TRACE lines name the collective and its outputs ("": TRACE is off).
+  void runCollective(c10d::OpType type, uint64_t seq, const std::string& traceName,
                      const std::function<void(uint64_t)>& run);
   // Broadcast, reduce, gather and scatter: every rank must name the same root; a tiny
   // all-reduce of (root, -root) by MAX proves it before any data moves.
