@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+CI_RUN = BENCH.parent / ".ci" / "run"
 LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -51,3 +53,8 @@ def bench_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def ci_test_command() -> str:
+    """The command CI runs (.ci/run's TEST_COMMAND), which the README shows verbatim."""
+    return re.search(r"^TEST_COMMAND='(.+)'$", CI_RUN.read_text(), re.M).group(1)

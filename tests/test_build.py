@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import zcoll
+from commands import ci_test_command
 from native import _C
 from zcoll import reference as R
 
@@ -126,10 +127,7 @@ def test_every_slow_tier_pattern_names_tests():
 
 
 def test_readme_test_command_is_what_ci_runs():
-    readme = (ROOT / "README.md").read_text()
-    ci = (ROOT / ".ci" / "run").read_text()
-    command = re.search(r"^TEST_COMMAND='(.+)'$", ci, re.M).group(1)
-    assert command in readme
+    assert ci_test_command() in (ROOT / "README.md").read_text()
 
 
 def test_demo_main_job_runs():

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from commands import clean_env, run_command
+from commands import ci_test_command, clean_env, run_command
 
 from zcoll.bench.cli import parse_args as bench_parse_args
 
@@ -155,8 +155,7 @@ def _run_train_py(command: list[str], where: str, tmp_path: Path):
 def _check_command(argv: list[str], where: str, tmp_path: Path):
     command = shlex.join(argv)
     if argv[1:4] == ["-m", "pip", "install"]:
-        ci = (ROOT / ".ci" / "run").read_text()
-        ci_installs = re.search(r"^TEST_COMMAND='(.+)'$", ci, re.M).group(1).split(" && ")[:-1]
+        ci_installs = ci_test_command().split(" && ")[:-1]
         if command in ci_installs:
             return
         # Otherwise: named packages, each one that requirements-dev.txt (which CI installs) lists.
