@@ -28,7 +28,7 @@ def test_env_then_options_take_precedence(monkeypatch):
                                          ("TRACE", "TRACE"), ("1", "INFO"), ("true", "INFO"), ("0", "WARN"),
                                          ("false", "WARN")])
 def test_debug_levels(monkeypatch, value, level):
-    """ZCOLL_DEBUG is WARN, INFO or TRACE; the flag values it used to take keep their meaning."""
+    """ZCOLL_DEBUG is WARN, INFO or TRACE; flag values (1/true, 0/false/empty) mean INFO and WARN."""
     monkeypatch.setenv("ZCOLL_DEBUG", value)
     assert Options().resolved().debug == level
     assert Options(debug=value).resolved().debug == level

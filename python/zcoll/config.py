@@ -68,9 +68,9 @@ def _env_seconds(name: str, default: float) -> float:
 
 
 def parse_log_level(value, source: str = "debug") -> str:
-    """WARN, INFO or TRACE (any case; WARNING for WARN) -> the level's name. For the flag it
-    used to be, True/1/"true" mean INFO and False/0/"false"/"" mean WARN. Raises ValueError
-    naming `source` otherwise."""
+    """WARN, INFO or TRACE (any case; WARNING for WARN) -> the level's name. Flag values also
+    work (ZCOLL_DEBUG=1): True/1/"true" mean INFO and False/0/"false"/"" mean WARN. Raises
+    ValueError naming `source` otherwise."""
     if isinstance(value, bool):
         return "INFO" if value else "WARN"
     name = str(value).strip().upper()
