@@ -1,5 +1,5 @@
 """Behaviour every transport shares (csrc/transport/transport.h), between real processes, for
-shm and tcp alike: exact bytes in rings far larger than any buffer, all-to-all including self,
+shm, tcp and ucx alike (ucx skipped, with the reason, where no UCX library loads): exact bytes in rings far larger than any buffer, all-to-all including self,
 FIFO order, framing checks, and abort from another thread."""
 import threading
 import time
@@ -7,9 +7,11 @@ import time
 import numpy as np
 import pytest
 from multiproc import run_ranks
-from transports import open_transport, payload
+from transports import open_transport, payload, ucx_missing
 
-KINDS = ["shm", "tcp"]
+UCX_MISSING = ucx_missing()
+NEEDS_UCX = pytest.mark.skipif(bool(UCX_MISSING), reason=UCX_MISSING)
+KINDS = ["shm", "tcp", pytest.param("ucx", marks=NEEDS_UCX)]
 # shm with a small ring: every larger message wraps around and waits for the reader
 SMALL_RING = {"shm_ring_bytes": 1 << 16}
 
@@ -34,7 +36,8 @@ def ring_exchange(rank, world, store, kind, sizes):
 
 @pytest.mark.timeout(120)
 # 8 ranks (oversubscribed 4x) on shm only: over tcp they add connection setup time, no coverage
-@pytest.mark.parametrize("kind,world", [(k, w) for k in KINDS for w in (2, 3, 4)] + [("shm", 8)])
+@pytest.mark.parametrize("kind,world", [pytest.param(k, w, marks=NEEDS_UCX if k == "ucx" else ())
+                                        for k in ("shm", "tcp", "ucx") for w in (2, 3, 4)] + [("shm", 8)])
 def test_ring_exchange(kind, world):
     sizes = [0, 1, 24, 4095, 65536, 1 << 20] + ([64 << 20] if world == 2 else [16 << 20] if world <= 4 else [])
     res = run_ranks(ring_exchange, world, kind, sizes, timeout=100)
@@ -128,7 +131,8 @@ def test_abort_makes_wait_raise_here_and_at_the_peer(kind):
     assert f"{kind}: aborted: group destroyed" in during and "group destroyed" in after
     assert elapsed < 5
     during, _, elapsed = res[1]
-    peer_learns = {"shm": "rank 0 gave up: group destroyed", "tcp": "connection to rank 0 lost"}[kind]
+    peer_learns = {"shm": "rank 0 gave up: group destroyed", "tcp": "connection to rank 0 lost",
+                   "ucx": "rank 0 gave up: group destroyed"}[kind]
     assert peer_learns in during, during
     assert elapsed < 5
 

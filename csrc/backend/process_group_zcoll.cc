@@ -104,6 +104,8 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.socketFamily = config_.socketFamily;
   topt.connectTimeout = config_.connectTimeout;
   topt.storeHost = config_.storeHost;
+  topt.net = config_.net;
+  topt.ucxLibrary = config_.ucxLibrary;
   topt.shmRingBytes = config_.shmRingBytes;
   topt.hostOf = config_.hostOf;
   topt.hostNames = config_.hostNames;
@@ -148,8 +150,9 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     topt.liveness = liveness_;
     if (config_.testFault == "exit_in_bootstrap") _exit(3);
     transport_ = makeTransport(config_.transport, *store_, "zcoll", rank, size, topt);
-    log_.info("group of ", size, " ranks on ", topology_.describe(), "; transport ", transport_->name(),
-              std::string(transport_->name()) == "shm+tcp" ? " (shm within a host, tcp between hosts)" : "");
+    const std::string name = transport_->name();
+    log_.info("group of ", size, " ranks on ", topology_.describe(), "; transport ", name,
+              name.rfind("shm+", 0) == 0 ? " (shm within a host, " + name.substr(4) + " between hosts)" : "");
     startP2P(topt);  // before the thread: if it throws, nothing is left running
     store_->set("zcoll/ready/" + std::to_string(rank), {1});
     const Deadline ready = deadline();

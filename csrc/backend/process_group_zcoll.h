@@ -36,7 +36,9 @@ namespace zcoll {
 // Per-group configuration, bound to Python as zcoll._C.BackendConfig: zcoll/backend.py fills one
 // from the resolved zcoll.Options (pg_options over ZCOLL_* env) and hands it to the constructor.
 struct BackendConfig {
-  std::string transport = "auto";  // "auto" (a transport per peer by host), "shm" or "tcp"
+  std::string transport = "auto";  // "auto" (a transport per peer by host), "shm", "tcp" or "ucx"
+  std::string net = "tcp";         // auto's transport between hosts: "tcp" or "ucx" (ZCOLL_NET)
+  std::string ucxLibrary;          // libucp to load for ucx ("": the loader's search path)
   size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
   // Forced algorithm per collective ("" = the tuner's), from ZCOLL_ALGO / Options.algo.
   std::string allreduceAlgo, reduceAlgo, reduceScatterAlgo;

@@ -84,6 +84,8 @@ void bindBackend(py::module_& m) {
                             "A zcoll group's configuration (csrc/backend/process_group_zcoll.h); durations in seconds.")
       .def(py::init<>())
       .def_readwrite("transport", &BackendConfig::transport)
+      .def_readwrite("net", &BackendConfig::net)
+      .def_readwrite("ucx_library", &BackendConfig::ucxLibrary)
       .def_readwrite("chunk_bytes", &BackendConfig::chunkBytes)
       .def_readwrite("allreduce_algo", &BackendConfig::allreduceAlgo)
       .def_readwrite("reduce_algo", &BackendConfig::reduceAlgo)

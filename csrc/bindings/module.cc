@@ -21,6 +21,7 @@
 #include "kernels/cpu/cuda_grid_emulator.h"
 #if ZCOLL_WITH_CUDA
 #include "kernels/cuda/codec_cuda.h"
+#include "transport/ucx/ucx_transport.h"
 #endif
 
 namespace py = pybind11;
@@ -135,6 +136,7 @@ py::dict buildInfo() {
   d["cuda_flags"] = "";
 #endif
   d["cuda_threads_per_block"] = kCodecThreadsPerBlock;
+  d["ucx"] = zcoll::ucxBuilt();  // the UCX transport (docs/ucx.md); its library loads at run time
   return d;
 }
 
@@ -143,6 +145,9 @@ py::dict buildInfo() {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "zcoll native extension";
   m.def("build_info", &buildInfo, "How this extension was built.");
+  m.def("ucx_version", &zcoll::ucxVersion, py::arg("library"),
+        "Loads UCX from `library` (a libucp path or directory; \"\": the loader's search path) and returns "
+        "its version; raises naming what to install when it cannot.");
   m.def("cuda_device_count", [] {
 #if ZCOLL_WITH_CUDA
     return zcoll::kernels::cuda::deviceCount();

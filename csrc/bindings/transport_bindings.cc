@@ -61,7 +61,7 @@ class PyTransport {
   PyTransport(const std::string& kind, py::object store, const std::string& prefix, int rank, int size,
               double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes,
               std::vector<int> hostOf, int socketFamily, double connectTimeout, bool liveness,
-              double heartbeatInterval, double heartbeatTimeout)
+              double heartbeatInterval, double heartbeatTimeout, std::string net, std::string ucxLibrary)
       : store_(std::make_unique<PyStore>(std::move(store))), topology_(size, hostOf) {
     zcoll::TransportOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
@@ -73,6 +73,8 @@ class PyTransport {
     options.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
     options.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
     options.heartbeatTimeout = std::chrono::milliseconds(static_cast<int64_t>(heartbeatTimeout * 1000));
+    options.net = std::move(net);
+    options.ucxLibrary = std::move(ucxLibrary);
     py::gil_scoped_release release;
     if (liveness) {  // as the backend makes it: unix sockets where shm carries the peer, else tcp
       std::vector<bool> local(static_cast<size_t>(size));
@@ -401,14 +403,17 @@ void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<si
 void bindTransport(py::module_& m) {
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
-                    std::string, size_t, std::vector<int>, int, double, bool, double, double>(),
+                    std::string, size_t, std::vector<int>, int, double, bool, double, double, std::string,
+                    std::string>(),
            py::arg("kind"), py::arg("store"), py::arg("prefix"), py::arg("rank"), py::arg("size"),
            py::arg("timeout") = 30.0, py::arg("socket_ifname") = "", py::arg("store_host") = "",
            py::arg("shm_ring_bytes") = size_t{4} << 20, py::arg("host_of") = std::vector<int>{},
            py::arg("socket_family") = 0, py::arg("connect_timeout") = 20.0, py::arg("liveness") = true,
-           py::arg("heartbeat_interval") = 1.0, py::arg("heartbeat_timeout") = 30.0,
-           "kind: shm, tcp or auto (a transport per peer by host_of, each rank's host index); liveness: "
-           "watch the peers as the backend does (transport/liveness.h).")
+           py::arg("heartbeat_interval") = 1.0, py::arg("heartbeat_timeout") = 30.0, py::arg("net") = "tcp",
+           py::arg("ucx_library") = "",
+           "kind: shm, tcp, ucx or auto (a transport per peer by host_of, each rank's host index, with `net` "
+           "between hosts); liveness: watch the peers as the backend does (transport/liveness.h); "
+           "ucx_library: the libucp to load (\"\": the loader's search path).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })

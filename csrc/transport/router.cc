@@ -8,6 +8,7 @@
 
 #include "transport/shm/shm_transport.h"
 #include "transport/tcp/tcp_transport.h"
+#include "transport/ucx/ucx_transport.h"
 
 namespace zcoll {
 namespace {
@@ -15,13 +16,22 @@ namespace {
 // Request ids carry their transport in the low bit.
 constexpr int kLocal = 0, kNet = 1;
 
+// The network transport options.net names, to every peer options.remoteOnly leaves it.
+std::unique_ptr<Transport> makeNetTransport(Store& store, const std::string& prefix, int rank, int size,
+                                            const TransportOptions& options) {
+  if (options.net == "ucx") return makeUcxTransport(store, prefix, rank, size, options);
+  ZCOLL_CHECK(options.net == "tcp", "unknown network transport '", options.net, "' (ZCOLL_NET takes tcp or ucx)");
+  return makeTcpTransport(store, prefix, rank, size, options);
+}
+
 class Router : public Transport {
  public:
   Router(Store& store, const std::string& prefix, int rank, int size, const TransportOptions& options)
-      : rank_(rank), size_(size), topology_(size, options.hostOf, options.hostNames), localIndex_(size, -1) {
+      : rank_(rank), size_(size), name_("shm+" + options.net), topology_(size, options.hostOf, options.hostNames),
+        localIndex_(size, -1) {
     const std::vector<int>& local = topology_.ranksOn(topology_.hostOf(rank));
     for (size_t i = 0; i < local.size(); ++i) localIndex_[local[i]] = static_cast<int>(i);
-    // Every rank builds its host's shm transport, then the tcp one: the same order everywhere.
+    // Every rank builds its host's shm transport, then the network one: the same order everywhere.
     if (local.size() > 1) {
       TransportOptions shm = options;
       shm.groupRanks = local;
@@ -30,11 +40,12 @@ class Router : public Transport {
     }
     TransportOptions net = options;
     net.remoteOnly = true;
-    subs_[kNet] = makeTcpTransport(store, prefix, rank, size, net);
+    subs_[kNet] = makeNetTransport(store, prefix, rank, size, net);
   }
 
-  // The same on every rank (the tuner and the logs use it), also on a host of one rank.
-  const char* name() const override { return "shm+tcp"; }
+  // "shm+tcp" or "shm+ucx": the same on every rank (the tuner and the logs use it), also on a
+  // host of one rank.
+  const char* name() const override { return name_.c_str(); }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
@@ -118,6 +129,7 @@ class Router : public Transport {
   }
 
   const int rank_, size_;
+  const std::string name_;
   const Topology topology_;
   std::vector<int> localIndex_;  // group rank -> index among this host's ranks (-1: elsewhere)
   std::array<std::unique_ptr<Transport>, 2> subs_;
@@ -136,7 +148,7 @@ std::unique_ptr<Transport> makeAutoTransport(Store& store, const std::string& pr
                                              const TransportOptions& options) {
   const Topology topology(size, options.hostOf, options.hostNames);
   if (topology.hosts() == 1) return makeShmTransport(store, prefix, rank, size, options);
-  if (!topology.twoLevel()) return makeTcpTransport(store, prefix, rank, size, options);
+  if (!topology.twoLevel()) return makeNetTransport(store, prefix, rank, size, options);
   return std::make_unique<Router>(store, prefix, rank, size, options);
 }
 

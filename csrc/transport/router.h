@@ -1,6 +1,6 @@
 // The "auto" transport (docs/multi-host.md): one Transport facade over a transport per peer,
-// shared memory to the ranks on this host and tcp to the ranks on other hosts, so every schedule
-// runs unchanged on any topology. Another network transport (UCX) slots in beside tcp.
+// shared memory to the ranks on this host and the network transport (tcp or UCX, options.net) to
+// the ranks on other hosts, so every schedule runs unchanged on any topology.
 #pragma once
 
 #include <memory>
@@ -11,8 +11,8 @@
 
 namespace zcoll {
 
-// A transport per peer by options.hostOf: ranks on one host only -> shm; one rank per host -> tcp;
-// else the router. `name()` says which ("shm+tcp" for the router).
+// A transport per peer by options.hostOf: ranks on one host only -> shm; one rank per host -> the
+// network transport; else the router. `name()` says which ("shm+tcp" / "shm+ucx" for the router).
 std::unique_ptr<Transport> makeAutoTransport(Store& store, const std::string& prefix, int rank, int size,
                                              const TransportOptions& options);
 

@@ -89,8 +89,12 @@ struct TransportOptions {
   std::string socketIfname;          // tcp: ZCOLL_SOCKET_IFNAME (NCCL_SOCKET_IFNAME's syntax)
   int socketFamily = 0;              // tcp: AF_INET or AF_INET6 first (ZCOLL_SOCKET_FAMILY); 0: the store host's
   std::string storeHost;             // tcp: else advertise the local address that routes here
-  // tcp: how long a peer's published address may leave connections unanswered (a firewall that
-  // drops them) before that is an error naming it (ZCOLL_CONNECT_TIMEOUT).
+  // The network transport of "auto" between hosts: "tcp" or "ucx" (ZCOLL_NET).
+  std::string net = "tcp";
+  // ucx: where libucp is (ZCOLL_UCX_LIB, else the libucx wheel's; "": the loader's search path).
+  std::string ucxLibrary;
+  // tcp, ucx: how long a peer's published address may leave connections unanswered (a firewall
+  // that drops them) before that is an error naming it (ZCOLL_CONNECT_TIMEOUT).
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};
   size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer (<= kMaxShmRingBytes)
   // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
@@ -152,9 +156,9 @@ class Rendezvous {
   bool reported_ = false;  // the failure we throw came from another rank
 };
 
-// Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host), "tcp" (any host) and "auto":
-// per peer, shm to ranks on the same host and tcp to the others (transport/router.h), by
-// options.hostOf. `prefix` namespaces the store keys (one transport per group and creation).
+// Transport kinds (ZCOLL_TRANSPORT): "shm" (ranks on one host), "tcp" and "ucx" (any host) and
+// "auto": per peer, shm to ranks on the same host and the network transport (options.net) to the
+// others (transport/router.h), by options.hostOf. `prefix` namespaces the store keys (one transport per group and creation).
 std::unique_ptr<Transport> makeTransport(const std::string& kind, Store& store, const std::string& prefix,
                                          int rank, int size, const TransportOptions& options);
 

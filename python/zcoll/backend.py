@@ -47,10 +47,13 @@ def _create_backend(dist_opts, pg_options):
     algos = parse_algo(opts.algo)
     if logs(opts.debug, "INFO"):  # before the bootstrap, which may wait for the other ranks
         chunk = f"{opts.chunk_bytes} bytes" if opts.chunk_bytes else "by the tuner"
-        _C.log("INFO", f"creating a group of {size}: transport {opts.transport}, algorithms "
+        net = f" (between hosts: {opts.net})" if opts.transport == "auto" else ""
+        _C.log("INFO", f"creating a group of {size}: transport {opts.transport}{net}, algorithms "
                f"{algos or 'by the tuner'}, chunk {chunk}, compression {opts.compression}", rank)
     config = _C.BackendConfig()
     config.transport = opts.transport
+    config.net = opts.net
+    config.ucx_library = opts.ucx_library
     config.chunk_bytes = opts.chunk_bytes
     config.allreduce_algo = algos.get("allreduce", "")
     config.reduce_algo = algos.get("reduce", "")

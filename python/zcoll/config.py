@@ -4,11 +4,13 @@ The environment is read here and nowhere else (the C++ below the backend never c
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 from dataclasses import dataclass, field, fields
 
-TRANSPORTS = ("auto", "shm", "tcp")
+TRANSPORTS = ("auto", "shm", "tcp", "ucx")
+NETS = ("tcp", "ucx")  # what carries the ranks on other hosts under transport "auto"
 SOCKET_FAMILIES = {"": 0, "af_inet": socket.AF_INET, "af_inet6": socket.AF_INET6}
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 # ZCOLL_DEBUG's levels, each including the ones before it (csrc/util/log.h).
@@ -114,7 +116,14 @@ class Options:
     """Configuration of one zcoll process group (pass as ``pg_options``); None = env/default."""
 
     transport: str | None = field(default=None, metadata={"env": "ZCOLL_TRANSPORT",
-        "help": "auto (per peer: shm to ranks on the same host, tcp to other hosts), shm or tcp (for all peers)"})
+        "help": "auto (per peer: shm to ranks on the same host, the network transport to other hosts), shm, "
+                "tcp or ucx (for all peers)"})
+    net: str | None = field(default=None, metadata={"env": "ZCOLL_NET",
+        "help": "the network transport between hosts: tcp (zcoll's own sockets) or ucx (UCX: verbs, tcp, ...; "
+                "docs/ucx.md)"})
+    ucx_library: str | None = field(default=None, metadata={"env": "ZCOLL_UCX_LIB",
+        "help": "ucx: the libucp.so (or its directory) to load, e.g. a system UCX built with verbs "
+                "(default: the libucx wheel's, else the loader's search path)"})
     algo: str | None = field(default=None, metadata={"env": "ZCOLL_ALGO",
         "help": "force algorithms: 'ring' or 'allreduce:tree,reduce:oneshot,reduce_scatter:twoshot' "
                 "(unnamed collectives: the tuner)"})
@@ -158,6 +167,17 @@ class Options:
             out.transport = _env_choice("ZCOLL_TRANSPORT", "auto", TRANSPORTS)
         elif out.transport not in TRANSPORTS:
             raise ValueError(f"transport={out.transport!r}: expected one of {', '.join(TRANSPORTS)}")
+        if out.net is None:
+            out.net = _env_choice("ZCOLL_NET", "tcp", NETS)
+        elif out.net not in NETS:
+            raise ValueError(f"net={out.net!r}: expected one of {', '.join(NETS)}")
+        if out.transport in NETS and out.net != out.transport:
+            raise ValueError(f"transport={out.transport!r} carries every peer over {out.transport}, but the network "
+                             f"transport is {out.net!r} (ZCOLL_NET / Options.net): set one of them")
+        if out.ucx_library is None:
+            out.ucx_library = os.environ.get("ZCOLL_UCX_LIB", "")
+        if "ucx" in (out.transport, out.net):
+            out.ucx_library = ucx_library(out.ucx_library)
         if out.algo is None:
             out.algo = os.environ.get("ZCOLL_ALGO", "")
             parse_algo(out.algo, "ZCOLL_ALGO")
@@ -219,6 +239,20 @@ class Options:
         else:
             out.debug = parse_log_level(out.debug)
         return out
+
+
+def ucx_library(configured: str = "") -> str:
+    """The libucp the ucx transport loads: `configured` (ZCOLL_UCX_LIB: a file or a directory)
+    where given, else the libucx wheel's (pip install 'zcoll[ucx]'), else "" (the loader's search
+    path: a system UCX on LD_LIBRARY_PATH or in ld.so.cache)."""
+    if configured:
+        return configured
+    spec = importlib.util.find_spec("libucx")
+    if spec is not None and spec.origin:
+        lib = os.path.join(os.path.dirname(spec.origin), "lib", "libucp.so.0")
+        if os.path.exists(lib):
+            return lib
+    return ""
 
 
 def host_identity() -> str:
