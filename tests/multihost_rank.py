@@ -23,9 +23,9 @@ ap.add_argument("--init", default="env://")
 ap.add_argument("--rank", type=int, help="default: RANK (torchrun)")
 ap.add_argument("--world", type=int, help="default: WORLD_SIZE (torchrun)")
 ap.add_argument("--timeout", type=float, default=60)
-ap.add_argument("--fault", default="", help="die:<rank> (it exits after a barrier) or silence:<host> (its "
-                "ranks park and the test cuts the host's link); the others run an all-reduce and report "
-                "its error")
+ap.add_argument("--fault", default="", help="die:<rank> (it exits after a barrier), silence:<host> (its "
+                "ranks park and the test cuts the host's link) or mismatch:<rank> (it all-reduces a tensor "
+                "of another size); the others run an all-reduce and report its error")
 args = ap.parse_args()
 rank = args.rank if args.rank is not None else int(os.environ["RANK"])
 world = args.world if args.world is not None else int(os.environ["WORLD_SIZE"])
@@ -68,7 +68,7 @@ if args.fault:
         store.wait(["cut"], timedelta(seconds=60))
     start = time.time()
     try:
-        dist.all_reduce(torch.ones(256))
+        dist.all_reduce(torch.ones(128 if kind == "mismatch" and rank == who else 256))
         report({"error": None})
     except Exception as e:  # noqa: BLE001
         report({"error": type(e).__name__, "message": str(e).split("\n")[0], "t_error": time.time(),
@@ -90,7 +90,7 @@ for salt, (n, op) in enumerate([(1000, "sum"), (200_000, "avg"), (3_000_000, "su
     xs = inputs(n, salt)
     x = torch.from_numpy(xs[rank].copy())
     dist.all_reduce(x, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.AVG)
-    if backend.transport == "shm+tcp":
+    if backend.transport.startswith("shm+"):
         tuned = [_C.tune_two_level(x.nbytes, host_of, r) for r in range(world)]
         intra = [tuned[host_of.index(h)][0] for h in range(max(host_of) + 1)]
         want = R.all_reduce(xs, op, tuned[0][1], hosts=host_of, intra=intra)[0]
@@ -118,7 +118,7 @@ for req in reqs:
 check("send/recv", got.numpy(), np.full(3, (rank - 1) % world, np.float32))
 
 # reduce_scatter_tensor and reduce: two levels where the hosts allow (the reference says which)
-two_level = backend.transport == "shm+tcp"
+two_level = backend.transport.startswith("shm+")
 even = len({host_of.count(h) for h in host_of}) == 1
 
 

@@ -1,5 +1,5 @@
 """The two-level schedules (csrc/algorithms/hierarchical, docs/arithmetic.md §4) over the "auto"
-transport (shm inside a host, tcp between hosts) equal zcoll.reference's hierarchical all_reduce
+transport (shm inside a host, tcp or ucx between hosts) equal zcoll.reference's hierarchical all_reduce
 bit for bit, for even and uneven hosts, every dtype and op, every algorithm inside and between
 hosts, compressed (every codec, with error feedback) and not. The hosts are simulated: each rank
 is told its host (host_of), so one machine runs them all; tests/test_multihost.py runs real
@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from contract_cases import seed_of
 from multiproc import run_ranks
+from transports import ucx_missing
 
 from zcoll import reference as R
 
@@ -19,6 +20,8 @@ INTRA = ("ring", "twoshot")
 INTER = ("ring", "tree", "oneshot", "twoshot")
 SIZES = (0, 5, 1000, 20000)
 CODECS = ("fp16", "bf16", "int8", "int4")
+UCX_MISSING = ucx_missing()
+NEEDS_UCX = pytest.mark.skipif(bool(UCX_MISSING), reason=UCX_MISSING)
 
 
 def data_for(dtype, world, n, salt):
@@ -217,7 +220,7 @@ BACKEND_CASES = [("float32", "sum", 100), ("float32", "avg", 300_000), ("bfloat1
                  ("float16", "avg", 70_000), ("int64", "sum", 2000), ("float64", "max", 9000)]
 
 
-def ranks_backend(rank, world, store, hosts, compression):
+def ranks_backend(rank, world, store, hosts, compression, net):
     import os
     from datetime import timedelta
     os.environ["ZCOLL_HOSTID"] = f"node-{hosts[rank]}"
@@ -226,7 +229,7 @@ def ranks_backend(rank, world, store, hosts, compression):
 
     import zcoll
     dist.init_process_group("zcoll", store=store, rank=rank, world_size=world, timeout=timedelta(seconds=60),
-                            pg_options=zcoll.Options(compression=compression, compress_min_bytes=0))
+                            pg_options=zcoll.Options(compression=compression, compress_min_bytes=0, net=net))
     ops = {"sum": dist.ReduceOp.SUM, "avg": dist.ReduceOp.AVG, "max": dist.ReduceOp.MAX}
     out = [dist.group.WORLD._get_backend(torch.device("cpu")).transport]
     for i, (dtype, op, n) in enumerate(BACKEND_CASES):
@@ -254,15 +257,18 @@ def ranks_backend(rank, world, store, hosts, compression):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("hosts,compression", [((0, 0, 1, 1), "none"), ((0, 0, 0, 1), "none"),
-                                               ((0, 0, 1, 1), "int8"), ((0, 1, 1), "bf16")],
-                         ids=["2x2", "3+1", "2x2-int8", "1+2-bf16"])
-def test_backend_runs_the_hierarchical_all_reduce(hosts, compression):
-    """ZCOLL_HOSTID splits one machine into hosts: the group takes shm+tcp and the tuner's
-    hierarchical all-reduce, equal to the reference bit for bit (compressed: between hosts only)."""
+@pytest.mark.parametrize("hosts,compression,net", [
+    ((0, 0, 1, 1), "none", "tcp"), ((0, 0, 0, 1), "none", "tcp"), ((0, 0, 1, 1), "int8", "tcp"),
+    ((0, 1, 1), "bf16", "tcp"),
+    pytest.param((0, 0, 1, 1), "none", "ucx", marks=NEEDS_UCX), pytest.param((0, 1, 1), "int8", "ucx", marks=NEEDS_UCX)],
+    ids=["2x2", "3+1", "2x2-int8", "1+2-bf16", "2x2-ucx", "1+2-int8-ucx"])
+def test_backend_runs_the_hierarchical_all_reduce(hosts, compression, net):
+    """ZCOLL_HOSTID splits one machine into hosts: the group takes shm+tcp (or shm+ucx) and the
+    tuner's hierarchical all-reduce, equal to the reference bit for bit (compressed: between hosts
+    only)."""
     from zcoll import _C
     world = len(hosts)
-    res = run_ranks(ranks_backend, world, hosts, compression, timeout=280)
+    res = run_ranks(ranks_backend, world, hosts, compression, net, timeout=280)
     index = host_index(hosts)
     seq = 0
     for i, (dtype, op, n) in enumerate(BACKEND_CASES):
@@ -282,7 +288,7 @@ def test_backend_runs_the_hierarchical_all_reduce(hosts, compression):
         seq += 1
         for rank in range(world):
             got = res[rank][seq]
-            assert res[rank][0] == "shm+tcp"
+            assert res[rank][0] == f"shm+{net}"
             np.testing.assert_array_equal(got.reshape(-1).view(storage(dtype)), want.reshape(-1).view(storage(dtype)),
                                           err_msg=f"hosts {hosts} rank {rank}: {dtype} {op} n={n} {compression}")
     # reduce-scatter and all-gather: two levels with equally many ranks per host, compressed only

@@ -16,9 +16,14 @@ from pathlib import Path
 
 import pytest
 from commands import bench_script, clean_env
+from transports import ucx_missing
 
 RANK = str(Path(__file__).with_name("multihost_rank.py"))
 BRIDGE, SUBNET = "zcbr2", "10.231.79"
+UCX_MISSING = ucx_missing()
+NEEDS_UCX = pytest.mark.skipif(bool(UCX_MISSING), reason=UCX_MISSING)
+# UCX between the hosts, over tcp (the transport the namespaces' veths carry)
+UCX_ENV = {"ZCOLL_NET": "ucx", "UCX_TLS": "tcp"}
 
 
 @pytest.fixture
@@ -233,3 +238,53 @@ def test_a_host_cut_off_is_declared_dead_after_the_heartbeat_timeout(namespaces)
         assert report is not None and report["error"] is not None, (rank, report, err[-2000:])
         assert "(host1) sent no heartbeat for" in report["message"], (rank, report)
         assert 1.2 < report["t_error"] - cut < 5, (rank, report["t_error"] - cut)
+
+
+@pytest.mark.timeout(240)
+@NEEDS_UCX
+@pytest.mark.parametrize("host_of", [(0, 0, 1, 1), (0, 1, 2)], ids=["2x2", "3x1"])
+def test_collectives_across_hosts_over_ucx(namespaces, host_of):
+    """ZCOLL_NET=ucx (UCX_TLS=tcp): every collective, checked against the reference bit for bit,
+    with UCX between the hosts and shm inside them."""
+    names = namespaces(max(host_of) + 1)
+    results = collect(launch(names, host_of, f"tcp://{SUBNET}.10:{free_port()}", UCX_ENV))
+    two_level = len(host_of) > len(set(host_of))
+    for rank, (code, report, err) in enumerate(results):
+        assert code == 0 and report is not None, f"rank {rank} exited {code}: {err[-3000:]}"
+        assert "error" not in report, f"rank {rank}: {report}"
+        assert report["ok"], f"rank {rank}: wrong results in {report['problems']}"
+        assert report["transport"] == ("shm+ucx" if two_level else "ucx"), report
+        assert report["host_of"] == list(host_of)
+    log = results[0][2]
+    assert "ucx: UCX 1." in log, log[-3000:]
+    if two_level:
+        assert "shm within a host, ucx between hosts" in log and "hierarchical over" in log
+
+
+@pytest.mark.timeout(240)
+@NEEDS_UCX
+@pytest.mark.parametrize("fault", ["die", "mismatch"])
+def test_ucx_faults_fail_every_rank_naming_the_peer(namespaces, fault):
+    """Over UCX between three hosts: a rank that dies, or one that all-reduces a tensor of another
+    size, makes every other rank raise within seconds, naming it and what happened."""
+    import torch.distributed as dist
+    from datetime import timedelta
+    names = namespaces(3)
+    server = dist.TCPStore(f"{SUBNET}.1", 0, None, True, timedelta(seconds=60), wait_for_workers=False)
+    procs = launch(names, (0, 1, 2), f"tcp://{SUBNET}.1:{server.port}", UCX_ENV, args=("--fault", f"{fault}:2"))
+    survivors = procs[:2] if fault == "die" else procs
+    results = collect(survivors, timeout=120)
+    if fault == "die":
+        collect(procs[2:], timeout=30)
+        death = float(server.get("death").decode())
+    for rank, (code, report, err) in enumerate(results):
+        assert report is not None and report["error"] is not None, (rank, report, err[-2000:])
+        msg = report["message"]
+        assert "ucx" in msg, (rank, msg)
+        if fault == "die":
+            assert "rank 2 (host2) died" in msg, (rank, msg)
+            assert report["t_error"] - death < 2, (rank, report["t_error"] - death)
+        else:
+            assert "of 512 bytes where" in msg and "of 1024 bytes was expected" in msg or \
+                "of 1024 bytes where" in msg and "of 512 bytes was expected" in msg, (rank, msg)
+            assert report["waited"] < 10, (rank, report)

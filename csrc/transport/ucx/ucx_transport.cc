@@ -70,6 +70,10 @@ constexpr auto kCauseGrace = std::chrono::milliseconds(200);
 // few microseconds away is met without the system calls of arming and waking.
 constexpr int kSpins = 200;
 constexpr size_t kSplitBytes = 64 << 10;
+// Receives of a frame end in a scratch area this large, so a frame never arrives truncated (UCX
+// would drop it): a sender whose message differs is reported from its own header. No frame is
+// longer than a header, a payload below kSplitBytes and a trailer.
+constexpr size_t kSpillBytes = kSplitBytes + 64;
 
 // The UCX tag of a message: bit 63 marks the bootstrap's hellos and bit 62 abort notices
 // (below); then the sender's rank (22 bits) and the message's number in the sender's stream to
@@ -121,7 +125,7 @@ struct Op {
   FrameHeader header{};     // sends: the header sent; receives: as it arrived
   uint64_t trailer = 0;     // the payload's CRC32C (sends: computed; receives: as it arrived)
   size_t trailerBytes = 0;  // kTrailerBytes with checksums
-  ucp_dt_iov_t iov[3]{};
+  ucp_dt_iov_t iov[4]{};
   size_t iovCount = 0;
   Part parts[2];
   int partCount = 1, partsDone = 0;
@@ -169,7 +173,10 @@ class UcxTransport : public Transport {
     part->length = length;
     part->tag = tag;
     Op* op = part->op;
-    if (++op->partsDone < op->partCount) return;
+    if (++op->partsDone < op->partCount) {
+      if (part == &op->parts[0] && !op->sending) framesArrived_.push_back(op);
+      return;
+    }
     op->completed = true;
     finished_.push_back(op);
   }
@@ -186,6 +193,7 @@ class UcxTransport : public Transport {
   ucp_request_param_t params(Part& part, bool sending, bool iov) const;
   void progressAll();
   void progressSelf();
+  void checkFrame(const Op& op) const;
   void settle(Op& op);
   void retire(Op& op);
   void checkPeers();
@@ -213,6 +221,8 @@ class UcxTransport : public Transport {
   std::unordered_map<RequestId, std::unique_ptr<Op>> ops_;
   std::vector<Op*> finished_;  // completed by UCX, not yet checked
   std::deque<Op*> selfSends_, selfRecvs_;
+  std::unique_ptr<char[]> spill_{new char[kSpillBytes]};  // see kSpillBytes
+  std::vector<Op*> framesArrived_;  // split receives whose frame came: checked at once
   RequestId nextId_ = 1;
   Clock::time_point nextLivenessCheck_{};
   std::string failure_;
@@ -474,6 +484,7 @@ void UcxTransport::post(Op& op) {
   op.iov[op.iovCount++] = {&op.header, kHeaderBytes};
   if (op.bytes && !op.split()) op.iov[op.iovCount++] = {op.data, op.bytes};
   if (op.trailerBytes) op.iov[op.iovCount++] = {&op.trailer, kTrailerBytes};
+  if (!op.sending) op.iov[op.iovCount++] = {spill_.get(), kSpillBytes};
   Peer& peer = peers_[op.peer];
   for (int i = 0; i < op.partCount; ++i) {
     const bool frame = i == 0;
@@ -646,6 +657,9 @@ void UcxTransport::progressAll() {
   while (api_.worker_progress(worker_)) {
   }
   progressSelf();
+  for (Op* op : framesArrived_)
+    if (!op->completed) checkFrame(*op);
+  framesArrived_.clear();
   // settle() may throw: what is left stays for the error path (the transport is unusable then)
   while (!finished_.empty()) {
     std::vector<Op*> done;
@@ -695,32 +709,35 @@ void UcxTransport::progressSelf() {
 }
 
 // Checks an op UCX completed: a failure names the peer; a receive must be the frame it posted.
+// A received frame must be the one its receive posted: magic, checksum setting, tag and size.
+// Checked as soon as it arrives, before a split payload that may never come (a sender whose
+// message differs did not split it alike).
+void UcxTransport::checkFrame(const Op& op) const {
+  const int peer = op.peer;
+  const Part& part = op.parts[0];
+  if (part.status != UCS_OK) connectionLost(peer, "recv: " + ucx::statusText(api_, part.status));
+  const FrameHeader& h = op.header;
+  ZCOLL_CHECK(part.length >= kHeaderBytes && (h.magic == kFrameMagic || h.magic == kChecksummedFrame), "rank ", rank_,
+              " ucx: corrupt frame from rank ", peer, " (", part.length, " bytes, magic ", hex(h.magic), ") where ",
+              describe(op), " was expected");
+  ZCOLL_CHECK((h.magic == kChecksummedFrame) == (op.trailerBytes > 0), "rank ", rank_, " ucx: rank ", peer, " sends ",
+              op.trailerBytes ? "no checksums" : "checksums", " but this rank ", op.trailerBytes ? "expects" : "does not",
+              " (set ZCOLL_CHECKSUM / Options(checksum=...) alike on every rank)");
+  if (h.tag != op.tag || h.bytes != op.bytes || part.length != op.frameBytes())
+    throw Error(mismatchMessage("ucx", rank_, peer, op.tag, op.bytes, h.tag, h.bytes));
+}
+
 void UcxTransport::settle(Op& op) {
   const int peer = op.peer;
+  if (!op.sending) checkFrame(op);
   for (int i = 0; i < op.partCount; ++i) {
     const Part& part = op.parts[i];
-    if (part.status == UCS_ERR_MESSAGE_TRUNCATED) {
-      const bool framed = op.header.magic == kFrameMagic || op.header.magic == kChecksummedFrame;
-      if (framed && (op.header.tag != op.tag || op.header.bytes != op.bytes))
-        throw Error(mismatchMessage("ucx", rank_, peer, op.tag, op.bytes, op.header.tag, op.header.bytes));
-      throw Error("rank " + std::to_string(rank_) + " ucx: rank " + std::to_string(peer) +
-                  " sent a message larger than " + describe(op) +
-                  " (collectives differ across ranks, or ZCOLL_CHECKSUM differs)");
-    }
     if (part.status != UCS_OK)
       connectionLost(peer, std::string(op.sending ? "send" : "recv") + ": " + ucx::statusText(api_, part.status));
   }
   if (!op.sending) {
-    const FrameHeader& h = op.header;
-    const size_t length = op.parts[0].length;
-    ZCOLL_CHECK(length >= kHeaderBytes && (h.magic == kFrameMagic || h.magic == kChecksummedFrame), "rank ", rank_,
-                " ucx: corrupt frame from rank ", peer, " (", length, " bytes, magic ", hex(h.magic), ") where ",
-                describe(op), " was expected");
-    ZCOLL_CHECK((h.magic == kChecksummedFrame) == (op.trailerBytes > 0), "rank ", rank_, " ucx: rank ", peer, " sends ",
-                op.trailerBytes ? "no checksums" : "checksums", " but this rank ", op.trailerBytes ? "expects" : "does not",
-                " (set ZCOLL_CHECKSUM / Options(checksum=...) alike on every rank)");
-    if (h.tag != op.tag || h.bytes != op.bytes || length != op.frameBytes() || (op.split() && op.parts[1].length != op.bytes))
-      throw Error(mismatchMessage("ucx", rank_, peer, op.tag, op.bytes, h.tag, h.bytes));
+    if (op.split() && op.parts[1].length != op.bytes)
+      throw Error(mismatchMessage("ucx", rank_, peer, op.tag, op.bytes, op.tag, op.parts[1].length));
     if (op.bytes && receivedWithPayload_++ == flipAt_) op.data[0] ^= 0x10;  // test-only: corrupted in transit
     if (op.trailerBytes) {
       const uint32_t crc = crc32c(op.data, op.bytes);
