@@ -167,10 +167,13 @@ class Options:
             out.transport = _env_choice("ZCOLL_TRANSPORT", "auto", TRANSPORTS)
         elif out.transport not in TRANSPORTS:
             raise ValueError(f"transport={out.transport!r}: expected one of {', '.join(TRANSPORTS)}")
+        explicit_net = out.net is not None or os.environ.get("ZCOLL_NET", "").strip() != ""
         if out.net is None:
             out.net = _env_choice("ZCOLL_NET", "tcp", NETS)
         elif out.net not in NETS:
             raise ValueError(f"net={out.net!r}: expected one of {', '.join(NETS)}")
+        if out.transport in NETS and not explicit_net:
+            out.net = out.transport  # ucx for every peer: the network transport is ucx
         if out.transport in NETS and out.net != out.transport:
             raise ValueError(f"transport={out.transport!r} carries every peer over {out.transport}, but the network "
                              f"transport is {out.net!r} (ZCOLL_NET / Options.net): set one of them")

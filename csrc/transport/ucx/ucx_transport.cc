@@ -151,6 +151,15 @@ std::string hex(uint64_t v) {
   return os.str();
 }
 
+// The process's UCX, or an error that names the rank.
+const ucx::Api& loadFor(int rank, const std::string& library) {
+  try {
+    return ucx::load(library);
+  } catch (const Error& e) {
+    throw Error("rank " + std::to_string(rank) + " " + e.what());
+  }
+}
+
 class UcxTransport : public Transport {
  public:
   UcxTransport(Store& store, const std::string& prefix, int rank, int size, const TransportOptions& options);
@@ -229,7 +238,7 @@ class UcxTransport : public Transport {
   // Abort notices: the one posted receive (from any peer) and what we sent.
   Op noticeIn_{};
   char noticeBuf_[kMaxNotice];
-  std::string notified_;              // "rank 2 gave up: ..." once a peer's notice arrived
+  std::vector<std::string> gaveUp_;   // per peer: "rank 2 gave up: ..." once its notice arrived
   std::string noticeOut_;             // our notice's text, alive until the sends complete
   std::vector<void*> noticeSends_;
   bool noticesSent_ = false;
@@ -254,10 +263,11 @@ UcxTransport::UcxTransport(Store& store, const std::string& prefix, int rank, in
                            const TransportOptions& options)
     : rank_(rank), size_(size), topology_(size, options.hostOf, options.hostNames),
       remoteOnly_(options.remoteOnly), liveness_(options.liveness), checksum_(options.checksum),
-      flipAt_(options.testFlipBitAt), api_(ucx::load(options.ucxLibrary)) {
+      flipAt_(options.testFlipBitAt), api_(loadFor(rank, options.ucxLibrary)) {
   ZCOLL_CHECK(size < (1 << kRankBits), "rank ", rank, " ucx: groups of at most ", (1 << kRankBits) - 1,
               " ranks (", size, " asked)");
   peers_.resize(static_cast<size_t>(size));
+  gaveUp_.resize(static_cast<size_t>(size));
   for (int p = 0; p < size; ++p) peers_[p].rank = p;
   wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   ZCOLL_CHECK(wakeFd_, "rank ", rank, " ucx: eventfd failed: ", tcp::errnoText(errno));
@@ -322,6 +332,21 @@ void UcxTransport::release() {
     if (closing.empty() || Clock::now() >= until) break;
   }
   for (void* r : closing) api_.request_free(r);
+  // Messages nobody will receive now (a peer's notice, sent as it tore down too): matched and
+  // dropped, or UCX warns of each when the worker goes.
+  for (int i = 0; i < 1024; ++i) {
+    ucp_request_param_t param{};
+    void* r = api_.tag_recv_nbx(worker_, spill_.get(), kSpillBytes, 0, 0, &param);
+    if (r == nullptr) continue;  // matched one at once
+    if (UCS_PTR_IS_ERR(r)) {
+      if (UCS_PTR_STATUS(r) == UCS_ERR_MESSAGE_TRUNCATED) continue;  // matched (and dropped) too
+      break;
+    }
+    const bool matched = api_.request_check_status(r) != UCS_INPROGRESS;
+    if (!matched) api_.request_cancel(worker_, r);
+    api_.request_free(r);
+    if (!matched) break;
+  }
   for (void* r : noticeSends_) api_.request_free(r);
   if (noticeIn_.parts[0].request) api_.request_free(noticeIn_.parts[0].request);
   for (auto& [id, op] : ops_)
@@ -571,8 +596,12 @@ void UcxTransport::throwIfStopped() {
 
 // One receive, from any peer, of the notice a peer sends when it aborts.
 void UcxTransport::postNoticeReceive() {
+  if (noticeIn_.parts[0].request) api_.request_free(noticeIn_.parts[0].request);
   noticeIn_.owner = this;
+  noticeIn_.parts[0] = Part{};
   noticeIn_.parts[0].op = &noticeIn_;
+  noticeIn_.partsDone = 0;
+  noticeIn_.completed = false;
   ucp_request_param_t param = params(noticeIn_.parts[0], false, false);
   void* r = api_.tag_recv_nbx(worker_, noticeBuf_, sizeof noticeBuf_, kNoticeBit, kControlMask, &param);
   ZCOLL_CHECK(!UCS_PTR_IS_ERR(r), "rank ", rank_, " ucx: posting the abort notice receive failed: ",
@@ -670,8 +699,10 @@ void UcxTransport::progressAll() {
           const Part& part = noticeIn_.parts[0];
           if (part.status != UCS_OK) continue;  // cancelled as the transport goes
           const int from = static_cast<int>((part.tag >> kSeqBits) & ((uint64_t{1} << kRankBits) - 1));
-          notified_ = "rank " + std::to_string(rank_) + " ucx: " + who(from) + " gave up: " +
-                      std::string(noticeBuf_, std::min(part.length, sizeof noticeBuf_));
+          if (from < size_)
+            gaveUp_[from] = "rank " + std::to_string(rank_) + " ucx: " + who(from) + " gave up: " +
+                            std::string(noticeBuf_, std::min(part.length, sizeof noticeBuf_));
+          postNoticeReceive();  // other peers may give up too
           continue;
         }
         settle(*done[i]);
@@ -681,11 +712,8 @@ void UcxTransport::progressAll() {
       }
     }
   }
-  if (!notified_.empty()) {
-    bool waiting = false;  // on anyone: the group is broken for every collective
-    for (const Peer& peer : peers_) waiting = waiting || (peer.rank != rank_ && peer.pending > 0);
-    if (waiting) throw NetworkError(notified_);
-  }
+  for (const Peer& peer : peers_)  // a peer that gave up fails what we still expect of it
+    if (peer.pending > 0 && !gaveUp_[peer.rank].empty()) throw NetworkError(gaveUp_[peer.rank]);
   if (liveness_ && Clock::now() >= nextLivenessCheck_) {
     nextLivenessCheck_ = Clock::now() + kLivenessCheck;
     checkPeers();
