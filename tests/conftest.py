@@ -39,6 +39,7 @@ SLOW = {
     "tests/test_multihost_bench.py::*": "network namespaces as hosts",
     "tests/test_netns.py::*": "network namespaces",
     "tests/test_shaped_bench.py::*": "tbf-shaped namespaces",
+    "tests/test_ucx_bench.py::*": "the UCX benchmark, shaped namespaces and loopback",
     "tests/test_error_feedback.py::*": "DDP training runs",
     "tests/test_ddp_step_bench.py::*": "DDP step benchmark",
     "tests/test_shrink_example.py::*": "DDP on 4 ranks through a death",
