@@ -9,7 +9,7 @@ import argparse
 import os
 import re
 
-from ..config import COMPRESSIONS, TRANSPORTS, Options, parse_algo
+from ..config import COMPRESSIONS, NETS, TRANSPORTS, Options, parse_algo
 from .collectives import ALIASES, COLLECTIVES, DTYPE_ALIASES, DTYPES, OP_ALIASES, OPS
 
 BACKENDS = ("zcoll", "gloo", "mpi", "nccl")
@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: ZCOLL_ALGO, else the tuner)")
     z.add_argument("--transport", choices=TRANSPORTS, default=None,
                    help="zcoll transport (default: ZCOLL_TRANSPORT, else auto)")
+    z.add_argument("--net", choices=NETS, default=None,
+                   help="zcoll's network transport between hosts under auto: tcp or ucx (docs/ucx.md) "
+                        "(default: ZCOLL_NET, else tcp)")
     run = ap.add_argument_group("launch and output")
     run.add_argument("--nproc", type=_positive("--nproc"), default=None, metavar="N",
                      help="start N local ranks (not needed under mpirun or torchrun)")
@@ -199,7 +202,8 @@ def parse_args(argv: list[str] | None):
         ap.error(f"the sweep has {len(args.sizes)} sizes (limit {MAX_SIZES}): raise -i or use -f")
     for codec in args.codecs:  # what Options would refuse at group creation, refused here
         try:
-            Options(algo=args.algo, transport=args.transport, compression=codec, compress_min_bytes=0).resolved()
+            Options(algo=args.algo, transport=args.transport, net=args.net, compression=codec,
+                    compress_min_bytes=0).resolved()
         except ValueError as e:
             ap.error(f"zcoll options: {e}")
     if args.algo is not None:

@@ -292,7 +292,7 @@ def _groups(args):
         if name == "zcoll":
             checksums = {"off": (False,), "on": (True,), "both": (False, True)}[args.checksum]
             for codec, checksum in ((c, k) for c in args.codecs for k in checksums):
-                opts = zcoll.Options(algo=args.algo, transport=args.transport, compression=codec,
+                opts = zcoll.Options(algo=args.algo, transport=args.transport, net=args.net, compression=codec,
                                      compress_min_bytes=0 if codec != "none" else None, checksum=checksum)
                 group = dist.new_group(backend="zcoll", pg_options=opts)
                 label = ("zcoll" if codec == "none" else f"zcoll+{codec}") + ("+crc" if checksum else "")
