@@ -1,7 +1,7 @@
 """Real faults on real processes (docs/failures.md): ranks that die (SIGKILL or os._exit; reaped
 or left as zombies; at bootstrap, idle, in small and 64 MiB collectives, in a receive) over shm
 and tcp, a stopped rank, a rank that is behind, ranks in separate PID namespaces, ranks that
-disagree on a root, and shrinking the group to go on. Each scenario is tests/fault_rank.py in
+disagree on a root, and shrinking the group to go on; over ucx too, where UCX is installed. Each scenario is tests/fault_rank.py in
 processes this test starts itself, so it decides when a dead rank is reaped."""
 from __future__ import annotations
 
@@ -18,9 +18,13 @@ from pathlib import Path
 import pytest
 from commands import bench_script, clean_env
 from multiproc import store_server
+from transports import ucx_missing
 
 RANK = str(Path(__file__).with_name("fault_rank.py"))
 DETECT_SECONDS = 2.0  # every survivor raises within this long of a death (issue goal)
+UCX_MISSING = ucx_missing()
+# Every transport, UCX too (all peers over UCX, which picks its own transports on one host).
+TRANSPORTS = ["shm", "tcp", pytest.param("ucx", marks=pytest.mark.skipif(bool(UCX_MISSING), reason=UCX_MISSING))]
 
 
 # The bench that measures the same faults has the helpers: one copy of each.
@@ -93,6 +97,10 @@ MATRIX += [(phase, transport, how, fate) for phase, transport in (("small", "shm
            for how, fate in (("exit", "zombie"), ("sigkill", "reaped"))]
 # A rank killed after publishing its shm segment, before the others unlinked it.
 MATRIX += [("shm_bootstrap", "shm", "exit", "zombie")]
+# Over UCX: every phase once, the ways to die and fates rotating as above.
+MATRIX += [pytest.param(phase, "ucx", ("exit", "sigkill")[i % 2], ("zombie", "reaped")[(i // 2) % 2],
+                        marks=pytest.mark.skipif(bool(UCX_MISSING), reason=UCX_MISSING))
+           for i, phase in enumerate(PHASES)]
 
 
 @pytest.mark.timeout(120)
@@ -124,7 +132,7 @@ def test_every_survivor_raises_within_2_s_of_a_death(job, phase, transport, how,
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_dead_rank_is_named_with_its_host_on_every_survivor(job, transport):
     """Including the survivor whose own wait was on a neighbour that gave up first."""
     j = job("idle", world=4, transport=transport)
@@ -134,7 +142,7 @@ def test_a_dead_rank_is_named_with_its_host_on_every_survivor(job, transport):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_stopped_rank_is_named_by_every_other_rank(job, transport):
     j = job("stopped", world=3, transport=transport, timeout=3)
     j.server.wait(["stopping"])
@@ -163,7 +171,7 @@ def test_a_forked_child_does_not_hide_its_parents_death(job):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_a_silent_rank_is_declared_dead_after_the_heartbeat_timeout(job, transport):
     """What closure cannot show (a vanished host, a cut link, a stopped process): no heartbeat
     for ZCOLL_HEARTBEAT_TIMEOUT, well before the group timeout (60 s)."""
@@ -194,7 +202,7 @@ def test_the_rank_that_is_behind_is_named_not_the_neighbour(job):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_ranks_that_disagree_on_the_root_all_raise(job, transport):
     j = job("roots", world=3, transport=transport)
     got = j.reports([0, 1, 2])
@@ -216,7 +224,7 @@ def test_ranks_in_separate_pid_namespaces_sharing_dev_shm_train_normally(job):
 
 
 @pytest.mark.timeout(150)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_survivors_shrink_and_continue(job, transport):
     j = job("shrink", world=4, transport=transport, victim=3)
     got = j.reports([0, 1, 2])
@@ -236,7 +244,7 @@ def expected_checksum_results(world):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_checksums_pass_clean_runs(job, transport):
     j = job("checksum", world=3, transport=transport, env={"ZCOLL_CHECKSUM": "1"})
     for r, rep in j.reports([0, 1, 2]).items():
@@ -244,7 +252,7 @@ def test_checksums_pass_clean_runs(job, transport):
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("nth", [0, 5])
 def test_a_bit_flipped_in_transit_raises_on_every_rank(job, transport, nth):
     """Rank 1's link corrupts the nth message it receives: every rank raises, naming the link."""

@@ -27,3 +27,7 @@ def ucx_missing():
     if not ucx_library():
         return "no UCX library: install the libucx wheel (pip install 'zcoll[ucx]') or set ZCOLL_UCX_LIB"
     return ""
+
+
+def payload(src, dst, nbytes, salt=0):
+    return np.random.default_rng([src, dst, nbytes, salt]).integers(0, 256, nbytes, dtype=np.uint8)

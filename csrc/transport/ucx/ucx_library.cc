@@ -31,9 +31,11 @@ void bind(void* lib, const char* name, F& fn, const std::string& path) {
 Api open(const std::string& given) {
   Api api;
   api.path = given.empty() ? "libucp.so.0" : isDirectory(given) ? given + "/libucp.so.0" : given;
-  // UCX installs handlers for SIGSEGV, SIGBUS, ... when its libucs loads, which would displace the
-  // ones torch and Python (faulthandler) install: off unless the user asks for them.
+  // Read when libucs loads, so set before: UCX installs handlers for SIGSEGV, SIGBUS, ... that
+  // would displace the ones torch and Python (faulthandler) install, and logs to stdout, which is
+  // the program's own output. Both are changed only where the user has not set them.
   ::setenv("UCX_HANDLE_ERRORS", "none", /*overwrite=*/0);
+  ::setenv("UCX_LOG_FILE", "stderr", /*overwrite=*/0);
   void* lib = ::dlopen(api.path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     const char* why = ::dlerror();

@@ -88,6 +88,11 @@ constexpr ucp_tag_t kNoticeBit = uint64_t{1} << 62;
 constexpr ucp_tag_t kControlMask = (uint64_t{3} << 62);
 ucp_tag_t noticeTag(int src) { return kNoticeBit | (static_cast<uint64_t>(src) << kSeqBits); }
 constexpr size_t kMaxNotice = 2048;
+// How long what a peer sent before it gave up or died may take to complete here, once we know:
+// the news (an abort notice on its own tag, the liveness channel) can overtake its last messages,
+// and a send of ours that it received may not have reported completion yet. Only what is still
+// pending with the peer after this fails.
+constexpr auto kLossGrace = std::chrono::milliseconds(100);
 
 struct FrameHeader {
   uint64_t magic, tag, bytes;
@@ -206,8 +211,10 @@ class UcxTransport : public Transport {
   void settle(Op& op);
   void retire(Op& op);
   void checkPeers();
+  void markLost(int peer, std::string why);
   void sleepForEvents(Deadline until);
   [[noreturn]] void connectionLost(int peer, const std::string& why) const;
+  std::string pendingWith(int peer) const;
   [[noreturn]] void timedOut(RequestId req, Clock::time_point start) const;
   void throwIfStopped();
   void postNoticeReceive();
@@ -238,7 +245,11 @@ class UcxTransport : public Transport {
   // Abort notices: the one posted receive (from any peer) and what we sent.
   Op noticeIn_{};
   char noticeBuf_[kMaxNotice];
-  std::vector<std::string> gaveUp_;   // per peer: "rank 2 gave up: ..." once its notice arrived
+  // Per peer: why it is lost ("rank 0 ucx: rank 2 gave up: ...", from its abort notice or the
+  // liveness), and from when that fails what is still pending with it (kLossGrace).
+  std::vector<std::string> lost_;
+  std::vector<Deadline> lostFrom_;
+  bool anyLost_ = false;
   std::string noticeOut_;             // our notice's text, alive until the sends complete
   std::vector<void*> noticeSends_;
   bool noticesSent_ = false;
@@ -267,7 +278,8 @@ UcxTransport::UcxTransport(Store& store, const std::string& prefix, int rank, in
   ZCOLL_CHECK(size < (1 << kRankBits), "rank ", rank, " ucx: groups of at most ", (1 << kRankBits) - 1,
               " ranks (", size, " asked)");
   peers_.resize(static_cast<size_t>(size));
-  gaveUp_.resize(static_cast<size_t>(size));
+  lost_.resize(static_cast<size_t>(size));
+  lostFrom_.resize(static_cast<size_t>(size));
   for (int p = 0; p < size; ++p) peers_[p].rank = p;
   wakeFd_ = tcp::Fd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   ZCOLL_CHECK(wakeFd_, "rank ", rank, " ucx: eventfd failed: ", tcp::errnoText(errno));
@@ -652,7 +664,11 @@ void UcxTransport::wait(RequestId req, Deadline deadline) {
       throwIfStopped();
       const auto now = Clock::now();
       if (now >= deadline) timedOut(req, start);
-      if (idle >= kSpins) sleepForEvents(liveness_ ? std::min(deadline, now + kLivenessCheck) : deadline);
+      if (idle >= kSpins) {
+        // Wake to ask the liveness, and to fail what a peer that gave up leaves pending.
+        const bool periodic = liveness_ || anyLost_;
+        sleepForEvents(periodic ? std::min(deadline, now + kLivenessCheck) : deadline);
+      }
       progressAll();
     }
   } catch (const TimeoutError&) {
@@ -700,8 +716,8 @@ void UcxTransport::progressAll() {
           if (part.status != UCS_OK) continue;  // cancelled as the transport goes
           const int from = static_cast<int>((part.tag >> kSeqBits) & ((uint64_t{1} << kRankBits) - 1));
           if (from < size_)
-            gaveUp_[from] = "rank " + std::to_string(rank_) + " ucx: " + who(from) + " gave up: " +
-                            std::string(noticeBuf_, std::min(part.length, sizeof noticeBuf_));
+            markLost(from, "rank " + std::to_string(rank_) + " ucx: " + who(from) + " gave up: " +
+                               std::string(noticeBuf_, std::min(part.length, sizeof noticeBuf_)));
           postNoticeReceive();  // other peers may give up too
           continue;
         }
@@ -712,8 +728,10 @@ void UcxTransport::progressAll() {
       }
     }
   }
-  for (const Peer& peer : peers_)  // a peer that gave up fails what we still expect of it
-    if (peer.pending > 0 && !gaveUp_[peer.rank].empty()) throw NetworkError(gaveUp_[peer.rank]);
+  if (anyLost_)  // a peer that is lost fails what we still expect of it
+    for (const Peer& peer : peers_)
+      if (peer.pending > 0 && !lost_[peer.rank].empty() && Clock::now() >= lostFrom_[peer.rank])
+        throw NetworkError(lost_[peer.rank] + pendingWith(peer.rank));
   if (liveness_ && Clock::now() >= nextLivenessCheck_) {
     nextLivenessCheck_ = Clock::now() + kLivenessCheck;
     checkPeers();
@@ -783,16 +801,24 @@ void UcxTransport::retire(Op& op) {
   ops_.erase(op.id);
 }
 
-// A peer we expect something of that the group's liveness says is gone or gave up fails the
-// wait, naming it (what it sent before it went has been progressed in already).
+// A peer we expect something of that the group's liveness says gave up or is gone is lost: what
+// is still pending with it kLossGrace later fails, naming it.
 void UcxTransport::checkPeers() {
   for (const Peer& peer : peers_) {
-    if (peer.rank == rank_ || peer.pending == 0) continue;
-    if (liveness_->gone(peer.rank)) connectionLost(peer.rank, "its liveness connection closed");
+    if (peer.rank == rank_ || peer.pending == 0 || !lost_[peer.rank].empty()) continue;
     const std::string cause = liveness_->whyGaveUp(peer.rank, std::chrono::milliseconds(0));
     if (!cause.empty())
-      throw NetworkError("rank " + std::to_string(rank_) + " ucx: rank " + std::to_string(peer.rank) + " gave up: " + cause);
+      markLost(peer.rank, "rank " + std::to_string(rank_) + " ucx: rank " + std::to_string(peer.rank) + " gave up: " + cause);
+    else if (liveness_->gone(peer.rank))
+      markLost(peer.rank, "rank " + std::to_string(rank_) + " ucx: " + liveness_->whyGone(peer.rank));
   }
+}
+
+void UcxTransport::markLost(int peer, std::string why) {
+  if (!lost_[peer].empty()) return;  // the first news is the cause
+  lost_[peer] = std::move(why);
+  lostFrom_[peer] = Clock::now() + kLossGrace;
+  anyLost_ = true;
 }
 
 // Sleeps until the worker has events, abort() is called or `until`.
@@ -810,14 +836,17 @@ std::string UcxTransport::describe(const Op& op) const {
   return "a message of " + std::to_string(op.bytes) + " bytes with tag " + hex(op.tag) + " (" + describeTag(op.tag) + ")";
 }
 
-void UcxTransport::connectionLost(int peer, const std::string& why) const {
-  std::string inflight;
+// "; pending recv from rank 2: a message of ..." (the first request still pending with `peer`).
+std::string UcxTransport::pendingWith(int peer) const {
   for (const auto& [id, op] : ops_)
-    if (op->peer == peer && !op->completed) {
-      inflight = std::string("; pending ") + (op->sending ? "send to" : "recv from") + " rank " + std::to_string(peer) +
-                 ": " + describe(*op);
-      break;
-    }
+    if (op->peer == peer && !op->completed)
+      return std::string("; pending ") + (op->sending ? "send to" : "recv from") + " rank " + std::to_string(peer) + ": " +
+             describe(*op);
+  return "";
+}
+
+void UcxTransport::connectionLost(int peer, const std::string& why) const {
+  const std::string inflight = pendingWith(peer);
   if (liveness_) {
     const std::string cause = liveness_->whyGaveUp(peer, kCauseGrace);
     if (!cause.empty())
