@@ -104,21 +104,33 @@ class Averager:
     def average(self, v: torch.Tensor, key: str = "params") -> torch.Tensor:
         """Replaces `v` (float32, contiguous) by its mean over the group, in place; `key` names
         its error-feedback residual (one per distinct vector averaged)."""
+        return self.finish(self.start(v, key))
+
+    def start(self, v: torch.Tensor, key: str = "params"):
+        """The same, started: returns a handle for :meth:`finish`, which waits and completes it
+        (the all-reduce runs meanwhile, on the group's own thread)."""
         if self.world == 1:
-            return v
+            return (v, None, False)
         if not self.compression:
-            dist.all_reduce(v, group=self.group)
-            v.div_(self.world)
-            self.bytes_sent += ring_bytes(v.numel() * v.element_size(), self.world)
-            return v
+            return (v, dist.all_reduce(v, group=self.group, async_op=True), False)
         residual = self.residuals.get(key)
         if residual is None or residual.numel() != v.numel():
             residual = self.residuals[key] = torch.zeros_like(v)
         if not self.error_feedback:
             residual.zero_()
-        backend = self.group._get_backend(v.device)
-        backend.allreduce_with_feedback(v, residual, True).wait()
-        self.bytes_sent += ring_bytes(encoded_bytes(self.compression, v.numel(), self.block), self.world)
+        work = self.group._get_backend(v.device).allreduce_with_feedback(v, residual, True)
+        return (v, work, True)
+
+    def finish(self, handle) -> torch.Tensor:
+        v, work, compressed = handle
+        if work is None:
+            return v
+        work.wait()
+        if compressed:
+            self.bytes_sent += ring_bytes(encoded_bytes(self.compression, v.numel(), self.block), self.world)
+        else:
+            v.div_(self.world)
+            self.bytes_sent += ring_bytes(v.numel() * v.element_size(), self.world)
         return v
 
     def state_dict(self) -> dict:
