@@ -40,6 +40,7 @@ SLOW = {
     "tests/test_netns.py::*": "network namespaces",
     "tests/test_shaped_bench.py::*": "tbf-shaped namespaces",
     "tests/test_ucx_bench.py::*": "the UCX benchmark, shaped namespaces and loopback",
+    "tests/test_time_to_accuracy.py::*": "every synchronisation strategy trains (the benchmark's smoke run)",
     "tests/test_error_feedback.py::*": "DDP training runs",
     "tests/test_ddp_step_bench.py::*": "DDP step benchmark",
     "tests/test_shrink_example.py::*": "DDP on 4 ranks through a death",
