@@ -219,7 +219,7 @@ class UcxTransport : public Transport {
   void throwIfStopped();
   void postNoticeReceive();
   void tellPeersAborted(const std::string& why);
-  void flushNotices(Deadline until);
+  void drain(std::vector<void*>& requests, Deadline until);
   std::string describe(const Op& op) const;
 
   const int rank_, size_;
@@ -313,7 +313,7 @@ void UcxTransport::release() {
     std::lock_guard<std::mutex> lock(abortMu_);
     tellPeersAborted(abortWhy_);
   }
-  flushNotices(Clock::now() + std::chrono::milliseconds(200));
+  drain(noticeSends_, Clock::now() + std::chrono::milliseconds(200));
   if (noticeIn_.parts[0].request && !noticeIn_.completed) api_.request_cancel(worker_, noticeIn_.parts[0].request);
   // Outstanding receives are cancelled and endpoints closed by force (their sends are purged);
   // callbacks that this sets off still find their ops (freed with the transport, after the worker).
@@ -330,19 +330,7 @@ void UcxTransport::release() {
     if (r && !UCS_PTR_IS_ERR(r)) closing.push_back(r);
     peer.ep = nullptr;
   }
-  const Deadline until = Clock::now() + std::chrono::seconds(1);
-  for (;;) {
-    while (api_.worker_progress(worker_)) {
-    }
-    closing.erase(std::remove_if(closing.begin(), closing.end(),
-                                 [&](void* r) {
-                                   if (api_.request_check_status(r) == UCS_INPROGRESS) return false;
-                                   api_.request_free(r);
-                                   return true;
-                                 }),
-                  closing.end());
-    if (closing.empty() || Clock::now() >= until) break;
-  }
+  drain(closing, Clock::now() + std::chrono::seconds(1));
   for (void* r : closing) api_.request_free(r);
   // Messages nobody will receive now (a peer's notice, sent as it tore down too): matched and
   // dropped, or UCX warns of each when the worker goes.
@@ -632,21 +620,22 @@ void UcxTransport::tellPeersAborted(const std::string& why) {
     void* r = api_.tag_send_nbx(peer.ep, noticeOut_.data(), noticeOut_.size(), noticeTag(rank_), &param);
     if (r && !UCS_PTR_IS_ERR(r)) noticeSends_.push_back(r);
   }
-  flushNotices(Clock::now() + std::chrono::milliseconds(100));
+  drain(noticeSends_, Clock::now() + std::chrono::milliseconds(100));
 }
 
-// Progresses until our notices have left (or `until`).
-void UcxTransport::flushNotices(Deadline until) {
-  while (!noticeSends_.empty()) {
+// Progresses the worker until every request of `requests` (callback-less ones we poll) has
+// completed, or `until`; frees and drops the completed ones.
+void UcxTransport::drain(std::vector<void*>& requests, Deadline until) {
+  while (!requests.empty()) {
     while (api_.worker_progress(worker_)) {
     }
-    noticeSends_.erase(std::remove_if(noticeSends_.begin(), noticeSends_.end(),
-                                      [&](void* r) {
-                                        if (api_.request_check_status(r) == UCS_INPROGRESS) return false;
-                                        api_.request_free(r);
-                                        return true;
-                                      }),
-                       noticeSends_.end());
+    requests.erase(std::remove_if(requests.begin(), requests.end(),
+                                  [&](void* r) {
+                                    if (api_.request_check_status(r) == UCS_INPROGRESS) return false;
+                                    api_.request_free(r);
+                                    return true;
+                                  }),
+                   requests.end());
     if (Clock::now() >= until) break;
   }
 }
