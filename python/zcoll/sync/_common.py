@@ -101,6 +101,14 @@ class Averager:
         self.residuals: dict[str, torch.Tensor] = {}
         self.bytes_sent = 0
 
+    def shared_start(self, flat: FlatParameters) -> torch.Tensor:
+        """Group rank 0's parameters, broadcast and written into every rank's module: the common
+        point the averaging strategies start from. Returns them as a float32 vector."""
+        v = flat.gather()
+        dist.broadcast(v, src=dist.get_global_rank(self.group, 0), group=self.group)
+        flat.scatter(v)
+        return v
+
     def average(self, v: torch.Tensor, key: str = "params") -> torch.Tensor:
         """Replaces `v` (float32, contiguous) by its mean over the group, in place; `key` names
         its error-feedback residual (one per distinct vector averaged)."""

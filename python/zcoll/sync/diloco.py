@@ -57,9 +57,7 @@ class DiLoCo:
         self.flat = FlatParameters(module)
         self.slices = self.flat.slices(fragments)
         self.averager = Averager(group, compression, error_feedback)
-        self.shared = self.flat.gather()
-        dist.broadcast(self.shared, src=dist.get_global_rank(self.group, 0), group=self.group)
-        self.flat.scatter(self.shared)
+        self.shared = self.averager.shared_start(self.flat)
         self.momentum = torch.zeros_like(self.shared)
         self.steps = 0
         self.rounds = 0

@@ -43,9 +43,7 @@ class PeriodicAverager:
         self.steps = 0
         self.rounds = 0
         # The parameters every rank shared at the last round: rank 0's to begin with.
-        self.anchor = self.flat.gather()
-        dist.broadcast(self.anchor, src=dist.get_global_rank(self.group, 0), group=self.group)
-        self.flat.scatter(self.anchor)
+        self.anchor = self.averager.shared_start(self.flat)
 
     @property
     def group(self) -> dist.ProcessGroup:
