@@ -68,6 +68,25 @@ def make_hosts(world: int, rate: str | None, bridge: str = BRIDGE, subnet: str =
     return namespaces, undo
 
 
+def run_ranks(commands: list[list[str]], envs: list[dict], timeout: float):
+    """Runs one process per rank (`commands[r]` with `envs[r]`), killing them all on a timeout or
+    an error; exits naming the first rank that failed, else returns rank 0's result: the JSON of
+    the last line it printed. The shaped benches share it (bench/ucx_bench.py, ...)."""
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for cmd, env in zip(commands, envs)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for r, (p, (out, err)) in enumerate(zip(procs, outs)):
+        if p.returncode != 0:
+            sys.exit(f"rank {r} failed:\n{err[-3000:]}")
+    return json.loads(outs[0][0].strip().splitlines()[-1])
+
+
 def worker(args):
     import numpy as np
     import torch
@@ -125,18 +144,8 @@ def main():
         base = [sys.executable, __file__, "--world", str(args.world), "--mib", str(args.mib), "--iters",
                 str(args.iters), "--codecs", args.codecs, "--algos", args.algos, "--port", str(server.port)]
         start = time.monotonic()
-        procs = [subprocess.Popen(["ip", "netns", "exec", ns, *base, "--rank", str(r)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env) for r, ns in enumerate(hosts)]
-        try:
-            outs = [p.communicate(timeout=1800) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-        for r, (p, (out, err)) in enumerate(zip(procs, outs)):
-            if p.returncode != 0:
-                sys.exit(f"rank {r} failed:\n{err[-3000:]}")
-        rows = json.loads(outs[0][0].strip().splitlines()[-1])
+        rows = run_ranks([["ip", "netns", "exec", ns, *base, "--rank", str(r)] for r, ns in enumerate(hosts)],
+                         [env] * len(hosts), 1800)
     finally:
         undo()
     nbytes = args.mib << 20

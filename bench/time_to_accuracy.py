@@ -22,14 +22,13 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shaped_allreduce import make_hosts  # noqa: E402  (the namespaces and links of every shaped bench)
+from shaped_allreduce import make_hosts, run_ranks  # noqa: E402  (what every shaped bench shares)
 
 BRIDGE, SUBNET = "zcbt0", "10.231.85"
 CONFIGS = ("ddp-gloo", "ddp-zcoll", "ddp-zcoll-int8ef", "periodic", "diloco", "diloco-int8", "gossip", "ps", "ps-dc")
@@ -119,22 +118,14 @@ def run_config(name: str, args, rank: int, world: int, data, control) -> dict:
 
         def counted(steps):
             return steps * per_step
-    elif name in ("periodic", "gossip"):
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
-        sync = PeriodicAverager(model, period=args.period) if name == "periodic" else \
-            GossipAverager(model, topology="exponential")
-
-        def step_fn(bx, by):
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(bx), by).backward()
-            opt.step()
-            sync.step()
-
-        def counted(steps):
-            return sync.bytes_sent
-    elif name.startswith("diloco"):
-        opt = torch.optim.AdamW(model.parameters(), lr=args.inner_lr)
-        sync = DiLoCo(model, opt, period=args.period, compression="int8" if name.endswith("int8") else None)
+    elif name in ("periodic", "gossip") or name.startswith("diloco"):  # a local step, then the strategy's
+        if name.startswith("diloco"):
+            opt = torch.optim.AdamW(model.parameters(), lr=args.inner_lr)
+            sync = DiLoCo(model, opt, period=args.period, compression="int8" if name.endswith("int8") else None)
+        else:
+            opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+            sync = PeriodicAverager(model, period=args.period) if name == "periodic" else \
+                GossipAverager(model, topology="exponential")
 
         def step_fn(bx, by):
             opt.zero_grad()
@@ -241,21 +232,10 @@ def launch(args) -> dict:
                 str(args.seed), "--store-host", host, "--port", str(server.port)]
         # Each namespace is a host of its own (ZCOLL_HOSTID): zcoll then crosses the shaped links
         # rather than share memory through the /dev/shm every namespace sees.
-        procs = [subprocess.Popen((["ip", "netns", "exec", ns] if ns else []) + [*base, "--rank", str(r)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                  env=env if args.smoke else {**env, "ZCOLL_HOSTID": f"tta-host{r}"})
-                 for r, ns in enumerate(hosts)]
-        try:
-            outs = [p.communicate(timeout=args.timeout) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.communicate()
-        for r, (p, (out, err)) in enumerate(zip(procs, outs)):
-            if p.returncode != 0:
-                sys.exit(f"rank {r} failed:\n{err[-4000:]}")
-        return json.loads(outs[0][0].strip().splitlines()[-1])
+        return run_ranks([(["ip", "netns", "exec", ns] if ns else []) + [*base, "--rank", str(r)]
+                          for r, ns in enumerate(hosts)],
+                         [env if args.smoke else {**env, "ZCOLL_HOSTID": f"tta-host{r}"} for r in range(len(hosts))],
+                         args.timeout)
     finally:
         undo()
 

@@ -30,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from shaped_allreduce import make_hosts  # noqa: E402  (the namespaces and links of every shaped bench)
+from shaped_allreduce import make_hosts, run_ranks  # noqa: E402  (what every shaped bench shares)
 
 BRIDGE, SUBNET = "zcbu0", "10.231.83"
 SIZES = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20]
@@ -87,19 +87,8 @@ def shaped(args):
         env.setdefault("UCX_TLS", "tcp")
         base = [sys.executable, __file__, "shaped", "--world", str(args.world), "--iters", str(args.iters),
                 "--sizes", ",".join(map(str, args.sizes)), "--subnet", args.subnet, "--port", str(server.port)]
-        procs = [subprocess.Popen(["ip", "netns", "exec", ns, *base, "--rank", str(r)], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, env=env) for r, ns in enumerate(hosts)]
-        try:
-            outs = [p.communicate(timeout=1800) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.communicate()
-        for r, (p, (out, err)) in enumerate(zip(procs, outs)):
-            if p.returncode != 0:
-                sys.exit(f"rank {r} failed:\n{err[-3000:]}")
-        result = json.loads(outs[0][0].strip().splitlines()[-1])
+        result = run_ranks([["ip", "netns", "exec", ns, *base, "--rank", str(r)] for r, ns in enumerate(hosts)],
+                           [env] * len(hosts), 1800)
     finally:
         undo()
     rows = result["rows"]
@@ -213,19 +202,7 @@ def loopback(args):
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZCOLL_")}
     env.setdefault("UCX_TLS", "tcp")
     base = [sys.executable, __file__, "loopback", "--iters", str(args.iters), "--port", str(server.port)]
-    procs = [subprocess.Popen([*base, "--rank", str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env) for r in range(2)]
-    try:
-        outs = [p.communicate(timeout=900) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for r, (p, (out, err)) in enumerate(zip(procs, outs)):
-        if p.returncode != 0:
-            sys.exit(f"rank {r} failed:\n{err[-3000:]}")
-    got = json.loads(outs[0][0].strip().splitlines()[-1])
+    got = run_ranks([[*base, "--rank", str(r)] for r in range(2)], [env] * 2, 900)
     got["ucx_perftest"] = {"latency_us": perftest("tag_lat", 4096, 10000, env),
                            "bandwidth_gbs": perftest("tag_bw", 64 << 20, 20, env)}
     print(f"2 processes on this host, UCX_TLS={env['UCX_TLS']}; zcoll medians of {args.iters} batches")
