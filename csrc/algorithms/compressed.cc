@@ -156,41 +156,69 @@ void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire&
   if (gather) gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
 }
 
+// Two-shot, pipelined chunk by chunk: every receive is posted first; each chunk of a
+// contribution is sent to its owner as soon as it is encoded (chunk c to every owner before chunk
+// c+1, so all owners start together); the owner sums a chunk as soon as every contribution to it
+// is in, encodes the sum and sends each gather message to every rank as soon as the bytes it
+// covers are encoded; and the owners' gathered segments are decoded as their messages arrive.
+// The messages and their tags are those of exchangeContribution and gatherWire (the staged
+// schedule's), and every value is encoded and decoded as in the unpipelined order: the same bits.
 void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wire& w,
                        const std::vector<Segment>& segs, bool gather) {
   const int p = t.size(), r = t.rank();
-  size_t total = 0;
-  for (const auto& s : segs) total += w.bytes(s.size());
-  std::vector<uint8_t> wire(total);  // stage-0 encodings of other segments, then the gather
   const Segment mine = segs[r];
-  std::vector<std::vector<uint8_t>> incoming(p);
-  std::vector<std::vector<RequestId>> recvs(p);
+  const size_t total = wireOffset(segs, w, p), own = wireOffset(segs, w, r), mineBytes = w.bytes(mine.size());
+  std::vector<uint8_t> contributions(total);  // our stage-0 encodings of the other segments
+  std::vector<uint8_t> wire(gather ? total : 0);  // every owner's encoded sum (gather stage)
+  std::vector<uint8_t> incoming(static_cast<size_t>(p) * mineBytes);  // slot q: rank q's encoding of ours
+  CollectiveArgs bytesArgs = a;
+  bytesArgs.dtype = DType::kUInt8;  // the gather moves as bytes (gatherWire's messages)
+  const size_t gatherChunk = schedule::chunkElems(bytesArgs);
+
+  std::vector<std::vector<RequestId>> contributionRecvs(p), gatherRecvs(p);
   std::vector<RequestId> sends;
-  for (int k = 1; k < p; ++k) {  // every contribution encoded once (stage 0) and sent to its owner
-    const int s = (r + k) % p, q = (r + p - k) % p;
-    const size_t at = wireOffset(segs, w, s);
-    w.encode(x, segs[s].begin, segs[s].size(), r, 0, wire.data() + at);
-    incoming[q].resize(w.bytes(mine.size()));
-    exchangeContribution(t, a, w, segs, s, wire.data() + at, q, incoming[q].data(), sends, recvs[q]);
+  for (int k = 1; k < p; ++k) {
+    const int q = (r + p - k) % p;
+    schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      contributionRecvs[q].push_back(
+          t.irecv(q, a.tag(0, c), incoming.data() + q * mineBytes + w.offset(off), w.bytes(m)));
+    });
+    if (gather)
+      schedule::forEachChunk(0, w.bytes(segs[q].size()), gatherChunk, [&](size_t off, size_t n, size_t c) {
+        gatherRecvs[q].push_back(t.irecv(q, bytesArgs.tag(1, c), wire.data() + wireOffset(segs, w, q) + off, n));
+      });
   }
+  // Contributions: chunk c of every other segment, encoded (stage 0) and sent at once.
+  size_t mostChunks = 0;
+  for (const auto& s : segs) mostChunks = std::max(mostChunks, (s.size() + w.chunkElems - 1) / w.chunkElems);
+  for (size_t c = 0; c < mostChunks; ++c)
+    for (int k = 1; k < p; ++k) {
+      const int s = (r + k) % p;
+      const size_t off = c * w.chunkElems;
+      if (off >= segs[s].size()) continue;
+      const size_t m = std::min(w.chunkElems, segs[s].size() - off);
+      uint8_t* out = contributions.data() + wireOffset(segs, w, s) + w.offset(off);
+      w.encode(x, segs[s].begin + off, m, r, 0, out);
+      sends.push_back(t.isend(s, a.tag(0, c), out, w.bytes(m)));
+    }
+
   // The owner sums v_0 + v_1 + ... + v_{p-1} in rank order, its own part exact, chunk by chunk
   // and, inside a chunk, tile by tile: each contribution's tile is decoded, added and, once the
-  // sum is complete, encoded while it is still in cache (the same bits as whole-chunk steps).
+  // sum is complete, encoded (and decoded back into x: our own result) while it is in cache.
   const size_t tileElems = w.tileElems();
   std::vector<float> acc(tileElems), decoded(tileElems);
-  const size_t own = wireOffset(segs, w, r);
-  std::vector<uint8_t> gathered(w.bytes(mine.size()));
   const float divisor = static_cast<float>(a.avgDivisor(p));  // 0: not AVG
+  size_t gatherSent = 0;  // our gather messages sent so far
   schedule::forEachChunk(0, mine.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
     for (int q = 0; q < p; ++q)
-      if (q != r) t.wait(recvs[q][c], a.deadline);
+      if (q != r) t.wait(contributionRecvs[q][c], a.deadline);
     for (size_t at = 0; at < m; at += tileElems) {  // `at` is whole blocks: byte offsets add up
       const size_t n = std::min(tileElems, m - at);
       float* ownTile = x + mine.begin + off + at;
       for (int q = 0; q < p; ++q) {
         const float* v = ownTile;
         if (q != r) {
-          w.decode(incoming[q].data() + w.offset(off) + w.bytes(at), n, decoded.data());
+          w.decode(incoming.data() + q * mineBytes + w.offset(off) + w.bytes(at), n, decoded.data());
           v = decoded.data();
         }
         if (q == 0) std::copy(v, v + n, acc.data());
@@ -203,14 +231,36 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
         std::copy(acc.begin(), acc.begin() + n, ownTile);
         continue;
       }
-      w.encodeValues(acc.data(), mine.begin + off + at, n, r, kernels::kGatherStage,
-                     gathered.data() + w.offset(off) + w.bytes(at), divisor != 0.0f ? divisor : 1.0f);
+      uint8_t* encoded = wire.data() + own + w.offset(off) + w.bytes(at);
+      w.encodeValues(acc.data(), mine.begin + off + at, n, r, kernels::kGatherStage, encoded,
+                     divisor != 0.0f ? divisor : 1.0f);
+      w.decode(encoded, n, ownTile);
+    }
+    if (!gather) return;
+    // Every gather message whose bytes are now encoded goes to every rank.
+    const size_t ready = w.offset(off) + w.bytes(m);
+    for (; gatherSent * gatherChunk < mineBytes; ++gatherSent) {
+      const size_t begin = gatherSent * gatherChunk, end = std::min(begin + gatherChunk, mineBytes);
+      if (end > ready) break;
+      for (int k = 1; k < p; ++k)
+        sends.push_back(t.isend((r + k) % p, bytesArgs.tag(1, gatherSent), wire.data() + own + begin, end - begin));
     }
   });
-  for (RequestId s : sends) t.wait(s, a.deadline);  // `wire` is about to be overwritten
-  if (!gather) return;
-  std::copy(gathered.begin(), gathered.end(), wire.begin() + own);
-  gatherEncoded(t, x, segs, w, wire.data(), a, 1, true);
+  if (gather)  // every other owner's segment, decoded chunk by chunk as its messages arrive
+    for (int k = 1; k < p; ++k) {
+      const int q = (r + k) % p;
+      const uint8_t* segWire = wire.data() + wireOffset(segs, w, q);
+      size_t arrived = 0, message = 0;
+      schedule::forEachChunk(0, segs[q].size(), w.chunkElems, [&](size_t off, size_t m, size_t) {
+        const size_t end = w.offset(off) + w.bytes(m);
+        for (; arrived < end; ++message) {
+          t.wait(gatherRecvs[q][message], a.deadline);
+          arrived = std::min((message + 1) * gatherChunk, w.bytes(segs[q].size()));
+        }
+        w.decode(segWire + w.offset(off), m, x + segs[q].begin + off);
+      });
+    }
+  for (RequestId s : sends) t.wait(s, a.deadline);
 }
 
 // The two-shot above for data in a device's memory: the device encodes, sums and decodes; the
