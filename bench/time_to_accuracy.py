@@ -31,6 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from shaped_allreduce import make_hosts, run_ranks  # noqa: E402  (what every shaped bench shares)
 
 BRIDGE, SUBNET = "zcbt0", "10.231.85"
+# What launch() passes on to every rank (with --configs, --seed, --store-host, --port, --rank).
+RANK_SETTINGS = ("world", "hidden", "target", "max_seconds", "max_steps", "batch", "lr", "inner_lr", "period",
+                 "dc_lambda", "ps_momentum", "ps_servers", "eval_every", "after", "seed")
 CONFIGS = ("ddp-gloo", "ddp-zcoll", "ddp-zcoll-int8ef", "periodic", "diloco", "diloco-int8", "gossip", "ps", "ps-dc")
 
 
@@ -96,7 +99,7 @@ def run_config(name: str, args, rank: int, world: int, data, control) -> dict:
     model = model_of(args.hidden, args.seed)
     numel = sum(p.numel() for p in model.parameters())
     gen = torch.Generator().manual_seed(args.seed * 1000 + rank)
-    observer = 1 if name.startswith("ps") else 0
+    observer = args.ps_servers if name.startswith("ps") else 0  # the parameter server's first worker
     curve, bytes_sent, reached = [], 0, None
     step_fn, counted = None, None
 
@@ -135,12 +138,13 @@ def run_config(name: str, args, rank: int, world: int, data, control) -> dict:
 
         def counted(steps):
             return sync.bytes_sent
-    else:  # the parameter server: rank 0 serves, the others train without waiting for each other
-        opt = torch.optim.SGD(model.parameters(), lr=args.lr / (world - 1))
-        ps = AsyncParameterServer(model, opt, servers=[0], max_staleness=4 * world,
+    else:  # the parameter server: the first ranks serve, the others train without waiting for each other
+        workers = world - args.ps_servers
+        opt = torch.optim.SGD(model.parameters(), lr=args.lr / workers, momentum=args.ps_momentum)
+        ps = AsyncParameterServer(model, opt, servers=list(range(args.ps_servers)), max_staleness=4 * world,
                                   delay_compensation=args.dc_lambda if name == "ps-dc" else 0.0)
         ps.start()
-        if rank == 0:  # the server serves until every worker has said it is done
+        if rank < args.ps_servers:  # a server serves until every worker has said it is done
             dist.barrier(group=control)  # the workers' start
             ps.close()
             dist.barrier(group=control)
@@ -224,12 +228,9 @@ def launch(args) -> dict:
         env.update(MASTER_ADDR=host)
         if not args.smoke:
             env["GLOO_SOCKET_IFNAME"] = "eth0"
-        base = [sys.executable, __file__, "--world", str(args.world), "--hidden", str(args.hidden),
-                "--target", str(args.target), "--max-seconds", str(args.max_seconds), "--max-steps",
-                str(args.max_steps), "--configs", ",".join(args.configs), "--batch", str(args.batch), "--lr",
-                str(args.lr), "--inner-lr", str(args.inner_lr), "--period", str(args.period), "--dc-lambda",
-                str(args.dc_lambda), "--eval-every", str(args.eval_every), "--after", str(args.after), "--seed",
-                str(args.seed), "--store-host", host, "--port", str(server.port)]
+        settings = {k: getattr(args, k) for k in RANK_SETTINGS}
+        settings.update(configs=",".join(args.configs), store_host=host, port=server.port)
+        base = [sys.executable, __file__, *(x for k, v in settings.items() for x in (f"--{k.replace('_', '-')}", str(v)))]
         # Each namespace is a host of its own (ZCOLL_HOSTID): zcoll then crosses the shaped links
         # rather than share memory through the /dev/shm every namespace sees.
         return run_ranks([(["ip", "netns", "exec", ns] if ns else []) + [*base, "--rank", str(r)]
@@ -240,21 +241,48 @@ def launch(args) -> dict:
         undo()
 
 
-def report(args, results: dict) -> str:
-    numel = next(r["numel"] for r in results.values())
+def _median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def summarise(runs: dict) -> dict:
+    """Per strategy over the seeds' runs: medians of seconds, bytes and steps to the target over
+    the runs that reached it, the median final accuracy, and how many runs reached it."""
+    out = {}
+    for name in next(iter(runs.values())):
+        rs = [run[name] for run in runs.values()]
+        got = [r["reached"] for r in rs if r["reached"]]
+        out[name] = {"runs": len(rs), "reached_in": len(got),
+                     "seconds": _median([g[0] for g in got]) if got else None,
+                     "bytes": _median([g[1] for g in got]) if got else None,
+                     "steps": _median([g[2] for g in got]) if got else None,
+                     "final": _median([r["final"] for r in rs if r["final"] is not None]),
+                     "numel": rs[0]["numel"]}
+    return out
+
+
+def report(args, runs: dict) -> str:
+    summary = summarise(runs)
+    numel = next(r["numel"] for r in summary.values())
     where = "local ranks on loopback" if args.smoke else f"one per network namespace, links {args.rate} (tbf)"
+    seeds = list(runs)
+    over = f"median of {len(seeds)} seeds ({','.join(map(str, seeds))}); " if len(seeds) > 1 else f"seed {seeds[0]}; "
     lines = [f"digits MLP 64-{args.hidden}-{args.hidden}-10 ({numel / 1e6:.1f}M parameters), {args.world} ranks, {where}; "
-             f"target {args.target:.0%} test accuracy, batch {args.batch} per rank",
-             f"{'strategy':<18} {'seconds':>9} {'MB sent':>9} {'steps':>6} {'final acc':>9}"]
-    base = results.get("ddp-gloo", {}).get("reached")
-    for name, r in results.items():
-        got = r["reached"]
-        sec = f"{got[0]:9.1f}" if got else f"{'-':>9}"
-        mb = f"{got[1] / 1e6:9.1f}" if got else f"{'-':>9}"
-        steps = f"{got[2]:6d}" if got else f"{'-':>6}"
-        extra = f"   {base[0] / got[0]:.1f}x sooner, {base[1] / max(got[1], 1):.0f}x fewer bytes than ddp-gloo" \
-            if got and base and name != "ddp-gloo" else ""
-        lines.append(f"{name:<18} {sec} {mb} {steps} {r['final']:9.3f}{extra}")
+             f"target {args.target:.0%} test accuracy, batch {args.batch} per rank; {over}"
+             f"at most {args.max_seconds:g} s per strategy",
+             f"{'strategy':<18} {'seconds':>9} {'MB sent':>9} {'steps':>6} {'s/step':>7} {'final acc':>9} {'reached':>8}"]
+    base = summary.get("ddp-gloo")
+    for name, r in summary.items():
+        got = r["seconds"] is not None
+        sec = f"{r['seconds']:9.1f}" if got else f"{'-':>9}"
+        mb = f"{r['bytes'] / 1e6:9.1f}" if got else f"{'-':>9}"
+        steps = f"{r['steps']:6.0f}" if got else f"{'-':>6}"
+        per = f"{r['seconds'] / r['steps']:7.3f}" if got else f"{'-':>7}"
+        extra = f"   {base['seconds'] / r['seconds']:.1f}x sooner, {base['bytes'] / max(r['bytes'], 1):.0f}x fewer bytes " \
+            "than ddp-gloo" if got and base and base["seconds"] and name != "ddp-gloo" else ""
+        lines.append(f"{name:<18} {sec} {mb} {steps} {per} {r['final']:9.3f} {r['reached_in']:>4}/{r['runs']:<3}{extra}")
     return "\n".join(lines)
 
 
@@ -289,9 +317,12 @@ def main():
     ap.add_argument("--inner-lr", type=float, default=1e-3, help="DiLoCo's inner AdamW learning rate")
     ap.add_argument("--period", type=int, default=10, help="PeriodicAverager's and DiLoCo's period")
     ap.add_argument("--dc-lambda", type=float, default=0.04, help="ps-dc's delay compensation")
+    ap.add_argument("--ps-momentum", type=float, default=0.9, help="the parameter server's SGD momentum")
+    ap.add_argument("--ps-servers", type=int, default=1, help="ranks serving the parameter server's shards")
     ap.add_argument("--eval-every", type=int, default=5, help="steps between evaluations")
     ap.add_argument("--after", type=int, default=2, help="evaluations to go on after the target")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds: one run each, the table shows medians")
+    ap.add_argument("--seed", type=int, help=argparse.SUPPRESS)  # a rank's seed
     ap.add_argument("--smoke", action="store_true", help="local ranks on loopback, a small model and target")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--json", metavar="FILE", help="write the results as JSON")
@@ -301,6 +332,11 @@ def main():
     ap.add_argument("--store-host", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.configs = [c for c in args.configs.split(",") if c]
+    args.seeds = [int(x) for x in args.seeds.split(",") if x]
+    if not args.seeds:
+        ap.error("--seeds needs at least one seed")
+    if not 1 <= args.ps_servers < args.world:
+        ap.error(f"--ps-servers must leave at least one worker: 1 to {args.world - 1}")
     if set(args.configs) - set(CONFIGS):
         ap.error(f"unknown configs {sorted(set(args.configs) - set(CONFIGS))}")
     if args.rank is not None:
@@ -311,14 +347,17 @@ def main():
     elif os.geteuid() != 0:
         sys.exit("time_to_accuracy.py needs root (network namespaces, tc); --smoke runs without")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))  # still remove the namespaces
-    results = launch(args)
-    print(report(args, results))
+    runs = {}
+    for seed in args.seeds:  # each seed: its own initial weights, train/test split and data order
+        args.seed = seed
+        runs[seed] = launch(args)
+    print(report(args, runs))
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items()
-                                                            if k not in ("rank", "port", "store_host")},
-                                               "results": results}, indent=1))
+                                                            if k not in ("rank", "port", "store_host", "seed")},
+                                               "summary": summarise(runs), "runs": runs}, indent=1))
     if args.plot:
-        plot(results, args.plot, args)
+        plot(runs[args.seeds[0]], args.plot, args)
 
 
 if __name__ == "__main__":

@@ -475,13 +475,17 @@ class AsyncParameterServer:
                 self.stats["pushes_refused"] += 1
                 return STALE
             if self.delay_compensation and staleness:
-                now = self._history[-1][1]
-                grad = grad + self.delay_compensation * grad * grad * (now - then)
+                # g + ((λ·g)·g)·(w_now − w_then), in this order, with two temporaries rather than
+                # one per operation (the model's size each); `grad` is this push's own buffer.
+                correction = torch.mul(grad, self.delay_compensation)
+                correction.mul_(grad).mul_(torch.sub(self._history[-1][1], then))
+                grad.add_(correction)
+                del correction
             at = 0
             for p in self.params:
                 p.grad = None
-            for p in self._shard:
-                p.grad = grad[at:at + p.numel()].view_as(p).to(p.device, p.dtype).clone()
+            for p in self._shard:  # views of the push's buffer (no copy unless device or dtype differ)
+                p.grad = grad[at:at + p.numel()].view_as(p).to(p.device, p.dtype)
                 at += p.numel()
             self.optimizer.step()
             for p in self._shard:
