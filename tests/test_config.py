@@ -10,7 +10,7 @@ def test_defaults(monkeypatch):
                  "ZCOLL_SOCKET_IFNAME", "ZCOLL_COMPRESS", "ZCOLL_COMPRESS_MIN_BYTES", "ZCOLL_COMPRESS_BLOCK"):
         monkeypatch.delenv(name, raising=False)
     o = Options().resolved()
-    assert (o.transport, o.algo, o.chunk_bytes, o.shm_ring_bytes, o.debug) == ("auto", "", 0, 4 << 20, "WARN")
+    assert (o.transport, o.algo, o.chunk_bytes, o.shm_ring_bytes, o.debug) == ("auto", "", 0, 0, "WARN")
     assert (o.compression, o.compress_min_bytes, o.compress_block) == ("none", 65536, 256)
 
 
@@ -152,7 +152,13 @@ def test_failure_options_defaults_env_and_errors(monkeypatch):
         Options().resolved()
 
 
-def test_shm_rings_are_bounded():
+def test_shm_rings_are_bounded(monkeypatch):
     assert Options(shm_ring_bytes=1 << 30).resolved().shm_ring_bytes == 1 << 30
-    with pytest.raises(ValueError, match="shm_ring_bytes must be positive and at most 1073741824"):
+    assert Options(shm_ring_bytes=0).resolved().shm_ring_bytes == 0  # the group's choice
+    with pytest.raises(ValueError, match="shm_ring_bytes must be at most 1073741824"):
         Options(shm_ring_bytes=(1 << 30) + 1).resolved()
+    monkeypatch.setenv("ZCOLL_SHM_RING_BYTES", "65536")
+    assert Options().resolved().shm_ring_bytes == 65536
+    monkeypatch.setenv("ZCOLL_SHM_RING_BYTES", "-1")
+    with pytest.raises(ValueError, match="ZCOLL_SHM_RING_BYTES must be positive"):
+        Options().resolved()

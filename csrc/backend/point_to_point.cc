@@ -99,6 +99,7 @@ class P2PWork : public c10d::Work {
 
 class P2PLane {
  public:
+  Transport::SharedMemoryUse sharedMemory() const { return transport_->sharedMemory(); }
   P2PLane(std::unique_ptr<Transport> transport, std::chrono::milliseconds timeout, size_t maxUnexpectedBytes)
       : transport_(std::move(transport)), engine_(*transport_, maxUnexpectedBytes), timeout_(timeout),
         thread_([this] { run(); }) {}
@@ -263,6 +264,10 @@ void ProcessGroupZcoll::abort() {
   transport_->abort(why);
   p2p_->abort(why);
   liveness_->leave();
+}
+
+std::array<Transport::SharedMemoryUse, 2> ProcessGroupZcoll::sharedMemory() const {
+  return {transport_->sharedMemory(), p2p_->sharedMemory()};
 }
 
 void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {

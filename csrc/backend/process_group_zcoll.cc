@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cctype>
 
 #include "transport/handshake.h"
@@ -467,13 +468,19 @@ void ProcessGroupZcoll::checkRoot(int64_t root, const char* op) const {
 // sendTo[p] / recvFrom[p]: contiguous buffers for rank p (undefined: nothing with p).
 void ProcessGroupZcoll::exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom,
                                  uint64_t tag) {
+  const int me = getRank();
+  const auto has = [](const std::vector<at::Tensor>& v, int p) { return p < static_cast<int>(v.size()) && v[p].defined(); };
+  const bool toSelf = has(sendTo, me) && has(recvFrom, me);  // a copy, not a message through a ring
+  if (toSelf)
+    ZCOLL_CHECK(sendTo[me].nbytes() == recvFrom[me].nbytes(), "rank ", me, " sends ", sendTo[me].nbytes(),
+                " bytes to itself but expects ", recvFrom[me].nbytes(), " (its own split sizes differ)");
   std::vector<RequestId> reqs;
   for (int p = 0; p < getSize(); ++p) {
-    if (p < static_cast<int>(recvFrom.size()) && recvFrom[p].defined())
-      reqs.push_back(transport_->irecv(p, tag, recvFrom[p].data_ptr(), recvFrom[p].nbytes()));
-    if (p < static_cast<int>(sendTo.size()) && sendTo[p].defined())
-      reqs.push_back(transport_->isend(p, tag, sendTo[p].data_ptr(), sendTo[p].nbytes()));
+    if (p == me && toSelf) continue;
+    if (has(recvFrom, p)) reqs.push_back(transport_->irecv(p, tag, recvFrom[p].data_ptr(), recvFrom[p].nbytes()));
+    if (has(sendTo, p)) reqs.push_back(transport_->isend(p, tag, sendTo[p].data_ptr(), sendTo[p].nbytes()));
   }
+  if (toSelf) std::memmove(recvFrom[me].data_ptr(), sendTo[me].data_ptr(), sendTo[me].nbytes());  // while they move
   const Deadline d = deadline();
   for (RequestId r : reqs) transport_->wait(r, d);
 }

@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -47,7 +48,7 @@ struct BackendConfig {
   std::string compression = "none";
   size_t compressMinBytes = 65536;
   int compressBlock = 256;
-  size_t shmRingBytes = 4u << 20;
+  size_t shmRingBytes = 0;  // 0: the group sizes its rings (transport/shm)
   std::string socketIfname;
   int socketFamily = 0;  // AF_INET / AF_INET6 first; 0: as the store host
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};  // ZCOLL_CONNECT_TIMEOUT
@@ -129,6 +130,8 @@ class ProcessGroupZcoll : public c10d::Backend {
   const BackendConfig& config() const { return config_; }
   const log::Logger& logger() const { return log_; }
   const char* transportName() const { return transport_->name(); }
+  // This rank's shm rings: the collectives' transport, then the point-to-point lane's.
+  std::array<Transport::SharedMemoryUse, 2> sharedMemory() const;
   const Topology& topology() const { return topology_; }
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,

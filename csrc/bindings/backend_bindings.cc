@@ -16,6 +16,9 @@
 
 namespace py = pybind11;
 
+// {ring_bytes, rings_allocated, bytes} of a transport's shm rings (transport_bindings.cc).
+py::dict sharedMemoryDict(const zcoll::Transport::SharedMemoryUse& use);
+
 namespace {
 
 // The Python classes of zcoll's own errors, defined in zcoll/errors.py, which hands them over
@@ -129,6 +132,14 @@ void bindBackend(py::module_& m) {
       .def_property_readonly("config", [](zcoll::ProcessGroupZcoll& pg) { return pg.config(); },
                              "A copy of the group's BackendConfig.")
       .def_property_readonly("transport", [](zcoll::ProcessGroupZcoll& pg) { return std::string(pg.transportName()); })
+      .def_property_readonly("shared_memory", [](zcoll::ProcessGroupZcoll& pg) {
+             const auto lanes = pg.sharedMemory();
+             py::dict d;
+             d["collectives"] = sharedMemoryDict(lanes[0]);
+             d["p2p"] = sharedMemoryDict(lanes[1]);
+             d["bytes"] = lanes[0].bytes + lanes[1].bytes;
+             return d;
+           }, "This rank's shared memory: each lane's {ring_bytes, rings_allocated, bytes} and their total bytes.")
       .def_property_readonly("host_of", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().hostOfEachRank(); },
                              "Each rank's host, numbered in order of each host's lowest rank.")
       .def_property_readonly("topology", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().describe(); })

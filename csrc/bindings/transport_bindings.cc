@@ -400,6 +400,14 @@ void compressedAllGatherPy(PyTransport& t, FloatArray data, const std::vector<si
 
 }  // namespace
 
+py::dict sharedMemoryDict(const zcoll::Transport::SharedMemoryUse& use) {
+  py::dict d;
+  d["ring_bytes"] = use.ringBytes;
+  d["rings_allocated"] = use.ringsAllocated;
+  d["bytes"] = use.bytes;
+  return d;
+}
+
 void bindTransport(py::module_& m) {
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
@@ -407,16 +415,18 @@ void bindTransport(py::module_& m) {
                     std::string>(),
            py::arg("kind"), py::arg("store"), py::arg("prefix"), py::arg("rank"), py::arg("size"),
            py::arg("timeout") = 30.0, py::arg("socket_ifname") = "", py::arg("store_host") = "",
-           py::arg("shm_ring_bytes") = size_t{4} << 20, py::arg("host_of") = std::vector<int>{},
+           py::arg("shm_ring_bytes") = size_t{0}, py::arg("host_of") = std::vector<int>{},
            py::arg("socket_family") = 0, py::arg("connect_timeout") = 20.0, py::arg("liveness") = true,
            py::arg("heartbeat_interval") = 1.0, py::arg("heartbeat_timeout") = 30.0, py::arg("net") = "tcp",
            py::arg("ucx_library") = "",
            "kind: shm, tcp, ucx or auto (a transport per peer by host_of, each rank's host index, with `net` "
-           "between hosts); liveness: watch the peers as the backend does (transport/liveness.h); "
+           "between hosts); shm_ring_bytes: 0 sizes the rings as a group does; liveness: watch the peers as the backend does (transport/liveness.h); "
            "ucx_library: the libucp to load (\"\": the loader's search path).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })
+      .def("shared_memory", [](PyTransport& t) { return sharedMemoryDict(t.transport().sharedMemory()); },
+           "This rank's shm rings: {ring_bytes, rings_allocated, bytes} (zeros without shm).")
       .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)

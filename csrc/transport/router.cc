@@ -46,6 +46,9 @@ class Router : public Transport {
   // "shm+tcp" or "shm+ucx": the same on every rank (the tuner and the logs use it), also on a
   // host of one rank.
   const char* name() const override { return name_.c_str(); }
+  SharedMemoryUse sharedMemory() const override {
+    return subs_[kLocal] ? subs_[kLocal]->sharedMemory() : SharedMemoryUse{};
+  }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 

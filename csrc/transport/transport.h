@@ -77,6 +77,14 @@ class Transport {
   // Make every current and future wait() throw with `why` (group shutdown, an earlier failure).
   // The one method that may be called from any thread.
   virtual void abort(const std::string& why) = 0;
+
+  // Shared memory this rank's inbound rings hold (zeros for transports without shm).
+  struct SharedMemoryUse {
+    size_t ringBytes = 0;       // each directed pair's ring
+    size_t ringsAllocated = 0;  // rings into this rank allocated so far (a pair's on its first message)
+    size_t bytes = 0;           // this rank's segment as allocated in /dev/shm: header and those rings
+  };
+  virtual SharedMemoryUse sharedMemory() const { return {}; }
 };
 
 // The largest shm ring per directed pair (ZCOLL_SHM_RING_BYTES): 1 GiB.
@@ -96,7 +104,9 @@ struct TransportOptions {
   // tcp, ucx: how long a peer's published address may leave connections unanswered (a firewall
   // that drops them) before that is an error naming it (ZCOLL_CONNECT_TIMEOUT).
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};
-  size_t shmRingBytes = 4u << 20;    // shm: bytes of each directed pair's ring buffer (<= kMaxShmRingBytes)
+  // shm: bytes of each directed pair's ring buffer (<= kMaxShmRingBytes); 0: sized by the group
+  // (shm_transport.cc, chooseRingBytes).
+  size_t shmRingBytes = 0;
   // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
   // unknown (transport tests), when every peer may be on another host.
   std::vector<int> hostOf;

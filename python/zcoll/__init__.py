@@ -16,7 +16,7 @@ from .config import Options  # noqa: E402
 
 if _dist is not None:
     from .backend import register as _register
-    from .backend import shrink_group  # noqa: F401
+    from .backend import shared_memory, shrink_group  # noqa: F401
     from .errors import ArgumentError, ArgumentTypeError, DistTimeoutError  # noqa: F401
     from . import hooks  # noqa: F401
 
@@ -36,4 +36,4 @@ def build_info() -> dict:
 
 __all__ = ["Options", "build_info", "launch", "__version__"]
 if _dist is not None:
-    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError", "hooks", "shrink_group"]
+    __all__ += ["ArgumentError", "ArgumentTypeError", "DistTimeoutError", "hooks", "shared_memory", "shrink_group"]

@@ -96,6 +96,19 @@ def shrink_group(ranks_to_exclude, group=None, shrink_flags: int = 0):
     return pg
 
 
+def shared_memory(group=None) -> dict:
+    """This rank's shared memory in a zcoll group (the default group when `group` is None):
+    ``{"collectives": lane, "p2p": lane, "bytes": total}``, each lane ``{"ring_bytes",
+    "rings_allocated", "bytes"}``: the ring size the group took, how many peers' rings into this
+    rank exist so far (a pair's ring is allocated at its first message), and the bytes this
+    rank's segment holds in /dev/shm (docs/architecture.md, shared memory). Zeros where the
+    group's ranks share no host."""
+    backend = (group or dist.group.WORLD)._get_backend(torch.device("cpu"))
+    if not isinstance(backend, _C.ProcessGroupZcoll):
+        raise TypeError(f"shared_memory needs a zcoll process group, got {type(backend).__name__}")
+    return backend.shared_memory
+
+
 def register() -> None:
     if "zcoll" not in dist.Backend.backend_list:
         # cuda too: CUDA tensors reach zcoll's device path (or, in a build without CUDA, a

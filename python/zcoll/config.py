@@ -136,7 +136,8 @@ class Options:
     compress_block: int | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS_BLOCK",
         "help": "int8/int4 block size: a multiple of 16 in [16, 65536]"})
     shm_ring_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_RING_BYTES",
-        "help": "bytes of each directed pair's shared-memory ring"})
+        "help": "bytes of each directed pair's shared-memory ring; 0 (the default): the group sizes them, "
+                "at most 4 MiB, smaller for large groups or a small /dev/shm"})
     socket_ifname: str | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_IFNAME",
         "help": "tcp: advertise an address of these interfaces (NCCL_SOCKET_IFNAME's syntax: 'eth0', "
                 "'eth,ib' prefixes, '=eth0' exact, '^docker,lo' excluded)"})
@@ -205,12 +206,12 @@ class Options:
         if out.chunk_bytes is None:
             out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 0, allow_zero=True)
         if out.shm_ring_bytes is None:
-            out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 4 << 20)
+            out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 0, allow_zero=True)
         if out.chunk_bytes < 0:
             raise ValueError(f"chunk_bytes must be positive (or 0 for the tuner's), got {out.chunk_bytes}")
-        if not 0 < out.shm_ring_bytes <= MAX_SHM_RING_BYTES:
-            raise ValueError(f"shm_ring_bytes must be positive and at most {MAX_SHM_RING_BYTES} (1 GiB), "
-                             f"got {out.shm_ring_bytes}")
+        if not 0 <= out.shm_ring_bytes <= MAX_SHM_RING_BYTES:
+            raise ValueError(f"shm_ring_bytes must be at most {MAX_SHM_RING_BYTES} (1 GiB), or 0 for the "
+                             f"group's choice, got {out.shm_ring_bytes}")
         if out.socket_ifname is None:
             out.socket_ifname = os.environ.get("ZCOLL_SOCKET_IFNAME", "")
         if out.socket_family is None:

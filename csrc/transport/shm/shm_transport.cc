@@ -8,17 +8,21 @@
 // every message starts 8-aligned and a receiver can hand out pieces that never split an element
 // (irecvConsume reduces straight out of the ring).
 //
-// Segments are mapped with MAP_POPULATE: the pages exist and are mapped from the start, so the
-// first pass through each ring does not page-fault (measured: the first ~1000 4 KiB all-reduces
-// took 17 us instead of 8 until the rings had wrapped once).
+// Memory: a segment is its header and ring controls (allocated at once) and one ring per sender,
+// allocated (posix_fallocate) by that sender before its first message, so pairs that never talk
+// cost nothing and a /dev/shm too small is a clear error on the sending rank, not a SIGBUS. The
+// group's rank 0 sizes the rings when ZCOLL_SHM_RING_BYTES does not (chooseRingBytes): 4 MiB,
+// less where the group is large or /dev/shm small, so a rank's rings take O(1) memory at any
+// group size. A fresh ring is prefaulted in the sender's mapping, and in the receiver's at its
+// first message (MADV_POPULATE_*): no pass through a ring page-faults (measured without this:
+// the first ~1000 4 KiB all-reduces took 17 us instead of 8 until the rings had wrapped once).
 //
 // Bootstrap: every rank creates its segment under a unique name, publishes the name in the
 // store, maps every peer's segment, says so in the store, and once all ranks have mapped
 // everything, unlinks its own name: from then on nothing is left in /dev/shm even if a process
 // is killed (the kernel frees the memory when the last mapping goes). A bootstrap that fails
 // (a rank killed while the group forms) unlinks every name published so far, the dead rank's
-// included. The segment's memory is allocated up front (posix_fallocate), so a /dev/shm too
-// small for the rings is a clear error here, not a SIGBUS at the first message.
+// included.
 //
 // Waiting: spin briefly (lowest latency when ranks have their own cores), yield a few times, then
 // sleep on a futex in our segment header (the doorbell): a peer that publishes data or frees ring
@@ -37,6 +41,7 @@
 #include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,7 +63,15 @@ constexpr uint64_t kMessageMagic = 0x7a636d7367ULL;
 constexpr uint64_t kChecksummedMagic = 0x7a636d7363ULL;  // a message followed by a CRC32C trailer
 constexpr size_t kLine = 64;
 
-constexpr size_t kAbortReasonBytes = 240;
+constexpr size_t kAbortReasonBytes = 1024;
+constexpr size_t kPage = 4096;
+
+// The rings a group sizes itself (chooseRingBytes) when ZCOLL_SHM_RING_BYTES is not set: at most
+// 4 MiB, at least 64 KiB, and at most 32 MiB of one transport's rings from a rank's peers.
+constexpr size_t kAutoRingMax = size_t{4} << 20, kAutoRingMin = size_t{64} << 10;
+constexpr size_t kAutoRingsPerRank = size_t{32} << 20;
+// A zcoll group's shm transports on a host: the collectives' and the point-to-point lane's.
+constexpr int kLanesPerGroup = 2;
 
 // How long wait() spins, then yields, before it sleeps on the doorbell. Waking a sleeper costs
 // tens to hundreds of microseconds (a syscall on each side, and on a VM an idle vCPU to wake), so
@@ -124,24 +137,60 @@ size_t roundUpPow2(size_t v) {
   return p;
 }
 
-// One mapped segment: header, `size` ring controls, then `size` data areas.
+// One mapped segment: header and `size` ring controls (whole pages), then `size` data areas.
 struct Segment {
   void* base = nullptr;
   size_t bytes = 0;
   size_t ringBytes = 0;
+  size_t headerBytes = 0;
+  int fd = -1;  // kept open: a sender allocates its ring in the receiver's segment through it
 
   SegmentHeader* header() const { return static_cast<SegmentHeader*>(base); }
   RingControl* control(int sender) const {
     return reinterpret_cast<RingControl*>(static_cast<char*>(base) + sizeof(SegmentHeader)) + sender;
   }
-  char* data(int sender, int size) const {
-    char* first = reinterpret_cast<char*>(control(size));
-    return first + static_cast<size_t>(sender) * ringBytes;
+  size_t dataOffset(int sender) const { return headerBytes + static_cast<size_t>(sender) * ringBytes; }
+  char* data(int sender) const { return static_cast<char*>(base) + dataOffset(sender); }
+  static size_t headerBytesFor(int size) {
+    return (sizeof(SegmentHeader) + size * sizeof(RingControl) + kPage - 1) / kPage * kPage;
   }
-  static size_t totalBytes(int size, size_t ringBytes) {
-    return sizeof(SegmentHeader) + size * sizeof(RingControl) + size * ringBytes;
+  static size_t totalBytes(int size, size_t ringBytes) { return headerBytesFor(size) + size * ringBytes; }
+  void release() {
+    if (base) munmap(base, bytes);
+    if (fd >= 0) close(fd);
+    base = nullptr;
+    fd = -1;
   }
 };
+
+// The ring size a group takes when none is configured (rank 0 decides for all): kAutoRingMax,
+// halved while one transport's rings from a rank's p-1 peers would exceed kAutoRingsPerRank (so
+// a rank's worst case, every peer's ring of both lanes allocated, stays under 64 MiB at any group
+// size), and while that worst case for every rank of the host would not fit in what /dev/shm
+// has free (Docker gives 64 MiB); never below kAutoRingMin. (zcoll's schedules never send to
+// their own rank; a transport user that did would add that ring.)
+size_t chooseRingBytes(int size) {
+  const size_t peers = size > 1 ? static_cast<size_t>(size - 1) : 1;
+  size_t ring = kAutoRingMax;
+  while (ring > kAutoRingMin && ring * peers > kAutoRingsPerRank) ring >>= 1;
+  struct statvfs fs {};
+  if (statvfs("/dev/shm", &fs) == 0) {
+    const size_t free = static_cast<size_t>(fs.f_bavail) * fs.f_frsize;
+    while (ring > kAutoRingMin && kLanesPerGroup * size * (Segment::headerBytesFor(size) + peers * ring) > free)
+      ring >>= 1;
+  }
+  return ring;
+}
+
+// Maps a range's pages (they exist: the sender allocated them) so the passes through a ring take
+// no page faults; before Linux 5.14 (no MADV_POPULATE_*) they map at first touch instead.
+void prefault(char* at, size_t bytes, bool write) {
+#if defined(MADV_POPULATE_WRITE) && defined(MADV_POPULATE_READ)
+  madvise(at, bytes, write ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+#else
+  (void)at, (void)bytes, (void)write;
+#endif
+}
 
 struct Request {
   RequestId id;
@@ -167,6 +216,7 @@ class ShmTransport : public Transport {
   RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
   bool test(RequestId req) override;
+  SharedMemoryUse sharedMemory() const override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
     if (aborted_.load()) return;  // the first cause is the useful one
@@ -190,6 +240,9 @@ class ShmTransport : public Transport {
   void checkPeer(int peer) const;
   std::string pendingSummary() const;
   void checkPendingPeersDrained();
+  void allocateRing(int peer);
+  // What a /dev/shm too small for this group needs, for its errors.
+  std::string sizingAdvice() const;
 
   // The group rank of local rank i, for messages: under the "auto" transport this transport
   // spans one host's ranks of a larger group.
@@ -201,7 +254,10 @@ class ShmTransport : public Transport {
   const bool checksum_;                 // CRC32C trailer on every message (ZCOLL_CHECKSUM)
   int64_t flipAt_;                      // test-only: corrupt the payload of this received message
   int64_t received_ = 0;                // messages with a payload received so far
-  size_t ringBytes_;
+  size_t ringBytes_ = 0;
+  bool ringBytesChosen_ = false;  // by rank 0 for the group (no ZCOLL_SHM_RING_BYTES)
+  std::vector<bool> ringAllocated_;  // ours in peer p's segment
+  std::vector<bool> ringPrefaulted_;  // peer p's in ours, in our mapping
   std::chrono::microseconds spinFor_;  // kSpinFor, or 0 when the ranks outnumber the cores
   std::vector<Segment> segs_;  // segs_[r]: rank r's segment (inbound rings of r)
   std::vector<std::deque<Request>> sendq_, recvq_;
@@ -239,32 +295,45 @@ void unlinkPublished(Store& store, const std::string& key, int size) {
 ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& opt)
     : rank_(rank), size_(size), groupRanks_(opt.groupRanks), liveness_(opt.liveness), checksum_(opt.checksum),
-      flipAt_(opt.testFlipBitAt),
-      ringBytes_(roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096))),
+      flipAt_(opt.testFlipBitAt), ringAllocated_(size), ringPrefaulted_(size),
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
   ZCOLL_CHECK(opt.shmRingBytes <= kMaxShmRingBytes, "rank ", g(rank), " shm: ZCOLL_SHM_RING_BYTES=", opt.shmRingBytes,
               " is larger than the ", kMaxShmRingBytes, " bytes a ring may have");
-  // 1. Create and publish this rank's segment.
+  const std::string key = prefix + "/shm/";
+  Rendezvous rendezvous(store, opt.failKey.empty() ? prefix + "/failed" : opt.failKey,
+                        "rank " + std::to_string(g(rank)) + " shm: ", opt.liveness.get());
+  const Deadline deadline = Clock::now() + opt.timeout;
+  // 0. The ring size: configured, or rank 0's for the group (which it publishes either way, so
+  // a rank configured otherwise fails the segment check below instead of waiting here).
+  ringBytesChosen_ = opt.shmRingBytes == 0;
+  if (rank == 0) {
+    ringBytes_ = ringBytesChosen_ ? chooseRingBytes(size) : roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096));
+    store.set(key + "ring", bytesOf(std::to_string(ringBytes_)));
+  } else if (ringBytesChosen_) {
+    const auto v = rendezvous.await(key + "ring", deadline, "rank " + std::to_string(g(0)) + "'s ring size");
+    ringBytes_ = std::stoull(std::string(v.begin(), v.end()));
+  } else {
+    ringBytes_ = roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096));
+  }
+  // 1. Create and publish this rank's segment: its header allocated, its rings by their senders.
   const std::string mine = uniqueName(rank);
-  const size_t total = Segment::totalBytes(size, ringBytes_);
+  const size_t total = Segment::totalBytes(size, ringBytes_), headerBytes = Segment::headerBytesFor(size);
   const int fd = shm_open(mine.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
   ZCOLL_CHECK(fd >= 0, "rank ", g(rank), " shm: shm_open(", mine, ") failed: ", std::strerror(errno));
   // Allocated, not only sized: tmpfs hands out pages at first touch, and a touch that finds
-  // /dev/shm full kills the process with SIGBUS (Docker's default /dev/shm is 64 MiB).
-  const int allocErr = ftruncate(fd, static_cast<off_t>(total)) == 0 ? posix_fallocate(fd, 0, static_cast<off_t>(total)) : errno;
-  void* base = allocErr == 0 ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0) : MAP_FAILED;
+  // /dev/shm full kills the process with SIGBUS.
+  const int allocErr = ftruncate(fd, static_cast<off_t>(total)) == 0 ? posix_fallocate(fd, 0, static_cast<off_t>(headerBytes)) : errno;
+  void* base = allocErr == 0 ? mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
   const int err = allocErr ? allocErr : errno;
-  close(fd);
   if (base == MAP_FAILED) {
+    close(fd);
     shm_unlink(mine.c_str());
-    ZCOLL_CHECK(false, "rank ", g(rank), " shm: cannot allocate ", total, " bytes of shared memory for ", mine, ": ",
-                std::strerror(err), ". Each rank needs ", size, " rings of ZCOLL_SHM_RING_BYTES=", ringBytes_,
-                " (", total, " bytes in all, ", total * static_cast<size_t>(size), " for the ", size,
-                " ranks of this host): enlarge /dev/shm (docker run --shm-size) or lower ZCOLL_SHM_RING_BYTES");
+    ZCOLL_CHECK(false, "rank ", g(rank), " shm: cannot allocate ", headerBytes, " bytes of shared memory for ", mine,
+                " (", std::strerror(err), "): ", sizingAdvice());
   }
-  segs_[rank] = {base, total, ringBytes_};
+  segs_[rank] = {base, total, ringBytes_, headerBytes, fd};
   for (int s = 0; s < size; ++s) {
     new (segs_[rank].control(s)) RingControl();
     segs_[rank].control(s)->head.store(0);
@@ -280,14 +349,10 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   own->doorbell.seq.store(0);
   own->doorbell.sleepers.store(0);
   std::atomic_thread_fence(std::memory_order_release);
-  const std::string key = prefix + "/shm/";
-  Rendezvous rendezvous(store, opt.failKey.empty() ? prefix + "/failed" : opt.failKey,
-                        "rank " + std::to_string(g(rank)) + " shm: ", opt.liveness.get());
-  const Deadline deadline = Clock::now() + opt.timeout;
   try {
     store.set(key + "name/" + std::to_string(rank), bytesOf(mine));
     if (opt.testFault == "exit_in_shm_bootstrap") _exit(3);
-    // 2. Map every peer's segment.
+    // 2. Map every peer's segment (its descriptor kept: our ring in it is ours to allocate).
     for (int p = 0; p < size; ++p) {
       if (p == rank) continue;
       const auto nameBytes = rendezvous.await(key + "name/" + std::to_string(p), deadline,
@@ -296,10 +361,10 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       const int pfd = shm_open(name.c_str(), O_RDWR, 0600);
       ZCOLL_CHECK(pfd >= 0, "rank ", g(rank), " shm: cannot open rank ", g(p), "'s segment ", name, ": ",
                   std::strerror(errno), " (are all ranks on one host? else use ZCOLL_TRANSPORT=tcp)");
-      void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, pfd, 0);
-      close(pfd);
+      void* pbase = mmap(nullptr, total, PROT_READ | PROT_WRITE, MAP_SHARED, pfd, 0);
+      if (pbase == MAP_FAILED) close(pfd);
       ZCOLL_CHECK(pbase != MAP_FAILED, "rank ", g(rank), " shm: cannot map rank ", g(p), "'s segment: ", std::strerror(errno));
-      segs_[p] = {pbase, total, ringBytes_};
+      segs_[p] = {pbase, total, ringBytes_, headerBytes, pfd};
       const SegmentHeader& h = *segs_[p].header();
       ZCOLL_CHECK(h.magic == kSegmentMagic && h.ringBytes == ringBytes_ && h.size == static_cast<uint64_t>(size),
                   "rank ", g(rank), " shm: rank ", g(p), "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
@@ -312,8 +377,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
                        "rank " + std::to_string(g(p)) + " to map every segment");
   } catch (const Error& e) {
     shm_unlink(mine.c_str());
-    for (auto& s : segs_)
-      if (s.base) munmap(s.base, s.bytes);
+    for (auto& s : segs_) s.release();
     // A rank killed mid-bootstrap cannot unlink its own name: every survivor unlinks them all,
     // after publishing the cause (a peer that then misses a segment reports that cause).
     try {
@@ -327,16 +391,42 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
     throw;
   } catch (...) {
     shm_unlink(mine.c_str());
-    for (auto& s : segs_)
-      if (s.base) munmap(s.base, s.bytes);
+    for (auto& s : segs_) s.release();
     throw;
   }
   shm_unlink(mine.c_str());
 }
 
 ShmTransport::~ShmTransport() {
-  for (auto& s : segs_)
-    if (s.base) munmap(s.base, s.bytes);
+  for (auto& s : segs_) s.release();
+}
+
+std::string ShmTransport::sizingAdvice() const {
+  const std::string origin = ringBytesChosen_ ? std::to_string(ringBytes_) + " bytes, the group's choice"
+                                              : "ZCOLL_SHM_RING_BYTES=" + std::to_string(ringBytes_);
+  const size_t need = Segment::headerBytesFor(size_) + static_cast<size_t>(size_ - 1) * ringBytes_;
+  return "enlarge /dev/shm (docker run --shm-size) or lower ZCOLL_SHM_RING_BYTES (rings of " + origin + "): each of " +
+         "this host's " + std::to_string(size_) + " ranks may need " + std::to_string(need) + " bytes for each of " +
+         "a group's " + std::to_string(kLanesPerGroup) + " lanes, a ring per peer allocated at its first message";
+}
+
+// Our ring in `peer`'s segment, allocated before our first message to it.
+void ShmTransport::allocateRing(int peer) {
+  const Segment& seg = segs_[peer];
+  const int err = posix_fallocate(seg.fd, static_cast<off_t>(seg.dataOffset(rank_)), static_cast<off_t>(ringBytes_));
+  if (err)
+    throw Error("rank " + std::to_string(g(rank_)) + " shm: cannot allocate the " + std::to_string(ringBytes_) +
+                "-byte ring for messages to rank " + std::to_string(g(peer)) + " in /dev/shm (" + std::strerror(err) +
+                "): " + sizingAdvice());
+  prefault(seg.data(rank_), ringBytes_, true);
+  ringAllocated_[peer] = true;
+}
+
+Transport::SharedMemoryUse ShmTransport::sharedMemory() const {
+  const Segment& own = segs_[rank_];
+  struct stat st {};
+  const size_t bytes = fstat(own.fd, &st) == 0 ? static_cast<size_t>(st.st_blocks) * 512 : 0;
+  return {ringBytes_, bytes > own.headerBytes ? (bytes - own.headerBytes) / ringBytes_ : 0, bytes};
 }
 
 void ShmTransport::checkPeer(int peer) const {
@@ -387,8 +477,9 @@ void ringRead(const char* ring, size_t cap, uint64_t pos, char* dst, size_t n, u
 bool ShmTransport::progressSend(int peer) {
   auto& q = sendq_[peer];
   if (q.empty()) return false;
+  if (!ringAllocated_[peer]) allocateRing(peer);
   RingControl* ctl = segs_[peer].control(rank_);
-  char* ring = segs_[peer].data(rank_, size_);
+  char* ring = segs_[peer].data(rank_);
   uint64_t head = ctl->head.load(std::memory_order_relaxed);
   const uint64_t tail = ctl->tail.load(std::memory_order_acquire);
   bool moved = false;
@@ -451,9 +542,13 @@ bool ShmTransport::progressRecv(int peer) {
   auto& q = recvq_[peer];
   if (q.empty()) return false;
   RingControl* ctl = segs_[rank_].control(peer);
-  const char* ring = segs_[rank_].data(peer, size_);
+  const char* ring = segs_[rank_].data(peer);
   uint64_t tail = ctl->tail.load(std::memory_order_relaxed);
   const uint64_t head = ctl->head.load(std::memory_order_acquire);
+  if (!ringPrefaulted_[peer] && head != 0) {  // the sender has allocated it: map it in at once
+    prefault(const_cast<char*>(ring), ringBytes_, false);
+    ringPrefaulted_[peer] = true;
+  }
   bool moved = false;
   while (!q.empty()) {
     Request& r = q.front();
