@@ -222,6 +222,57 @@ def test_device_cuda_without_a_gpu_is_a_usage_error(capsys):
     assert "--device cuda: no CUDA device here" in capsys.readouterr().err
 
 
+@pytest.mark.timeout(400)
+def test_deepspeed_backend_times_its_shm_all_reduce_beside_zcoll(tmp_path):
+    """DeepSpeed's shm all-reduce (requirements-dev.txt installs deepspeed; its C++ op builds on
+    first use): float sums are timed and checked, what its kernel cannot do is n/a with the
+    reason, and the ratio table has a deepspeed column."""
+    from zcoll.bench.collectives import COLLECTIVES as C
+    path = tmp_path / "rows.json"
+    code, out, err = bench(["all_reduce", "broadcast", "--nproc", "2", "-b", "4K", "-e", "256K", "-f", "8", "-n", "3",
+                            "-w", "1", "-c", "1", "-d", "float,int32", "--backend", "zcoll,deepspeed",
+                            "--json", str(path)], timeout=380)
+    assert code == 0, out[-3000:] + err[-3000:]
+    rows = [r for r in json.loads(path.read_text())["rows"] if r["backend"] == "deepspeed"]
+    assert len(rows) == 2 * 2 * 3  # collectives x dtypes x sizes (4 KiB, 32 KiB, 256 KiB)
+    level = 1 if "deepspeed's shm kernel for float needs avx2" not in out else 0
+    for r in rows:
+        cell = r["out_of_place"]
+        if r["collective"] == "broadcast":
+            assert cell["status"] == "n/a" and "all_reduce only" in cell["reason"], r
+        elif r["dtype"] == "int32":
+            assert cell["status"] == "n/a" and "float, half and bfloat16 only" in cell["reason"], r
+        elif level:
+            assert cell["status"] == "ok" and cell["wrong"] == 0 and cell["time_us"] > 0, r
+            assert r["in_place"]["status"] == "ok" and r["in_place"]["wrong"] == 0, r
+    assert "deepspeed" in out.split("# Ratio")[1].splitlines()[1], out
+    assert C["all_reduce"].deepspeed_unsupported(DTYPES["bfloat16"], "sum", 1) == \
+        "deepspeed's shm kernel for bfloat16 needs avx512bw"
+    assert C["all_reduce"].deepspeed_unsupported(DTYPES["float"], "max", 2) == "deepspeed's shm all-reduce sums only"
+    assert C["all_reduce"].deepspeed_unsupported(DTYPES["half"], "sum", 2) is None
+
+
+def test_deepspeed_backend_refusals(monkeypatch, capsys):
+    from zcoll.bench import main
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SystemExit):
+        main(["--backend", "zcoll,deepspeed"])
+    assert "backend deepspeed needs DeepSpeed installed (pip install deepspeed)" in capsys.readouterr().err
+    monkeypatch.undo()
+    with pytest.raises(SystemExit):
+        main(["--backend", "deepspeed", "--device", "cuda"])
+    assert "the deepspeed backend is DeepSpeed's CPU shared-memory all-reduce; use --device cpu" in \
+        capsys.readouterr().err
+    args = cli.parse_args(["--backend", "deepspeed"])
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert "needs every rank on one host (2 of 4 here)" in cli.check_world(args, 4)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    monkeypatch.setenv("LOCAL_SIZE", "3")
+    assert "LOCAL_SIZE=3, but 4 ranks share this host" in cli.check_world(args, 4)
+    monkeypatch.delenv("LOCAL_SIZE")
+    assert cli.check_world(args, 4) is None and cli.os.environ["LOCAL_SIZE"] == "4"
+
+
 @pytest.mark.timeout(60)
 def test_bad_flags_from_the_command_line_give_no_traceback():
     code, out, err = bench(["-b", "64K", "-e", "8", "--nproc", "2"], timeout=50)

@@ -6,13 +6,14 @@ one line on stderr) before any rank starts.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 
 from ..config import COMPRESSIONS, NETS, TRANSPORTS, Options, parse_algo
 from .collectives import ALIASES, COLLECTIVES, DTYPE_ALIASES, DTYPES, OP_ALIASES, OPS
 
-BACKENDS = ("zcoll", "gloo", "mpi", "nccl")
+BACKENDS = ("zcoll", "gloo", "mpi", "nccl", "deepspeed")
 DEVICES = ("cpu", "cuda")
 MAX_SIZES = 1000  # a sweep longer than this is a typo (-i 1 with -e 1G), not a benchmark
 AVERAGE_MODES = {0: "rank 0's", 1: "the mean over ranks of the", 2: "the min over ranks of the",
@@ -41,6 +42,11 @@ Devices: --device cuda puts every tensor on a GPU, rank r on GPU (local rank r m
 count). zcoll stages CUDA tensors through host memory, so its ranks may share one GPU; nccl
 needs a GPU per rank; gloo runs what it supports on CUDA (n/a otherwise); mpi runs on the host
 only. Times then include waiting for the GPU (a device synchronize after the timed calls).
+
+DeepSpeed: --backend deepspeed times deepspeed.comm.inference_all_reduce, DeepSpeed's shared-memory
+all-reduce for CPU inference (the strongest CPU peer on one host): all_reduce of float, half or
+bfloat16 sums, every rank on one host (zcoll-bench sets LOCAL_SIZE, without which DeepSpeed
+crashes); other cells are n/a, since DeepSpeed would quietly run the process group's all_reduce.
 
 Launch: under mpirun (rank and size from the MPI environment; rendezvous through mpi4py), under
 torchrun, or with --nproc N (N local ranks; with mpi among the backends it re-runs itself under
@@ -134,8 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time reported across ranks: 0 rank 0's, 1 mean, 2 min, 3 max (default: 3)")
     z = ap.add_argument_group("backends")
     z.add_argument("--backend", default="zcoll", metavar="LIST",
-                   help="comma list of zcoll, gloo, mpi, nccl: several run side by side, interleaved per "
-                        "size (nccl needs --device cuda) (default: zcoll)")
+                   help="comma list of zcoll, gloo, mpi, nccl, deepspeed: several run side by side, "
+                        "interleaved per size (nccl needs --device cuda; deepspeed is its shm all_reduce, "
+                        "one host) (default: zcoll)")
     z.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where the tensors live: cpu, or cuda (a GPU per local rank, shared when there "
                         "are fewer GPUs than ranks) (default: cpu)")
@@ -175,6 +182,8 @@ def parse_args(argv: list[str] | None):
     args.ops = _pick(args.op, OPS, OP_ALIASES, "op", ap)
     args.backends = _pick(args.backend, BACKENDS, {}, "backend", ap)
     args.codecs = _pick(args.compress, COMPRESSIONS, {}, "codec", ap)
+    if "deepspeed" in args.backends and importlib.util.find_spec("deepspeed") is None:
+        ap.error("backend deepspeed needs DeepSpeed installed (pip install deepspeed)")
     if args.codecs != ["none"] and "zcoll" not in args.backends:
         ap.error("--compress applies to zcoll: add zcoll to --backend")
     if args.checksum != "off" and "zcoll" not in args.backends:
@@ -246,6 +255,8 @@ def check_device(args) -> str | None:
         if "nccl" in args.backends:
             return "backend nccl needs --device cuda"
         return None
+    if "deepspeed" in args.backends:
+        return "--device cuda: the deepspeed backend is DeepSpeed's CPU shared-memory all-reduce; use --device cpu"
     if "mpi" in args.backends:
         return "--device cuda: the mpi backend (mpi4py) runs on host memory only; drop mpi or use --device cpu"
     import torch
@@ -259,11 +270,19 @@ def check_device(args) -> str | None:
 
 
 def check_world(args, world: int) -> str | None:
-    """The checks that need the number of ranks; a message for parser.error, or None."""
+    """The checks that need the number of ranks; a message for parser.error, or None. (With the
+    deepspeed backend it also sets LOCAL_SIZE, which DeepSpeed's shm op reads, when unset.)"""
     if args.root is not None and args.root >= world:
         return f"argument -r/--root: rank {args.root} is out of range for {world} ranks"
     if args.nproc is not None and args.nproc != world:
         return f"--nproc {args.nproc}, but the launcher started {world} ranks"
+    if "deepspeed" in args.backends:
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
+        if local != world:
+            return (f"backend deepspeed: its shm all-reduce needs every rank on one host ({local} of {world} "
+                    "here); across hosts it runs the process group's all_reduce")
+        if os.environ.setdefault("LOCAL_SIZE", str(world)) != str(world):
+            return f"backend deepspeed: LOCAL_SIZE={os.environ['LOCAL_SIZE']}, but {world} ranks share this host"
     if "nccl" in args.backends:
         import torch
         gpus = torch.cuda.device_count()

@@ -253,6 +253,27 @@ class Collective:
             return ring
         raise AssertionError(self.name)
 
+    # -- DeepSpeed's shared-memory all-reduce ---------------------------------------------------
+
+    def deepspeed_unsupported(self, dtype: DType, op: str | None, kernel_level: int) -> str | None:
+        """Why deepspeed.comm.inference_all_reduce cannot run this cell on its shm kernel (where it
+        would quietly run the process group's all_reduce instead), or None."""
+        if self.name != "all_reduce":
+            return "deepspeed: its shm path is all_reduce only"
+        if dtype.name not in ("float", "half", "bfloat16"):
+            return "deepspeed's shm all-reduce takes float, half and bfloat16 only"
+        if op != "sum":
+            return "deepspeed's shm all-reduce sums only"
+        if kernel_level < (1 if dtype.name == "float" else 2):
+            return f"deepspeed's shm kernel for {dtype.name} needs " + ("avx2" if dtype.name == "float" else "avx512bw")
+        return None
+
+    def deepspeed_call(self, b: Buffers, comm, inplace: bool):
+        out, inp = b.out, b.inp
+        if inplace:
+            return lambda: comm.inference_all_reduce(out)
+        return lambda: (out.copy_(inp), comm.inference_all_reduce(out))
+
     # -- MPI (mpi4py) ---------------------------------------------------------------------------
 
     def mpi_unsupported(self, dtype: DType, op: str | None) -> str | None:

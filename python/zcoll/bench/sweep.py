@@ -63,16 +63,19 @@ class Control:
 
 @dataclass
 class Backend:
-    label: str    # what the table shows: zcoll, zcoll+int8, gloo, mpi
-    kind: str     # zcoll | gloo | mpi
+    label: str    # what the table shows: zcoll, zcoll+int8, gloo, mpi, deepspeed
+    kind: str     # zcoll | gloo | mpi | nccl | deepspeed
     codec: str
-    handle: object  # torch ProcessGroup or an MPI communicator
+    handle: object  # torch ProcessGroup, an MPI communicator, or deepspeed.comm
+    kernel_level: int = 0  # deepspeed: its shm kernel's vector level (1: avx2, 2: avx512bw)
 
     def barrier(self) -> None:
+        import torch.distributed as dist
         if self.kind == "mpi":
             self.handle.Barrier()
+        elif self.kind == "deepspeed":
+            dist.barrier()  # its all-reduce works on the default group
         else:
-            import torch.distributed as dist
             dist.barrier(group=self.handle)
 
 
@@ -113,6 +116,10 @@ class Sweep:
             why = coll.mpi_unsupported(dtype, op)
             if why:
                 return Cell(status="n/a", reason=why)
+        if b.kind == "deepspeed":
+            why = coll.deepspeed_unsupported(dtype, op, b.kernel_level)
+            if why:
+                return Cell(status="n/a", reason=why)
         lossy = b.kind == "zcoll" and compresses(coll, b.codec, dtype, op)
         values, expected = inputs(lossy)
         bufs = coll.alloc(count, self.world, self.rank, dtype.torch, inplace, b.kind == "mpi", self.device)
@@ -127,6 +134,8 @@ class Sweep:
         fill()
         if b.kind == "mpi":
             call = coll.mpi_call(bufs, b.handle, op, root, inplace, self.rank, self.world)
+        elif b.kind == "deepspeed":
+            call = coll.deepspeed_call(bufs, b.handle, inplace)
         else:
             call = coll.torch_call(bufs, b.handle, op, root, inplace, self.rank, self.world)
         # The probe: gloo or MPI may not implement a combination; they refuse it on every rank
@@ -308,11 +317,29 @@ def _groups(args):
             from mpi4py import MPI
             backends.append(Backend("mpi", "mpi", "none", MPI.COMM_WORLD.Dup()))
             notes.append(f"mpi ({MPI.Get_library_version().split(',')[0].strip()})")
+        elif name == "deepspeed":
+            comm, level, version = _deepspeed()
+            backends.append(Backend("deepspeed", "deepspeed", "none", comm, kernel_level=level))
+            notes.append(f"deepspeed {version} (shm inference_all_reduce)")
         elif name == "nccl":
             backends.append(Backend("nccl", "nccl", "none", dist.new_group(backend="nccl")))
             version = torch.cuda.nccl.version()
             notes.append("nccl " + (".".join(map(str, version)) if isinstance(version, tuple) else str(version)))
     return backends, notes
+
+
+def _deepspeed():
+    """deepspeed.comm over the default group, its shm all-reduce initialised (its C++ op builds on
+    first use); returns (deepspeed.comm, the kernel's vector level, deepspeed's version). The
+    shm kernel only runs where LOCAL_SIZE equals the world size, so the caller has checked that
+    every rank is on this host and set LOCAL_SIZE (cli.check_world)."""
+    import deepspeed
+    import deepspeed.comm as comm
+    import deepspeed.comm.comm as state  # its backend object, set by init_distributed (`cdb`)
+    comm.init_distributed(dist_backend="gloo", verbose=False)  # wraps the default group already made
+    backend = state.cdb
+    level = getattr(backend, "shm_vector_kernel_level", 0) if getattr(backend, "shm_comm_op", None) else 0
+    return comm, level, deepspeed.__version__
 
 
 def _device(args, rank: int):
@@ -338,6 +365,9 @@ def _settle(backends: list[Backend], calls: int = 200, device=None) -> None:
             y = x.numpy()
             for _ in range(calls):
                 b.handle.Allreduce(MPI.IN_PLACE, y)
+        elif b.kind == "deepspeed":
+            for _ in range(calls):
+                b.handle.inference_all_reduce(x)
         else:
             for _ in range(calls):
                 dist.all_reduce(x, group=b.handle)
