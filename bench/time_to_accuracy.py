@@ -10,7 +10,8 @@ model (for the parameter server: the first worker's) reaches the target test acc
 accuracy, and the accuracy-vs-time curve (--plot).
 
     python bench/time_to_accuracy.py [--world 4] [--rate 1gbit] [--hidden 4096] [--target 0.95]
-                                     [--max-seconds 300] [--configs ...] [--json F] [--plot F.png]
+                                     [--max-seconds 300] [--configs ...] [--seeds 0,1,2]
+                                     [--ps-servers 1] [--ps-momentum 0.9] [--json F] [--plot F.png]
     python bench/time_to_accuracy.py --smoke     # local ranks on loopback, a small model (tests)
 
 Needs root and iproute2 (except --smoke); only the namespaces' own addresses are targeted, and
