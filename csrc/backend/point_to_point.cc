@@ -7,12 +7,18 @@
 // matching engine (algorithms/point_to_point.h) and polls the engine: spinning while messages
 // move, then yielding, then napping, and asleep on a condition variable once nothing has been
 // pending for a while, so an idle group costs no CPU and 8 ranks on 2 cores still progress.
+// A caller that waits on a Work drives the engine itself until that Work completes, while the
+// p2p thread pauses: a blocking send or recv then takes no hand-off between threads, which on a
+// rank bound to one core (the caller, the p2p thread and the collectives' thread taking turns)
+// made sendrecv times swing 2x from run to run. The thread still progresses what nobody waits on.
 #include <ATen/ATen.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <mutex>
+#include <thread>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
@@ -64,11 +70,14 @@ at::Tensor sendBuffer(const at::Tensor& t) {
 
 }  // namespace
 
-// A p2p Work, completed by the p2p thread; receives report their sender through sourceRank().
+class P2PLane;
+
+// A p2p Work, completed by the p2p thread or by a caller waiting on it (P2PLane::drive);
+// receives report their sender through sourceRank().
 class P2PWork : public c10d::Work {
  public:
-  P2PWork(c10d::OpType type, at::Tensor tensor, int source)
-      : c10d::Work(-1, type), type_(type), tensor_(std::move(tensor)), source_(source),
+  P2PWork(c10d::OpType type, at::Tensor tensor, int source, std::weak_ptr<P2PLane> lane)
+      : c10d::Work(-1, type), type_(type), tensor_(std::move(tensor)), source_(source), lane_(std::move(lane)),
         future_(c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()))) {}
   bool isCompleted() override { return future_->completed(); }
   bool isSuccess() const override { return future_->completed() && !future_->hasError(); }
@@ -78,10 +87,8 @@ class P2PWork : public c10d::Work {
     return source_.load();
   }
   std::vector<at::Tensor> result() override { return {tensor_}; }
-  bool wait(std::chrono::milliseconds /*timeout: the group timeout bounds every p2p op*/) override {
-    future_->waitAndThrow();
-    return true;
-  }
+  // The group timeout bounds every p2p op, so `timeout` is not needed.
+  bool wait(std::chrono::milliseconds timeout) override;
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override { return future_; }
 
   void complete(int source, std::exception_ptr error) {
@@ -94,10 +101,15 @@ class P2PWork : public c10d::Work {
   const c10d::OpType type_;
   at::Tensor tensor_;
   std::atomic<int> source_;
+  std::weak_ptr<P2PLane> lane_;  // gone once the group has closed it and no wait holds it
   c10::intrusive_ptr<c10::ivalue::Future> future_;
 };
 
-class P2PLane {
+// Set while this thread drives a lane's engine: a completion callback that waits on another p2p
+// Work must not try to drive it again (the engine is not reentrant).
+thread_local bool drivingLane = false;
+
+class P2PLane : public std::enable_shared_from_this<P2PLane> {
  public:
   Transport::SharedMemoryUse sharedMemory() const { return transport_->sharedMemory(); }
   P2PLane(std::unique_ptr<Transport> transport, std::chrono::milliseconds timeout, size_t maxUnexpectedBytes)
@@ -119,6 +131,9 @@ class P2PLane {
   c10::intrusive_ptr<c10d::Work> submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor, at::Tensor buffer,
                                         std::optional<Deadline> deadline = std::nullopt,
                                         std::shared_ptr<DeviceStaging> staging = nullptr);
+  // Progresses the engine on the calling thread until `work` completes (or the lane closes);
+  // the p2p thread pauses meanwhile.
+  void drive(P2PWork& work);
 
  private:
   struct Submission {
@@ -131,18 +146,25 @@ class P2PLane {
     std::shared_ptr<DeviceStaging> staging;
   };
   void run();
+  // Hands the queued submissions to the engine and polls it once; engineMu_ held. True when
+  // anything started or moved.
+  bool step();
   void start(std::unique_ptr<Submission> s);
   void complete(uint64_t id, const P2PStatus& status);
 
   std::unique_ptr<Transport> transport_;
-  PointToPoint engine_;  // p2p thread only (constructed before it starts)
+  // The engine and what it runs belong to whoever holds engineMu_: the p2p thread, or a caller
+  // in drive(). Lock order: engineMu_, then mu_.
+  std::mutex engineMu_;
+  PointToPoint engine_;  // constructed before the thread starts
   const std::chrono::milliseconds timeout_;
-  std::unordered_map<uint64_t, std::unique_ptr<Submission>> active_;  // p2p thread only
+  std::unordered_map<uint64_t, std::unique_ptr<Submission>> active_;
   SideStreams sideStreams_;  // the lane's stream per device, for device receives' copies back
   uint64_t nextId_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::vector<std::unique_ptr<Submission>> incoming_;  // from callers to the p2p thread
+  int drivers_ = 0;  // callers in drive() (under mu_): the p2p thread waits for none
+  std::vector<std::unique_ptr<Submission>> incoming_;  // from callers to the engine
   // Done submissions are released by the next caller or the destructor, never by the p2p thread:
   // dropping the last reference to a Python-created tensor needs the GIL (as in the lane).
   std::vector<std::unique_ptr<Submission>> finished_;
@@ -154,7 +176,7 @@ class P2PLane {
 c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int64_t tag, at::Tensor tensor,
                                                at::Tensor buffer, std::optional<Deadline> deadline,
                                                std::shared_ptr<DeviceStaging> staging) {
-  auto work = c10::make_intrusive<P2PWork>(type, tensor, type == c10d::OpType::RECV ? peer : -1);
+  auto work = c10::make_intrusive<P2PWork>(type, tensor, type == c10d::OpType::RECV ? peer : -1, weak_from_this());
   if (staging) staging->inputsQueued(sideStreams_.get(staging->device()));
   auto s = std::make_unique<Submission>(Submission{type, peer, tag, std::move(tensor), std::move(buffer),
                                                    deadline.value_or(Clock::now() + timeout_), work,
@@ -172,15 +194,21 @@ c10::intrusive_ptr<c10d::Work> P2PLane::submit(c10d::OpType type, int peer, int6
 }
 
 void P2PLane::run() {
+  drivingLane = true;  // completion callbacks run here: a wait in one must not drive the engine
   unsigned idle = 0;
+  bool busy = false;
   Clock::time_point lastActive{};  // no linger at start: a group that never uses p2p must cost its ranks no CPU
-  std::vector<std::unique_ptr<Submission>> batch;
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const auto woken = [&] { return stop_ || !incoming_.empty(); };
+      if (drivers_ > 0) {  // a caller drives the engine: stay out of its way
+        cv_.wait(lock, [&] { return stop_ || drivers_ == 0; });
+        idle = 0;
+        lastActive = Clock::now();
+      }
+      const auto woken = [&] { return stop_ || !incoming_.empty() || drivers_ > 0; };
       if (!woken() && idle >= kSpinPolls + kYieldPolls) {
-        if (!engine_.busy() && Clock::now() - lastActive >= kLinger) {
+        if (!busy && Clock::now() - lastActive >= kLinger) {
           cv_.wait(lock, woken);  // nothing pending: sleep until a call or the group's end
           idle = 0;
         } else {
@@ -188,20 +216,80 @@ void P2PLane::run() {
         }
       }
       if (stop_) break;
-      batch.swap(incoming_);
+      if (drivers_ > 0) continue;
     }
-    const bool started = !batch.empty();
-    for (auto& s : batch) start(std::move(s));
-    batch.clear();
-    if (engine_.poll() || started) {
+    bool moved;
+    {
+      std::lock_guard<std::mutex> engine(engineMu_);
+      moved = step();
+      busy = engine_.busy();
+    }
+    if (moved) {
       idle = 0;
       lastActive = Clock::now();
       continue;
     }
     if (++idle > kSpinPolls && idle <= kSpinPolls + kYieldPolls) sched_yield();  // let a peer on our core run
   }
+  std::lock_guard<std::mutex> engine(engineMu_);
   engine_.close("process group destroyed with the operation pending",
                 Clock::now() + std::min<Clock::duration>(timeout_, kFarewellTime));
+}
+
+bool P2PLane::step() {
+  std::vector<std::unique_ptr<Submission>> batch;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch.swap(incoming_);
+  }
+  const bool started = !batch.empty();
+  for (auto& s : batch) start(std::move(s));
+  return engine_.poll() || started;
+}
+
+void P2PLane::drive(P2PWork& work) {
+  if (drivingLane) return;  // a completion callback of the engine this thread drives
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_) return;
+    ++drivers_;
+  }
+  cv_.notify_all();  // a napping thread notices at once and waits
+  struct Leave {  // however drive() ends: the thread takes over again
+    P2PLane& lane;
+    ~Leave() {
+      drivingLane = false;
+      {
+        std::lock_guard<std::mutex> lock(lane.mu_);
+        --lane.drivers_;
+      }
+      lane.cv_.notify_all();
+    }
+  } leave{*this};
+  std::lock_guard<std::mutex> engine(engineMu_);  // the thread finishes its pass first
+  drivingLane = true;
+  unsigned idle = 0;
+  while (!work.isCompleted()) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (stop_) break;  // close() fails what is pending once the thread has the engine
+    }
+    if (step()) {
+      idle = 0;
+      continue;
+    }
+    ++idle;  // as the thread: spin, then yield, then nap (8 ranks on 2 cores still progress)
+    if (idle <= kSpinPolls) continue;
+    if (idle <= kSpinPolls + kYieldPolls) sched_yield();
+    else std::this_thread::sleep_for(nap(idle));
+  }
+}
+
+bool P2PWork::wait(std::chrono::milliseconds /*timeout*/) {
+  if (!future_->completed())
+    if (auto lane = lane_.lock()) lane->drive(*this);
+  future_->waitAndThrow();
+  return true;
 }
 
 void P2PLane::start(std::unique_ptr<Submission> s) {
@@ -252,7 +340,10 @@ void P2PLane::close() {
   });
 }
 
-void P2PLaneDeleter::operator()(P2PLane* lane) const { delete lane; }
+void closeP2PLane(std::shared_ptr<P2PLane>& lane) {
+  if (lane) lane->close();
+  lane.reset();
+}
 
 void ProcessGroupZcoll::shutdown() {
   endCollectives();
@@ -278,7 +369,7 @@ void ProcessGroupZcoll::startP2P(const TransportOptions& collectiveOptions) {
   // The collectives' transport has said what it chose; warnings still go out.
   options.logLevel = log::Level::kWarn;
   auto transport = makeTransport(config_.transport, *store_, "zcoll-p2p", getRank(), getSize(), options);
-  p2p_.reset(new P2PLane(std::move(transport), timeout_, config_.p2pMaxUnexpectedBytes));
+  p2p_ = std::make_shared<P2PLane>(std::move(transport), timeout_, config_.p2pMaxUnexpectedBytes);
 }
 
 c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::send(std::vector<at::Tensor>& tensors, int dstRank, int tag) {

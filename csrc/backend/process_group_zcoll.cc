@@ -165,7 +165,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     const bool another = !cause.empty() && cause != errorMessage(e);  // another rank failed first
     // Published before the liveness says goodbye, so the peers report this cause, not our leaving.
     if (!another) rendezvous.fail(errorMessage(e));
-    p2p_.reset();
+    closeP2PLane(p2p_);
     transport_.reset();
     liveness_.reset();
     if (another) {  // report that cause
@@ -183,7 +183,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
 ProcessGroupZcoll::~ProcessGroupZcoll() {
   endCollectives();
   thread_.join();
-  p2p_.reset();  // farewell to the peers, stop the p2p thread, abort its transport
+  closeP2PLane(p2p_);  // farewell to the peers, stop the p2p thread, abort its transport
   liveness_->leave();
 }
 

@@ -116,9 +116,9 @@ class ZcollWork : public c10d::Work {
 // Point-to-point runs beside the collectives on a transport and thread of its own
 // (backend/point_to_point.cc); the group only owns it.
 class P2PLane;
-struct P2PLaneDeleter {
-  void operator()(P2PLane* lane) const;
-};
+// Closes the lane (farewell, thread stopped, transport aborted), then drops the group's reference:
+// a caller still waiting on one of its Works holds another until its wait returns.
+void closeP2PLane(std::shared_ptr<P2PLane>& lane);
 
 class ProcessGroupZcoll : public c10d::Backend {
  public:
@@ -338,7 +338,7 @@ class ProcessGroupZcoll : public c10d::Backend {
   std::unique_ptr<kernels::CodecDevice> codecDevice_;  // of codecStream_ (none: emulated)
   std::optional<c10::Stream> codecStream_;
   SideStreams sideStreams_;  // zcoll's stream per device, for the collectives' device work
-  std::unique_ptr<P2PLane, P2PLaneDeleter> p2p_;  // started by startP2P (point_to_point.cc)
+  std::shared_ptr<P2PLane> p2p_;  // started by startP2P (point_to_point.cc)
   // A receive on the p2p lane: into `t` directly or through a host buffer (a device tensor's
   // through its staging).
   c10::intrusive_ptr<c10d::Work> recvInto(c10d::OpType type, int peer, int tag, const at::Tensor& t);
