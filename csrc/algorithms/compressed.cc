@@ -167,7 +167,9 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
                        const std::vector<Segment>& segs, bool gather) {
   const int p = t.size(), r = t.rank();
   const Segment mine = segs[r];
-  const size_t total = wireOffset(segs, w, p), own = wireOffset(segs, w, r), mineBytes = w.bytes(mine.size());
+  std::vector<size_t> segAt(p + 1, 0);  // segment s's encoding starts segAt[s] bytes into a wire
+  for (int s = 0; s < p; ++s) segAt[s + 1] = segAt[s] + w.bytes(segs[s].size());
+  const size_t total = segAt[p], own = segAt[r], mineBytes = w.bytes(mine.size());
   std::vector<uint8_t> contributions(total);  // our stage-0 encodings of the other segments
   std::vector<uint8_t> wire(gather ? total : 0);  // every owner's encoded sum (gather stage)
   std::vector<uint8_t> incoming(static_cast<size_t>(p) * mineBytes);  // slot q: rank q's encoding of ours
@@ -185,7 +187,7 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
     });
     if (gather)
       schedule::forEachChunk(0, w.bytes(segs[q].size()), gatherChunk, [&](size_t off, size_t n, size_t c) {
-        gatherRecvs[q].push_back(t.irecv(q, bytesArgs.tag(1, c), wire.data() + wireOffset(segs, w, q) + off, n));
+        gatherRecvs[q].push_back(t.irecv(q, bytesArgs.tag(1, c), wire.data() + segAt[q] + off, n));
       });
   }
   // Contributions: chunk c of every other segment, encoded (stage 0) and sent at once.
@@ -197,7 +199,7 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
       const size_t off = c * w.chunkElems;
       if (off >= segs[s].size()) continue;
       const size_t m = std::min(w.chunkElems, segs[s].size() - off);
-      uint8_t* out = contributions.data() + wireOffset(segs, w, s) + w.offset(off);
+      uint8_t* out = contributions.data() + segAt[s] + w.offset(off);
       w.encode(x, segs[s].begin + off, m, r, 0, out);
       sends.push_back(t.isend(s, a.tag(0, c), out, w.bytes(m)));
     }
@@ -249,7 +251,7 @@ void compressedTwoShot(Transport& t, float* x, const CollectiveArgs& a, const Wi
   if (gather)  // every other owner's segment, decoded chunk by chunk as its messages arrive
     for (int k = 1; k < p; ++k) {
       const int q = (r + k) % p;
-      const uint8_t* segWire = wire.data() + wireOffset(segs, w, q);
+      const uint8_t* segWire = wire.data() + segAt[q];
       size_t arrived = 0, message = 0;
       schedule::forEachChunk(0, segs[q].size(), w.chunkElems, [&](size_t off, size_t m, size_t) {
         const size_t end = w.offset(off) + w.bytes(m);

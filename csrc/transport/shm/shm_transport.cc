@@ -308,14 +308,13 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   // 0. The ring size: configured, or rank 0's for the group (which it publishes either way, so
   // a rank configured otherwise fails the segment check below instead of waiting here).
   ringBytesChosen_ = opt.shmRingBytes == 0;
+  ringBytes_ = roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096));
   if (rank == 0) {
-    ringBytes_ = ringBytesChosen_ ? chooseRingBytes(size) : roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096));
+    if (ringBytesChosen_) ringBytes_ = chooseRingBytes(size);
     store.set(key + "ring", bytesOf(std::to_string(ringBytes_)));
   } else if (ringBytesChosen_) {
     const auto v = rendezvous.await(key + "ring", deadline, "rank " + std::to_string(g(0)) + "'s ring size");
     ringBytes_ = std::stoull(std::string(v.begin(), v.end()));
-  } else {
-    ringBytes_ = roundUpPow2(std::max<size_t>(opt.shmRingBytes, 4096));
   }
   // 1. Create and publish this rank's segment: its header allocated, its rings by their senders.
   const std::string mine = uniqueName(rank);

@@ -269,6 +269,11 @@ def check_device(args) -> str | None:
     return None
 
 
+def local_world_size(world: int) -> int:
+    """Ranks on this host, as the launcher says (torchrun, mpirun); else all `world` of them."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
+
+
 def check_world(args, world: int) -> str | None:
     """The checks that need the number of ranks; a message for parser.error, or None. (With the
     deepspeed backend it also sets LOCAL_SIZE, which DeepSpeed's shm op reads, when unset.)"""
@@ -277,7 +282,7 @@ def check_world(args, world: int) -> str | None:
     if args.nproc is not None and args.nproc != world:
         return f"--nproc {args.nproc}, but the launcher started {world} ranks"
     if "deepspeed" in args.backends:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
+        local = local_world_size(world)
         if local != world:
             return (f"backend deepspeed: its shm all-reduce needs every rank on one host ({local} of {world} "
                     "here); across hosts it runs the process group's all_reduce")
@@ -286,7 +291,7 @@ def check_world(args, world: int) -> str | None:
     if "nccl" in args.backends:
         import torch
         gpus = torch.cuda.device_count()
-        local = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE") or world)
+        local = local_world_size(world)
         if local > gpus:  # NCCL refuses two ranks on one GPU
             return (f"backend nccl needs a GPU per rank: {local} ranks on this host, "
                     f"{gpus} GPU{'s' if gpus != 1 else ''}")
