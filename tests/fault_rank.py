@@ -159,9 +159,12 @@ elif scenario == "train":  # healthy work with idle gaps (PID namespaces, strang
         total += float(t[0])
         if i % 2:
             time.sleep(0.3)
+    big = torch.arange(1 << 18, dtype=torch.float32)  # 1 MiB: single copy where it is allowed
+    dist.all_reduce(big)
     obj = [None] * world
     dist.all_gather_object(obj, os.getpid())
-    report({"error": None, "total": total, "pids": obj})
+    report({"error": None, "total": total, "pids": obj, "big_ok": bool(torch.equal(big, torch.arange(1 << 18) * world)),
+            "single_copy": zcoll.shared_memory()["collectives"] if args.backend == "zcoll" else None})
 
 elif scenario == "roots":  # ranks disagree on the root of a broadcast
     t = torch.full((8,), float(rank))

@@ -2,7 +2,7 @@
 errors for bad values."""
 import pytest
 
-from zcoll.config import Options, harness_settings, parse_algo
+from zcoll.config import DEFAULT_SHM_SINGLE_COPY_BYTES, Options, harness_settings, parse_algo
 
 
 def test_defaults(monkeypatch):
@@ -162,3 +162,25 @@ def test_shm_rings_are_bounded(monkeypatch):
     monkeypatch.setenv("ZCOLL_SHM_RING_BYTES", "-1")
     with pytest.raises(ValueError, match="ZCOLL_SHM_RING_BYTES must be positive"):
         Options().resolved()
+
+
+def test_shm_single_copy_threshold(monkeypatch):
+    monkeypatch.delenv("ZCOLL_SHM_SINGLE_COPY_BYTES", raising=False)
+    assert Options().resolved().shm_single_copy_bytes == DEFAULT_SHM_SINGLE_COPY_BYTES
+    assert Options(shm_single_copy_bytes=0).resolved().shm_single_copy_bytes == 0  # never
+    with pytest.raises(ValueError, match="shm_single_copy_bytes must be >= 0"):
+        Options(shm_single_copy_bytes=-1).resolved()
+    monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", str(1 << 20))
+    assert Options().resolved().shm_single_copy_bytes == 1 << 20
+    monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", "0")
+    assert Options().resolved().shm_single_copy_bytes == 0
+    monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", "lots")
+    with pytest.raises(ValueError, match="ZCOLL_SHM_SINGLE_COPY_BYTES='lots' is not an integer"):
+        Options().resolved()
+
+
+def test_default_single_copy_threshold_is_the_transports():
+    import torch  # noqa: F401  (before zcoll._C)
+
+    from zcoll import _C
+    assert DEFAULT_SHM_SINGLE_COPY_BYTES == _C.DEFAULT_SHM_SINGLE_COPY_BYTES

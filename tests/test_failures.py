@@ -221,6 +221,9 @@ def test_ranks_in_separate_pid_namespaces_sharing_dev_shm_train_normally(job):
         assert rep["error"] is None, rep
         assert rep["total"] == sum(2 * i + 1 for i in range(6)) * 1.0, rep
         assert rep["pids"] == [1, 1], rep  # really in PID namespaces of their own
+        # a peer's pid means another process here: the probe sees it, and the rings carry all
+        assert rep["big_ok"] and rep["single_copy"]["single_copy_peers"] == 0, rep
+        assert rep["single_copy"]["single_copy_messages"] == 0, rep
 
 
 @pytest.mark.timeout(150)

@@ -108,6 +108,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
   topt.net = config_.net;
   topt.ucxLibrary = config_.ucxLibrary;
   topt.shmRingBytes = config_.shmRingBytes;
+  topt.shmSingleCopyBytes = config_.shmSingleCopyBytes;
   topt.hostOf = config_.hostOf;
   topt.hostNames = config_.hostNames;
   topt.failKey = "zcoll/failed";  // the group's: both transports, and the check below

@@ -97,6 +97,7 @@ void bindBackend(py::module_& m) {
       .def_readwrite("compress_min_bytes", &BackendConfig::compressMinBytes)
       .def_readwrite("compress_block", &BackendConfig::compressBlock)
       .def_readwrite("shm_ring_bytes", &BackendConfig::shmRingBytes)
+      .def_readwrite("shm_single_copy_bytes", &BackendConfig::shmSingleCopyBytes)
       .def_readwrite("socket_ifname", &BackendConfig::socketIfname)
       .def_readwrite("socket_family", &BackendConfig::socketFamily)
       .def_property("connect_timeout", seconds<&BackendConfig::connectTimeout>,

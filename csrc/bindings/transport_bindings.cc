@@ -61,7 +61,8 @@ class PyTransport {
   PyTransport(const std::string& kind, py::object store, const std::string& prefix, int rank, int size,
               double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes,
               std::vector<int> hostOf, int socketFamily, double connectTimeout, bool liveness,
-              double heartbeatInterval, double heartbeatTimeout, std::string net, std::string ucxLibrary)
+              double heartbeatInterval, double heartbeatTimeout, std::string net, std::string ucxLibrary,
+              size_t shmSingleCopyBytes)
       : store_(std::make_unique<PyStore>(std::move(store))), topology_(size, hostOf) {
     zcoll::TransportOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
@@ -69,6 +70,7 @@ class PyTransport {
     options.socketFamily = socketFamily;
     options.storeHost = std::move(storeHost);
     options.shmRingBytes = shmRingBytes;
+    options.shmSingleCopyBytes = shmSingleCopyBytes;
     options.hostOf = std::move(hostOf);
     options.connectTimeout = std::chrono::milliseconds(static_cast<int64_t>(connectTimeout * 1000));
     options.heartbeatInterval = std::chrono::milliseconds(static_cast<int64_t>(heartbeatInterval * 1000));
@@ -405,28 +407,34 @@ py::dict sharedMemoryDict(const zcoll::Transport::SharedMemoryUse& use) {
   d["ring_bytes"] = use.ringBytes;
   d["rings_allocated"] = use.ringsAllocated;
   d["bytes"] = use.bytes;
+  d["single_copy_peers"] = use.singleCopyPeers;
+  d["single_copy_messages"] = use.singleCopyMessages;
+  d["single_copy_bytes"] = use.singleCopyBytes;
   return d;
 }
 
 void bindTransport(py::module_& m) {
+  m.attr("DEFAULT_SHM_SINGLE_COPY_BYTES") = zcoll::kDefaultShmSingleCopyBytes;
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
                     std::string, size_t, std::vector<int>, int, double, bool, double, double, std::string,
-                    std::string>(),
+                    std::string, size_t>(),
            py::arg("kind"), py::arg("store"), py::arg("prefix"), py::arg("rank"), py::arg("size"),
            py::arg("timeout") = 30.0, py::arg("socket_ifname") = "", py::arg("store_host") = "",
            py::arg("shm_ring_bytes") = size_t{0}, py::arg("host_of") = std::vector<int>{},
            py::arg("socket_family") = 0, py::arg("connect_timeout") = 20.0, py::arg("liveness") = true,
            py::arg("heartbeat_interval") = 1.0, py::arg("heartbeat_timeout") = 30.0, py::arg("net") = "tcp",
-           py::arg("ucx_library") = "",
+           py::arg("ucx_library") = "", py::arg("shm_single_copy_bytes") = zcoll::kDefaultShmSingleCopyBytes,
            "kind: shm, tcp, ucx or auto (a transport per peer by host_of, each rank's host index, with `net` "
            "between hosts); shm_ring_bytes: 0 sizes the rings as a group does; liveness: watch the peers as the backend does (transport/liveness.h); "
-           "ucx_library: the libucp to load (\"\": the loader's search path).")
+           "ucx_library: the libucp to load (\"\": the loader's search path); shm_single_copy_bytes: messages "
+           "this large or larger are read from the sender's memory (0: never).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })
       .def("shared_memory", [](PyTransport& t) { return sharedMemoryDict(t.transport().sharedMemory()); },
-           "This rank's shm rings: {ring_bytes, rings_allocated, bytes} (zeros without shm).")
+           "This rank's shm rings: {ring_bytes, rings_allocated, bytes}, and single copy: {single_copy_peers, "
+           "single_copy_messages, single_copy_bytes} (zeros without shm).")
       .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)

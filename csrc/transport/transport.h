@@ -83,12 +83,21 @@ class Transport {
     size_t ringBytes = 0;       // each directed pair's ring
     size_t ringsAllocated = 0;  // rings into this rank allocated so far (a pair's on its first message)
     size_t bytes = 0;           // this rank's segment as allocated in /dev/shm: header and those rings
+    // Single copy (shm_transport.cc): peers whose memory this rank reads large messages from
+    // directly, and the messages and payload bytes received that way so far.
+    size_t singleCopyPeers = 0;
+    uint64_t singleCopyMessages = 0;
+    uint64_t singleCopyBytes = 0;
   };
   virtual SharedMemoryUse sharedMemory() const { return {}; }
 };
 
 // The largest shm ring per directed pair (ZCOLL_SHM_RING_BYTES): 1 GiB.
 constexpr size_t kMaxShmRingBytes = size_t{1} << 30;
+
+// Messages of at least this many bytes travel by single copy on shm unless configured otherwise
+// (ZCOLL_SHM_SINGLE_COPY_BYTES); measured in bench/figures/single_copy_2ranks.txt.
+constexpr size_t kDefaultShmSingleCopyBytes = size_t{64} << 10;
 
 // What a transport needs besides the group; filled from zcoll.Options / ZCOLL_* by the backend
 // (nothing below csrc/backend reads the environment).
@@ -107,6 +116,10 @@ struct TransportOptions {
   // shm: bytes of each directed pair's ring buffer (<= kMaxShmRingBytes); 0: sized by the group
   // (shm_transport.cc, chooseRingBytes).
   size_t shmRingBytes = 0;
+  // shm: messages of at least this many bytes are read by the receiver straight from the
+  // sender's buffer (process_vm_readv) where the kernel allows it, instead of passing through
+  // the ring (ZCOLL_SHM_SINGLE_COPY_BYTES); 0: never.
+  size_t shmSingleCopyBytes = kDefaultShmSingleCopyBytes;
   // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
   // unknown (transport tests), when every peer may be on another host.
   std::vector<int> hostOf;

@@ -24,6 +24,18 @@
 // (a rank killed while the group forms) unlinks every name published so far, the dead rank's
 // included.
 //
+// Single copy: a message of at least ZCOLL_SHM_SINGLE_COPY_BYTES does not pass through the ring.
+// Its sender writes only a descriptor there (its pid and the buffer's address); the receiver,
+// once it has posted the matching receive, reads the sender's buffer straight into its own with
+// process_vm_readv (one copy instead of two: into the ring and out of it) and counts the message
+// in the ring's `acked`, which completes the send. A receive that consumes in place reads into a
+// small bounce buffer, piece by piece, and hands the pieces on while they are in cache. Whether
+// a receiver may read a sender's memory (ptrace rules: Yama, other users, PID namespaces that
+// make the pid another process's) is probed once at bootstrap, by reading a random word of the
+// sender's header through the kernel and comparing it with the shared mapping; where it may not,
+// that pair keeps the rings, and ZCOLL_DEBUG=INFO says why. Checksummed groups keep the rings:
+// the CRC covers bytes that went through them.
+//
 // Waiting: spin briefly (lowest latency when ranks have their own cores), yield a few times, then
 // sleep on a futex in our segment header (the doorbell): a peer that publishes data or frees ring
 // space for us rings it when someone sleeps there, so a sleeper wakes at once and an idle or
@@ -38,6 +50,8 @@
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <sys/prctl.h>
+#include <sys/uio.h>
 #include <sys/syscall.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -61,6 +75,7 @@ namespace {
 constexpr uint64_t kSegmentMagic = 0x7a636f6c6c73686dULL;  // "zcollshm"
 constexpr uint64_t kMessageMagic = 0x7a636d7367ULL;
 constexpr uint64_t kChecksummedMagic = 0x7a636d7363ULL;  // a message followed by a CRC32C trailer
+constexpr uint64_t kSingleCopyMagic = 0x7a636d7331ULL;   // a descriptor of the sender's buffer
 constexpr size_t kLine = 64;
 
 constexpr size_t kAbortReasonBytes = 1024;
@@ -96,6 +111,11 @@ struct alignas(kLine) SegmentHeader {
   // Set by abort(): peers waiting on this rank raise with the reason instead of timing out.
   std::atomic<uint32_t> aborted;
   char abortReason[kAbortReasonBytes];
+  // Single copy: the owner's pid, and where in its address space `probe` (a random word) is, so
+  // that a peer can check it reads the right process's memory.
+  uint64_t pid;
+  uint64_t probeAddress;
+  uint64_t probe;
   Doorbell doorbell;  // its own cache line: peers touch it on every publish
 };
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex words are plain 32-bit integers");
@@ -112,6 +132,10 @@ void futexWakeAll(std::atomic<uint32_t>* word) {
 struct alignas(kLine) RingControl {
   alignas(kLine) std::atomic<uint64_t> head;  // written by the producer
   alignas(kLine) std::atomic<uint64_t> tail;  // written by the consumer
+  // Single-copy messages the consumer has read from the producer's memory (completes its sends).
+  alignas(kLine) std::atomic<uint64_t> acked;
+  // Set by the consumer at bootstrap: it can read the producer's memory (single copy allowed).
+  std::atomic<uint32_t> singleCopy;
 };
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "process-shared atomics must be lock-free");
 
@@ -123,6 +147,17 @@ struct MessageHeader {
 static_assert(sizeof(MessageHeader) % 8 == 0, "messages start 8-aligned");
 
 constexpr size_t kHeaderBytes = sizeof(MessageHeader);
+
+// What a single-copy message carries in the ring instead of its payload.
+struct SingleCopyDescriptor {
+  uint64_t pid;
+  uint64_t address;
+};
+constexpr size_t kDescriptorBytes = sizeof(SingleCopyDescriptor);
+// A single-copy read moves at most this much per pass of the progress loop, so that our other
+// requests (the send our peer waits for, full duplex) are not held up behind a large message;
+// a consumer gets pieces of kConsumePiece through the bounce buffer (they stay in L2).
+constexpr size_t kSingleCopyPiece = 1 << 20, kConsumePiece = 256 << 10;
 // With checksums, 8 bytes after the padded payload: the payload's CRC32C, then zeros.
 constexpr size_t kTrailerBytes = 8;
 // Ring bytes of a message's header, payload and padding to 8 (its trailer comes after).
@@ -201,7 +236,39 @@ struct Request {
   size_t done = 0;   // ring bytes (header, payload, padding, trailer) moved so far
   Consumer consume;  // irecvConsume: takes the payload from the ring instead of `data`
   uint32_t crc = 0;  // CRC32C of the payload moved so far (with checksums)
+  // Single copy. Send: the value of the ring's `acked` that completes it. Receive: where the
+  // payload is in the sender (pid 0: it comes through the ring), and how much of it is read.
+  uint64_t ack = 0;
+  SingleCopyDescriptor source{};
+  size_t copied = 0;
 };
+
+// Where a peer's header says it is, reads its probe word through the kernel: true when that is
+// the word the shared mapping shows (the pid is that process, and it lets us read its memory).
+bool canReadMemoryOf(const SegmentHeader& peer, std::string* why) {
+  uint64_t seen = 0;
+  iovec local{&seen, sizeof seen}, remote{reinterpret_cast<void*>(peer.probeAddress), sizeof seen};
+  const ssize_t n = process_vm_readv(static_cast<pid_t>(peer.pid), &local, 1, &remote, 1, 0);
+  if (n == static_cast<ssize_t>(sizeof seen) && seen == peer.probe) return true;
+  *why = n < 0 ? std::string("process_vm_readv: ") + std::strerror(errno)
+               : "its pid " + std::to_string(peer.pid) + " is another process here (another PID namespace)";
+  return false;
+}
+
+// Under Yama's ptrace_scope 1 (Ubuntu's default) only an ancestor may read a process's memory:
+// let the group's peers, which are not our ancestors, read the buffers we send.
+void allowPeersToReadOurMemory() {
+  FILE* f = std::fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+  if (!f) return;
+  int scope = 0;
+  const bool read = std::fscanf(f, "%d", &scope) == 1;
+  std::fclose(f);
+#ifdef PR_SET_PTRACER
+  if (read && scope == 1) prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
+#else
+  (void)read;
+#endif
+}
 
 class ShmTransport : public Transport {
  public:
@@ -231,6 +298,12 @@ class ShmTransport : public Transport {
  private:
   bool progressSend(int peer);
   bool progressRecv(int peer);
+  bool completeAcknowledged(int peer);
+  bool sendsSingleCopy(int peer, size_t bytes);
+  // One piece of a single-copy receive; true when the message is complete.
+  bool readSingleCopy(int peer, Request& r);
+  // Probes which peers' memory we can read, and says so in their rings' controls.
+  void probeSingleCopy(const log::Logger& log);
   void consumeFromRing(Request& r, size_t at, const char* src, size_t n);
   // Wakes `peer` if it sleeps (always bumps its doorbell when `force`): after we published data
   // to it or freed space in its ring to us.
@@ -254,6 +327,12 @@ class ShmTransport : public Transport {
   const bool checksum_;                 // CRC32C trailer on every message (ZCOLL_CHECKSUM)
   int64_t flipAt_;                      // test-only: corrupt the payload of this received message
   int64_t received_ = 0;                // messages with a payload received so far
+  size_t singleCopyBytes_;               // 0: single copy off (configured, or checksums on)
+  std::vector<int8_t> peerReadsUs_;      // -1: not yet looked up; else the peer's probe verdict
+  std::vector<std::deque<Request>> unacked_;  // single-copy sends waiting for the peer's read
+  std::vector<uint64_t> singleCopySent_;      // single-copy messages written to each peer's ring
+  std::vector<uint64_t> bounce_;              // kConsumePiece bytes, for consumers (8-aligned)
+  uint64_t singleCopyMessages_ = 0, singleCopyReceived_ = 0;
   size_t ringBytes_ = 0;
   bool ringBytesChosen_ = false;  // by rank 0 for the group (no ZCOLL_SHM_RING_BYTES)
   std::vector<bool> ringAllocated_;  // ours in peer p's segment
@@ -295,7 +374,9 @@ void unlinkPublished(Store& store, const std::string& key, int size) {
 ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, int size,
                            const TransportOptions& opt)
     : rank_(rank), size_(size), groupRanks_(opt.groupRanks), liveness_(opt.liveness), checksum_(opt.checksum),
-      flipAt_(opt.testFlipBitAt), ringAllocated_(size), ringPrefaulted_(size),
+      flipAt_(opt.testFlipBitAt),
+      singleCopyBytes_(opt.checksum || opt.testFlipBitAt >= 0 ? 0 : opt.shmSingleCopyBytes),
+      peerReadsUs_(size, -1), unacked_(size), singleCopySent_(size), ringAllocated_(size), ringPrefaulted_(size),
       spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
                                                                                    : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
@@ -337,6 +418,8 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
     new (segs_[rank].control(s)) RingControl();
     segs_[rank].control(s)->head.store(0);
     segs_[rank].control(s)->tail.store(0);
+    segs_[rank].control(s)->acked.store(0);
+    segs_[rank].control(s)->singleCopy.store(0);
   }
   SegmentHeader* own = segs_[rank].header();
   own->magic = kSegmentMagic;
@@ -344,6 +427,13 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
   own->size = static_cast<uint64_t>(size);
   own->aborted.store(0);
   own->abortReason[0] = '\0';
+  {
+    std::random_device rd;
+    own->probe = (static_cast<uint64_t>(rd()) << 32) | rd();
+    own->probeAddress = reinterpret_cast<uint64_t>(&own->probe);
+    own->pid = static_cast<uint64_t>(getpid());
+  }
+  if (singleCopyBytes_) allowPeersToReadOurMemory();
   new (&own->doorbell) Doorbell();
   own->doorbell.seq.store(0);
   own->doorbell.sleepers.store(0);
@@ -369,6 +459,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
                   "rank ", g(rank), " shm: rank ", g(p), "'s segment does not match (ring bytes ", h.ringBytes, " vs ",
                   ringBytes_, ", group size ", h.size, " vs ", size, ")");
     }
+    if (singleCopyBytes_) probeSingleCopy(log::Logger{opt.logLevel, g(rank)});
     // 3. Everyone mapped everything: unlink our name so nothing outlives the processes.
     store.set(key + "mapped/" + std::to_string(rank), bytesOf("1"));
     for (int p = 0; p < size; ++p)
@@ -425,7 +516,83 @@ Transport::SharedMemoryUse ShmTransport::sharedMemory() const {
   const Segment& own = segs_[rank_];
   struct stat st {};
   const size_t bytes = fstat(own.fd, &st) == 0 ? static_cast<size_t>(st.st_blocks) * 512 : 0;
-  return {ringBytes_, bytes > own.headerBytes ? (bytes - own.headerBytes) / ringBytes_ : 0, bytes};
+  SharedMemoryUse use{ringBytes_, bytes > own.headerBytes ? (bytes - own.headerBytes) / ringBytes_ : 0, bytes};
+  for (int p = 0; p < size_; ++p) use.singleCopyPeers += own.control(p)->singleCopy.load(std::memory_order_relaxed);
+  use.singleCopyMessages = singleCopyMessages_;
+  use.singleCopyBytes = singleCopyReceived_;
+  return use;
+}
+
+void ShmTransport::probeSingleCopy(const log::Logger& log) {
+  int readable = 0;
+  std::string refused;
+  for (int p = 0; p < size_; ++p) {
+    if (p == rank_) continue;
+    std::string why;
+    const bool ok = canReadMemoryOf(*segs_[p].header(), &why);
+    segs_[rank_].control(p)->singleCopy.store(ok ? 1 : 0, std::memory_order_release);
+    readable += ok;
+    if (!ok && refused.empty()) refused = "; not from rank " + std::to_string(g(p)) + " (" + why + ")";
+  }
+  log.info("shm: single copy from ", readable, " of ", size_ - 1, " peers for messages of ", singleCopyBytes_,
+           " bytes or more", refused, readable < size_ - 1 ? ": the others go through the rings" : "");
+}
+
+// Whether a message of `bytes` to `peer` goes by single copy: large enough, and the peer said at
+// bootstrap that it can read our memory (looked up once; the bootstrap is over by our first send).
+bool ShmTransport::sendsSingleCopy(int peer, size_t bytes) {
+  if (!singleCopyBytes_ || bytes < singleCopyBytes_ || peer == rank_) return false;
+  if (peerReadsUs_[peer] < 0)
+    peerReadsUs_[peer] = static_cast<int8_t>(segs_[peer].control(rank_)->singleCopy.load(std::memory_order_acquire));
+  return peerReadsUs_[peer] > 0;
+}
+
+// Completes the single-copy sends to `peer` that it has read. True on progress.
+bool ShmTransport::completeAcknowledged(int peer) {
+  auto& q = unacked_[peer];
+  if (q.empty()) return false;
+  const uint64_t acked = segs_[peer].control(rank_)->acked.load(std::memory_order_acquire);
+  bool done = false;
+  while (!q.empty() && q.front().ack <= acked) {
+    owner_.erase(q.front().id);
+    q.pop_front();
+    done = true;
+  }
+  return done;
+}
+
+bool ShmTransport::readSingleCopy(int peer, Request& r) {
+  const size_t n = std::min(r.bytes - r.copied, r.consume ? kConsumePiece : kSingleCopyPiece);
+  char* dst = r.data + r.copied;
+  if (r.consume) {
+    if (bounce_.empty()) bounce_.resize(kConsumePiece / sizeof(uint64_t));
+    dst = reinterpret_cast<char*>(bounce_.data());
+  }
+  for (size_t got = 0; got < n;) {
+    iovec local{dst + got, n - got}, remote{reinterpret_cast<void*>(r.source.address + r.copied + got), n - got};
+    const ssize_t k = process_vm_readv(static_cast<pid_t>(r.source.pid), &local, 1, &remote, 1, 0);
+    if (k <= 0) {
+      const int err = k < 0 ? errno : EFAULT;
+      checkPeerAlive(peer);  // a peer that gave up or died says so first
+      throw Error("rank " + std::to_string(g(rank_)) + " shm: cannot read the " + std::to_string(r.bytes) +
+                  "-byte message from rank " + std::to_string(g(peer)) + " in its memory (process_vm_readv: " +
+                  std::strerror(err) + "); set ZCOLL_SHM_SINGLE_COPY_BYTES=0 to send through the rings");
+    }
+    got += static_cast<size_t>(k);
+  }
+  if (r.consume) r.consume(r.copied, dst, n);
+  r.copied += n;
+  if (r.copied < r.bytes) return false;
+  // A sender that gave up may have freed the buffer while we read it: its abort flag, set before
+  // it frees anything, tells us whether the bytes are its message.
+  const SegmentHeader* h = segs_[peer].header();
+  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer),
+              " gave up while its message was read: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+  ++singleCopyMessages_;
+  singleCopyReceived_ += r.bytes;
+  RingControl* ctl = segs_[rank_].control(peer);
+  ctl->acked.store(ctl->acked.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  return true;
 }
 
 void ShmTransport::checkPeer(int peer) const {
@@ -474,17 +641,30 @@ void ringRead(const char* ring, size_t cap, uint64_t pos, char* dst, size_t n, u
 
 // Moves as much of peer's send queue as fits into peer's ring[rank_]. Returns true on progress.
 bool ShmTransport::progressSend(int peer) {
+  bool moved = completeAcknowledged(peer);
   auto& q = sendq_[peer];
-  if (q.empty()) return false;
+  if (q.empty()) return moved;
   if (!ringAllocated_[peer]) allocateRing(peer);
   RingControl* ctl = segs_[peer].control(rank_);
   char* ring = segs_[peer].data(rank_);
   uint64_t head = ctl->head.load(std::memory_order_relaxed);
   const uint64_t tail = ctl->tail.load(std::memory_order_acquire);
-  bool moved = false;
   while (!q.empty()) {
     Request& r = q.front();
     const size_t space = ringBytes_ - static_cast<size_t>(head - tail);
+    if (r.done == 0 && sendsSingleCopy(peer, r.bytes)) {  // header and descriptor go in together
+      if (space < kHeaderBytes + kDescriptorBytes) break;
+      const MessageHeader h{kSingleCopyMagic, r.tag, r.bytes};
+      const SingleCopyDescriptor d{segs_[rank_].header()->pid, reinterpret_cast<uint64_t>(r.data)};
+      ringWrite(ring, ringBytes_, head, reinterpret_cast<const char*>(&h), sizeof h);
+      ringWrite(ring, ringBytes_, head + sizeof h, reinterpret_cast<const char*>(&d), sizeof d);
+      head += sizeof h + sizeof d;
+      r.ack = ++singleCopySent_[peer];
+      unacked_[peer].push_back(std::move(r));
+      q.pop_front();
+      moved = true;
+      continue;
+    }
     if (r.done < kHeaderBytes) {  // headers go in whole, so the reader sees them whole
       if (space < kHeaderBytes) break;
       const MessageHeader h{checksum_ ? kChecksummedMagic : kMessageMagic, r.tag, r.bytes};
@@ -552,12 +732,22 @@ bool ShmTransport::progressRecv(int peer) {
   while (!q.empty()) {
     Request& r = q.front();
     const size_t avail = static_cast<size_t>(head - tail);
+    if (r.source.pid) {  // a single-copy message: read on from the sender's memory
+      if (!readSingleCopy(peer, r)) {
+        moved = true;
+        break;  // the rest in the next pass, after our other requests have had theirs
+      }
+      owner_.erase(r.id);
+      q.pop_front();
+      moved = true;
+      continue;
+    }
     if (r.done < kHeaderBytes) {
       if (avail < kHeaderBytes) break;
       MessageHeader h;
       ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&h), sizeof h);
-      ZCOLL_CHECK(h.magic == kMessageMagic || h.magic == kChecksummedMagic, "rank ", g(rank_),
-                  " shm: corrupt message header from rank ", g(peer));
+      ZCOLL_CHECK(h.magic == kMessageMagic || h.magic == kChecksummedMagic || h.magic == kSingleCopyMagic, "rank ",
+                  g(rank_), " shm: corrupt message header from rank ", g(peer));
       ZCOLL_CHECK((h.magic == kChecksummedMagic) == checksum_, "rank ", g(rank_), " shm: rank ", g(peer), " sends ",
                   checksum_ ? "no checksums" : "checksums", " but this rank ", checksum_ ? "expects" : "does not",
                   " (set ZCOLL_CHECKSUM / Options(checksum=...) alike on every rank)");
@@ -570,6 +760,11 @@ bool ShmTransport::progressRecv(int peer) {
       tail += sizeof h;
       r.done = sizeof h;
       moved = true;
+      if (h.magic == kSingleCopyMagic) {  // written together with its header
+        ringRead(ring, ringBytes_, tail, reinterpret_cast<char*>(&r.source), sizeof r.source);
+        tail += sizeof r.source;
+        ZCOLL_CHECK(r.source.pid != 0, "rank ", g(rank_), " shm: corrupt single-copy descriptor from rank ", g(peer));
+      }
       continue;
     }
     const size_t body = footprint(r.bytes), total = body + (checksum_ ? kTrailerBytes : 0);
@@ -648,6 +843,8 @@ std::string ShmTransport::pendingSummary() const {
   for (int p = 0; p < size_; ++p) {
     for (const auto& r : sendq_[p])
       s += " send " + std::to_string(r.bytes) + " B to rank " + std::to_string(g(p)) + ";";
+    for (const auto& r : unacked_[p])
+      s += " send " + std::to_string(r.bytes) + " B to rank " + std::to_string(g(p)) + " (for it to read);";
     for (const auto& r : recvq_[p])
       s += " recv " + std::to_string(r.bytes) + " B from rank " + std::to_string(g(p)) + ";";
   }
@@ -719,7 +916,7 @@ bool ShmTransport::test(RequestId req) {
 // may have read its ring before those bytes and its flag or liveness verdict after: drain what
 // it wrote before calling it gone, and only when we still expect something of it.
 void ShmTransport::checkPendingPeersDrained() {
-  const auto pending = [&](int p) { return !sendq_[p].empty() || !recvq_[p].empty(); };
+  const auto pending = [&](int p) { return !sendq_[p].empty() || !unacked_[p].empty() || !recvq_[p].empty(); };
   for (int p = 0; p < size_; ++p) {
     if (p == rank_ || !pending(p)) continue;
     try {
