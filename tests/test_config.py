@@ -166,10 +166,13 @@ def test_shm_rings_are_bounded(monkeypatch):
 
 def test_shm_single_copy_threshold(monkeypatch):
     monkeypatch.delenv("ZCOLL_SHM_SINGLE_COPY_BYTES", raising=False)
-    assert Options().resolved().shm_single_copy_bytes == DEFAULT_SHM_SINGLE_COPY_BYTES
+    assert Options().resolved().shm_single_copy_bytes == "auto"  # the default where ranks have cores
     assert Options(shm_single_copy_bytes=0).resolved().shm_single_copy_bytes == 0  # never
-    with pytest.raises(ValueError, match="shm_single_copy_bytes must be >= 0"):
-        Options(shm_single_copy_bytes=-1).resolved()
+    for bad in (-1, "often", 1.5):
+        with pytest.raises(ValueError, match="shm_single_copy_bytes must be 'auto' or a byte count >= 0"):
+            Options(shm_single_copy_bytes=bad).resolved()
+    monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", "auto")
+    assert Options().resolved().shm_single_copy_bytes == "auto"
     monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", str(1 << 20))
     assert Options().resolved().shm_single_copy_bytes == 1 << 20
     monkeypatch.setenv("ZCOLL_SHM_SINGLE_COPY_BYTES", "0")

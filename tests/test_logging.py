@@ -92,7 +92,7 @@ def test_info_logs_each_compression_skip_once_per_rank(capfd):
         assert sum("compression int8 skipped" in line for line in mine) == len(skips()), err
         assert sum("compression int8 applied" in line for line in mine) == len(APPLIED), err
         # the shm transport's probe of its peers' memory (tests/test_shm_single_copy.py)
-        assert any(line.endswith("INFO: shm: single copy from 1 of 1 peers for messages of 65536 bytes or more")
+        assert any(line.endswith("INFO: shm: single copy from 1 of 1 peers for messages of 16384 bytes or more")
                    for line in mine), err
 
 

@@ -4,6 +4,7 @@ ZCOLL_SHM_SINGLE_COPY_BYTES is read by its receiver straight from the sender's b
 completing only once the receiver has read it, the counters that say it happened, the switch
 that turns it off, and groups where it stays off (checksums; ranks in other PID namespaces:
 tests/test_failures.py)."""
+import os
 import time
 
 import numpy as np
@@ -138,3 +139,27 @@ def test_a_single_copy_message_of_another_size_is_a_clear_error():
     res = run_ranks(mismatch, 2, timeout=50, allow_failure=True)
     assert "1048576" in res[1] and "1048584" in res[1] and "rank 0" in res[1], res[1]
     assert "rank 1" in res[0] and ("gave up" in res[0] or "aborted" in res[0]), res[0]
+
+
+def default_use(rank, world, store, forced):
+    kw = {"shm_single_copy_bytes": THRESHOLD} if forced else {}  # else the transport's default: auto
+    t = open_transport("shm", rank, world, store, **kw)
+    nxt, prv = (rank + 1) % world, (rank - 1) % world
+    got = np.empty(MiB, np.uint8)
+    r = t.irecv(prv, 1, got)
+    t.wait(t.isend(nxt, 1, payload(rank, nxt, MiB)))
+    t.wait(r)
+    assert np.array_equal(got, payload(prv, rank, MiB))
+    return t.shared_memory()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("world", [2, 4])
+def test_by_default_single_copy_is_on_where_the_ranks_have_a_core_each(world):
+    on = world <= os.cpu_count()  # std::thread::hardware_concurrency()
+    for rank, use in run_ranks(default_use, world, False, timeout=100).items():
+        assert use["single_copy_peers"] == (world - 1 if on else 0), (rank, use)
+        assert use["single_copy_messages"] == (1 if on else 0), (rank, use)
+    # configured, it is on however many ranks share the cores
+    for rank, use in run_ranks(default_use, world, True, timeout=100).items():
+        assert (use["single_copy_peers"], use["single_copy_messages"]) == (world - 1, 1), (rank, use)

@@ -49,7 +49,7 @@ struct BackendConfig {
   size_t compressMinBytes = 65536;
   int compressBlock = 256;
   size_t shmRingBytes = 0;  // 0: the group sizes its rings (transport/shm)
-  size_t shmSingleCopyBytes = kDefaultShmSingleCopyBytes;  // 0: every shm message through the rings
+  int64_t shmSingleCopyBytes = kAutoShmSingleCopyBytes;  // 0: every shm message through the rings
   std::string socketIfname;
   int socketFamily = 0;  // AF_INET / AF_INET6 first; 0: as the store host
   std::chrono::milliseconds connectTimeout{std::chrono::seconds(20)};  // ZCOLL_CONNECT_TIMEOUT

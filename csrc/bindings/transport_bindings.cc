@@ -62,7 +62,7 @@ class PyTransport {
               double timeoutSeconds, std::string socketIfname, std::string storeHost, size_t shmRingBytes,
               std::vector<int> hostOf, int socketFamily, double connectTimeout, bool liveness,
               double heartbeatInterval, double heartbeatTimeout, std::string net, std::string ucxLibrary,
-              size_t shmSingleCopyBytes)
+              int64_t shmSingleCopyBytes)
       : store_(std::make_unique<PyStore>(std::move(store))), topology_(size, hostOf) {
     zcoll::TransportOptions options;
     options.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000));
@@ -418,17 +418,18 @@ void bindTransport(py::module_& m) {
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
       .def(py::init<const std::string&, py::object, const std::string&, int, int, double, std::string,
                     std::string, size_t, std::vector<int>, int, double, bool, double, double, std::string,
-                    std::string, size_t>(),
+                    std::string, int64_t>(),
            py::arg("kind"), py::arg("store"), py::arg("prefix"), py::arg("rank"), py::arg("size"),
            py::arg("timeout") = 30.0, py::arg("socket_ifname") = "", py::arg("store_host") = "",
            py::arg("shm_ring_bytes") = size_t{0}, py::arg("host_of") = std::vector<int>{},
            py::arg("socket_family") = 0, py::arg("connect_timeout") = 20.0, py::arg("liveness") = true,
            py::arg("heartbeat_interval") = 1.0, py::arg("heartbeat_timeout") = 30.0, py::arg("net") = "tcp",
-           py::arg("ucx_library") = "", py::arg("shm_single_copy_bytes") = zcoll::kDefaultShmSingleCopyBytes,
+           py::arg("ucx_library") = "", py::arg("shm_single_copy_bytes") = zcoll::kAutoShmSingleCopyBytes,
            "kind: shm, tcp, ucx or auto (a transport per peer by host_of, each rank's host index, with `net` "
            "between hosts); shm_ring_bytes: 0 sizes the rings as a group does; liveness: watch the peers as the backend does (transport/liveness.h); "
            "ucx_library: the libucp to load (\"\": the loader's search path); shm_single_copy_bytes: messages "
-           "this large or larger are read from the sender's memory (0: never).")
+           "this large or larger are read from the sender's memory (0: never; -1: the default where the ranks "
+           "have a core each, else never).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })

@@ -95,9 +95,12 @@ class Transport {
 // The largest shm ring per directed pair (ZCOLL_SHM_RING_BYTES): 1 GiB.
 constexpr size_t kMaxShmRingBytes = size_t{1} << 30;
 
-// Messages of at least this many bytes travel by single copy on shm unless configured otherwise
-// (ZCOLL_SHM_SINGLE_COPY_BYTES); measured in bench/figures/single_copy_2ranks.txt.
-constexpr size_t kDefaultShmSingleCopyBytes = size_t{64} << 10;
+// Messages of at least this many bytes travel by single copy on shm where the host's ranks have a
+// core each, unless configured otherwise (ZCOLL_SHM_SINGLE_COPY_BYTES); measured in
+// bench/figures/single_copy_2ranks.txt.
+constexpr size_t kDefaultShmSingleCopyBytes = size_t{16} << 10;
+// TransportOptions::shmSingleCopyBytes when not configured.
+constexpr int64_t kAutoShmSingleCopyBytes = -1;
 
 // What a transport needs besides the group; filled from zcoll.Options / ZCOLL_* by the backend
 // (nothing below csrc/backend reads the environment).
@@ -118,8 +121,10 @@ struct TransportOptions {
   size_t shmRingBytes = 0;
   // shm: messages of at least this many bytes are read by the receiver straight from the
   // sender's buffer (process_vm_readv) where the kernel allows it, instead of passing through
-  // the ring (ZCOLL_SHM_SINGLE_COPY_BYTES); 0: never.
-  size_t shmSingleCopyBytes = kDefaultShmSingleCopyBytes;
+  // the ring (ZCOLL_SHM_SINGLE_COPY_BYTES); 0: never; kAutoShmSingleCopyBytes:
+  // kDefaultShmSingleCopyBytes unless the host's ranks outnumber its cores, then never (a send
+  // would wait for its reader to be scheduled, where the ring lets the sender move on).
+  int64_t shmSingleCopyBytes = kAutoShmSingleCopyBytes;
   // The host of each rank (an index into hostNames) when known (the backend's topology); empty:
   // unknown (transport tests), when every peer may be on another host.
   std::vector<int> hostOf;

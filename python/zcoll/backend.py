@@ -62,7 +62,7 @@ def _create_backend(dist_opts, pg_options):
     config.compress_min_bytes = opts.compress_min_bytes
     config.compress_block = opts.compress_block
     config.shm_ring_bytes = opts.shm_ring_bytes
-    config.shm_single_copy_bytes = opts.shm_single_copy_bytes
+    config.shm_single_copy_bytes = -1 if opts.shm_single_copy_bytes == "auto" else opts.shm_single_copy_bytes
     config.socket_ifname = opts.socket_ifname
     config.socket_family = opts.socket_family
     config.connect_timeout = opts.connect_timeout

@@ -18,7 +18,7 @@ LOG_LEVELS = ("WARN", "INFO", "TRACE")
 MAX_SHM_RING_BYTES = 1 << 30  # per directed pair (csrc/transport/transport.h, kMaxShmRingBytes)
 # shm messages this large or larger are read from the sender's memory (transport.h,
 # kDefaultShmSingleCopyBytes)
-DEFAULT_SHM_SINGLE_COPY_BYTES = 64 << 10
+DEFAULT_SHM_SINGLE_COPY_BYTES = 16 << 10
 
 # The algorithms of each collective that has a choice (docs/arithmetic.md §4).
 ALGORITHMS = {
@@ -141,10 +141,10 @@ class Options:
     shm_ring_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_RING_BYTES",
         "help": "bytes of each directed pair's shared-memory ring; 0 (the default): the group sizes them, "
                 "at most 4 MiB, smaller for large groups or a small /dev/shm"})
-    shm_single_copy_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_SHM_SINGLE_COPY_BYTES",
+    shm_single_copy_bytes: int | str | None = field(default=None, metadata={"env": "ZCOLL_SHM_SINGLE_COPY_BYTES",
         "help": "shm messages of at least this many bytes are read by the receiver straight from the "
-                f"sender's buffer (process_vm_readv) instead of through a ring; 0: never "
-                f"(default {DEFAULT_SHM_SINGLE_COPY_BYTES})"})
+                "sender's buffer (process_vm_readv) instead of through a ring; 0: never; 'auto' (the "
+                f"default): {DEFAULT_SHM_SINGLE_COPY_BYTES} where the host's ranks have a core each, else never"})
     socket_ifname: str | None = field(default=None, metadata={"env": "ZCOLL_SOCKET_IFNAME",
         "help": "tcp: advertise an address of these interfaces (NCCL_SOCKET_IFNAME's syntax: 'eth0', "
                 "'eth,ib' prefixes, '=eth0' exact, '^docker,lo' excluded)"})
@@ -215,10 +215,13 @@ class Options:
         if out.shm_ring_bytes is None:
             out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 0, allow_zero=True)
         if out.shm_single_copy_bytes is None:
-            out.shm_single_copy_bytes = _env_int("ZCOLL_SHM_SINGLE_COPY_BYTES", DEFAULT_SHM_SINGLE_COPY_BYTES,
-                                                 allow_zero=True)
-        if out.shm_single_copy_bytes < 0:
-            raise ValueError(f"shm_single_copy_bytes must be >= 0 (0: never), got {out.shm_single_copy_bytes}")
+            raw = os.environ.get("ZCOLL_SHM_SINGLE_COPY_BYTES", "").strip().lower()
+            out.shm_single_copy_bytes = ("auto" if raw in ("", "auto") else
+                                         _env_int("ZCOLL_SHM_SINGLE_COPY_BYTES", 0, allow_zero=True))
+        if out.shm_single_copy_bytes != "auto" and (not isinstance(out.shm_single_copy_bytes, int)
+                                                    or out.shm_single_copy_bytes < 0):
+            raise ValueError(f"shm_single_copy_bytes must be 'auto' or a byte count >= 0 (0: never), "
+                             f"got {out.shm_single_copy_bytes!r}")
         if out.chunk_bytes < 0:
             raise ValueError(f"chunk_bytes must be positive (or 0 for the tuner's), got {out.chunk_bytes}")
         if not 0 <= out.shm_ring_bytes <= MAX_SHM_RING_BYTES:
