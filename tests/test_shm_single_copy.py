@@ -163,3 +163,34 @@ def test_by_default_single_copy_is_on_where_the_ranks_have_a_core_each(world):
     # configured, it is on however many ranks share the cores
     for rank, use in run_ranks(default_use, world, True, timeout=100).items():
         assert (use["single_copy_peers"], use["single_copy_messages"]) == (world - 1, 1), (rank, use)
+
+
+def backend_use(rank, world, store, checksum):
+    import torch
+    import torch.distributed as dist
+
+    import zcoll
+    dist.init_process_group("zcoll", store=store, rank=rank, world_size=world,
+                            pg_options=zcoll.Options(transport="shm", checksum=checksum, shm_single_copy_bytes=THRESHOLD))
+    t = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB
+    dist.all_reduce(t)
+    assert torch.equal(t, torch.arange(1 << 20, dtype=torch.float32) * world)
+    # each sends before it receives: point-to-point takes the peer's message in unasked
+    peer = 1 - rank
+    x, y = torch.full((1 << 18,), float(rank)), torch.empty(1 << 18)
+    dist.send(x, peer)
+    dist.recv(y, peer)
+    assert bool((y == peer).all())
+    use = zcoll.shared_memory()
+    dist.destroy_process_group()
+    return use
+
+
+@pytest.mark.timeout(120)
+def test_collectives_and_point_to_point_take_single_copy_and_checksums_turn_it_off():
+    for rank, use in run_ranks(backend_use, 2, False, timeout=100).items():
+        assert use["collectives"]["single_copy_messages"] > 0 and use["collectives"]["single_copy_peers"] == 1, use
+        assert use["p2p"]["single_copy_messages"] == 1, use
+    for rank, use in run_ranks(backend_use, 2, True, timeout=100).items():
+        for lane in ("collectives", "p2p"):
+            assert (use[lane]["single_copy_peers"], use[lane]["single_copy_messages"]) == (0, 0), use
