@@ -52,8 +52,7 @@ void allReduce(Transport& t, void* data, size_t count, const CollectiveArgs& a, 
       std::vector<size_t> b, e;
       for (const auto& s : segs) b.push_back(s.begin), e.push_back(s.end);
       if (algo == Algorithm::kRing) {
-        schedule::ringReduceScatter(t, data, b.data(), e.data(), a);
-        schedule::ringAllGather(t, data, b.data(), e.data(), a, 0x800);  // steps apart from reduce-scatter's
+        schedule::ringAllReduce(t, data, b.data(), e.data(), a, 0x800);  // steps apart from reduce-scatter's
       } else {
         schedule::flatReduceScatter(t, data, b.data(), e.data(), a);
         schedule::directAllGather(t, data, b.data(), e.data(), a, 1);

@@ -50,6 +50,9 @@ namespace zcoll::schedule {
 void ringReduceScatter(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a);
 void ringAllGather(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a,
                    uint32_t firstStep);
+// Both as one pipeline, the all-gather's steps numbered from allGatherFirstStep.
+void ringAllReduce(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a,
+                   uint32_t allGatherFirstStep);
 // Two-shot halves: every rank sends segment s to its owner s, which reduces all p contributions
 // in rank order; then every owner sends its segment to every rank.
 void flatReduceScatter(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a);
