@@ -118,41 +118,58 @@ void exchangeContribution(Transport& t, const CollectiveArgs& a, const Wire& w, 
 }
 
 // The reduce phase leaves the owner's float32 sum in x[its segment]; with `gather`, the owner
-// encodes it instead and every rank decodes every segment (all-reduce).
+// encodes it instead and every rank decodes every segment (all-reduce). Pipelined across steps
+// (the compressed twin of primitives/ring_pipeline.h's recvReduceSend): chunk c of a step goes on
+// to the next rank as soon as it has been decoded, added and re-encoded, while later chunks of
+// the step are still arriving. Every value is encoded and decoded as in step-by-step order.
 void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire& w, const std::vector<Segment>& segs,
                     bool gather) {
   const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
   size_t maxSeg = 0, total = 0;
   for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
-  // `wire` holds every encoded segment for the gather; a reduce-scatter has none.
-  std::vector<uint8_t> sendBuf(w.bytes(maxSeg)), nextBuf(w.bytes(maxSeg)), recvBuf(w.bytes(maxSeg)),
-      wire(gather ? total : 0);
+  // Steps alternate between two send and two receive buffers: step k sends from send[k % 2] and
+  // encodes what step k+1 sends into send[(k + 1) % 2], chunk by chunk once that chunk's step
+  // k-1 message has gone; step k+1 receives into recv[(k + 1) % 2] while step k's chunks are
+  // still being decoded out of recv[k % 2]. `wire` holds every encoded segment for the gather.
+  std::vector<uint8_t> send[2] = {std::vector<uint8_t>(w.bytes(maxSeg)), std::vector<uint8_t>(w.bytes(maxSeg))};
+  std::vector<uint8_t> recv[2] = {std::vector<uint8_t>(w.bytes(maxSeg)), std::vector<uint8_t>(w.bytes(maxSeg))};
+  std::vector<uint8_t> wire(gather ? total : 0);
   std::vector<float> tile(w.tileElems());
+  auto sendSeg = [&](int k) { return segs[schedule::mod(r - k - 1, p)]; };  // recvSeg(k) == sendSeg(k + 1)
+  auto recvSeg = [&](int k) { return segs[schedule::mod(r - k - 2, p)]; };
+  std::vector<std::vector<RequestId>> sends(p - 1), recvs(p - 1);
+  auto postRecvs = [&](int k) {
+    schedule::forEachChunk(0, recvSeg(k).size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      recvs[k].push_back(t.irecv(prev, a.tag(k, c), recv[k % 2].data() + w.offset(off), w.bytes(m)));
+    });
+  };
+  auto postSend = [&](int k, size_t off, size_t m, size_t c) {
+    sends[k].push_back(t.isend(next, a.tag(k, c), send[k % 2].data() + w.offset(off), w.bytes(m)));
+  };
   // Segment s starts at rank s+1 with E_{s+1,0}(x_{s+1}); at hop j (rank s+j) acc = D(in) + x,
   // re-encoded at stage j-1 until the owner s, which encodes for the gather stage.
-  const Segment first = segs[schedule::mod(r - 1, p)];
-  w.encode(x, first.begin, first.size(), r, 0, sendBuf.data());
+  const Segment first = sendSeg(0);
+  w.encode(x, first.begin, first.size(), r, 0, send[0].data());
+  postRecvs(0);
+  schedule::forEachChunk(0, first.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) { postSend(0, off, m, c); });
   for (int k = 0; k < p - 1; ++k) {
-    const Segment send = segs[schedule::mod(r - k - 1, p)], recv = segs[schedule::mod(r - k - 2, p)];
+    const Segment in = recvSeg(k);
     const bool owner = k == p - 2;
-    uint8_t* out = !owner ? nextBuf.data() : gather ? wire.data() + wireOffset(segs, w, r) : nullptr;
-    std::vector<RequestId> sends, recvs;
-    schedule::forEachChunk(0, send.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      sends.push_back(t.isend(next, a.tag(k, c), sendBuf.data() + w.offset(off), w.bytes(m)));
-    });
-    schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      recvs.push_back(t.irecv(prev, a.tag(k, c), recvBuf.data() + w.offset(off), w.bytes(m)));
-    });
-    schedule::forEachChunk(0, recv.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      t.wait(recvs[c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
+    if (!owner) postRecvs(k + 1);
+    uint8_t* out = !owner ? send[(k + 1) % 2].data() : gather ? wire.data() + wireOffset(segs, w, r) : nullptr;
+    schedule::forEachChunk(0, in.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
+      t.wait(recvs[k][c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
+      // Its buffer's last message (step k-1's chunk c, where that segment had one) has gone.
+      if (!owner && k > 0 && c < sends[k - 1].size()) t.wait(sends[k - 1][c], a.deadline);
       const float divisor = owner ? static_cast<float>(a.avgDivisor(p)) : 0.0f;  // AVG divides at the owner
-      w.decodeAddEncode(recvBuf.data() + w.offset(off), x, recv.begin + off, m, divisor, r,
+      w.decodeAddEncode(recv[k % 2].data() + w.offset(off), x, in.begin + off, m, divisor, r,
                         owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
                         out ? out + w.offset(off) : nullptr, divisor != 0.0f ? divisor : 1.0f, tile.data());
+      if (!owner) postSend(k + 1, off, m, c);  // on at once: the next rank can start on it
     });
-    for (RequestId s : sends) t.wait(s, a.deadline);
-    std::swap(sendBuf, nextBuf);
   }
+  for (auto& step : sends)
+    for (RequestId q : step) t.wait(q, a.deadline);
   if (gather) gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
 }
 
