@@ -52,7 +52,7 @@ def expected(world, i, codec, algo):
     if i >= COMPRESSED:
         used = algo or _C.tune("allreduce", xs[0].numel() * xs[0].element_size(), world, "shm")[0]
         return R.all_reduce(arrays, op, used, premul=premul, **kw)[0]
-    used = algo or _C.tune_compressed(codec, xs[0].numel() * xs[0].element_size(), world)[0]
+    used = algo or _C.tune_compressed(codec, xs[0].numel() * xs[0].element_size(), world, "shm", block=64)[0]
     return R.all_reduce(arrays, op, used, codec=codec, block=64, seed=0, step=i, premul=premul, **kw)[0]
 
 
@@ -132,7 +132,7 @@ def test_compressed_reduce_scatter_and_all_gather_into_tensor(world, codec, dtyp
 
     kw = {"dtype": "bfloat16"} if dtype == "bfloat16" else {}
     item = 2 if dtype == "bfloat16" else 4
-    algo = _C.tune_compressed(codec, world * m * item, world)[0]
+    algo = _C.tune_compressed(codec, world * m * item, world, "shm", block=64)[0]
     rs = R.reduce_scatter(arrays(0, world * m), "avg", algo, codec=codec, block=64, step=0, **kw)
     ag = R.all_gather(arrays(1, m), codec=codec, block=64, step=1, **kw)[0]
     exact = np.concatenate(arrays(2, m))

@@ -282,7 +282,7 @@ def test_backend_runs_the_hierarchical_all_reduce(hosts, compression, net):
         if compression != "none":
             hosts_n = max(index) + 1
             most = max(index.count(h) for h in range(hosts_n))
-            inter = _C.tune_compressed(compression, nbytes // most, hosts_n)[0]
+            inter = _C.tune_compressed(compression, nbytes // most, hosts_n, "tcp", ranks_per_host=most)[0]
             kw.update(codec=compression, seed=0, step=seq)  # each collective its own rounding stream
         want = R.all_reduce(data_for(dtype, world, n, i), op, inter, hosts=list(hosts), intra=intra, **kw)[0]
         seq += 1
@@ -301,14 +301,15 @@ def test_backend_runs_the_hierarchical_all_reduce(hosts, compression, net):
     if compression != "none":
         most = max(index.count(h) for h in set(index))
         kw = dict(codec=compression, seed=0, step=seq)
-        inter = _C.tune_compressed(compression, rs_in[0].nbytes // most, max(index) + 1)[0]
+        inter = _C.tune_compressed(compression, rs_in[0].nbytes // most, max(index) + 1, "tcp", ranks_per_host=most)[0]
     else:
         inter = tuned[0][1]
     if even:
         rs_want = R.reduce_scatter(rs_in, "sum", inter, hosts=list(hosts), intra=intra, **kw)
     else:  # flat, over every rank
-        flat = (_C.tune_compressed(compression, rs_in[0].nbytes, world) if compression != "none"
-                else _C.tune("reduce_scatter", rs_in[0].nbytes, world, "shm+tcp"))[0]
+        most = max(index.count(h) for h in set(index))  # the flat schedule's ranks on the busiest host
+        flat = (_C.tune_compressed(compression, rs_in[0].nbytes, world, "shm+tcp", ranks_per_host=most)
+                if compression != "none" else _C.tune("reduce_scatter", rs_in[0].nbytes, world, "shm+tcp", most))[0]
         rs_want = R.reduce_scatter(rs_in, "sum", flat, **kw)
     seq += 1  # the all-gather is the next collective
     ag_in = data_for("float32", world, 700, 51)
@@ -358,7 +359,7 @@ def test_error_feedback_hook_path_on_two_levels():
     res = run_ranks(ranks_feedback, 4, hosts, timeout=180)
     nbytes = 40_000 * 4
     intra = _C.tune_two_level(nbytes, host_index(hosts), 0)[0]
-    inter = _C.tune_compressed("int4", nbytes // 2, 2)[0]
+    inter = _C.tune_compressed("int4", nbytes // 2, 2, "tcp", ranks_per_host=2)[0]
     residuals = [np.zeros(40_000, np.float32) for _ in range(4)]
     for step in range(3):
         outs, residuals = R.all_reduce(data_for("float32", 4, 40_000, step), "avg", inter, hosts=list(hosts),

@@ -365,7 +365,8 @@ void ProcessGroupZcoll::checkSameRoot(int root, OpCode opcode, uint64_t seq, con
   if (getSize() == 1) return;
   int64_t bounds[2] = {root, -root};  // MAX gives (highest root, -lowest root)
   const CollectiveArgs a = argsFor(opcode, DType::kInt64, RedOp::kMax, seq);
-  allReduce(*transport_, bounds, 2, a, tune(Collective::kAllReduce, sizeof bounds, getSize(), transport_->name()).algorithm);
+  allReduce(*transport_, bounds, 2, a,
+            tune(model_, Collective::kAllReduce, sizeof bounds, getSize(), transport_->name(), ranksPerHost_).algorithm);
   ZCOLL_CHECK(bounds[0] == -bounds[1], "rank ", getRank(), ": zcoll ", op, " #", seq,
               ": the ranks passed different roots (from ", -bounds[1], " to ", bounds[0], "; this rank passed ", root,
               "): every rank must pass the same root");

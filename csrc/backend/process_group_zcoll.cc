@@ -161,6 +161,7 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     Rendezvous joined(*store_, topt.failKey, "rank " + std::to_string(rank) + ": ", liveness_.get());
     for (int r = 0; r < size; ++r)
       joined.await("zcoll/ready/" + std::to_string(r), ready, "rank " + std::to_string(r) + " to join");
+    setUpCostModel();  // every rank is connected: the probe and the agreement may use the transport
   } catch (const std::exception& e) {
     const std::string cause = rendezvous.cause();
     const bool another = !cause.empty() && cause != errorMessage(e);  // another rank failed first
@@ -179,6 +180,35 @@ ProcessGroupZcoll::ProcessGroupZcoll(const c10::intrusive_ptr<c10d::Store>& stor
     std::rethrow_exception(asTorchError(std::current_exception()));
   }
   thread_ = std::thread([this] { progressLoop(); });
+}
+
+// The tuner's model must be the same on every rank, or ranks would pick different schedules for
+// the same collective. tuning (zcoll/backend.py decides it for the whole group): "defaults": the
+// configured model as it is (the compiled defaults; no message); "agree": rank 0's model
+// everywhere (a tuning file, which each rank read for itself); "measure": rank 0's measurement.
+void ProcessGroupZcoll::setUpCostModel() {
+  const std::string name = transport_->name();
+  ranksPerHost_ = name == "shm" ? getSize() : static_cast<int>(topology_.mostRanksOnAHost());
+  model_ = config_.costModel;
+  const std::string problem = model_.invalid();
+  ZCOLL_CHECK_ARG(problem.empty(), "zcoll: rank ", getRank(), ": cost model (", model_.source, "): ", problem);
+  const std::string& tuning = config_.tuning;
+  ZCOLL_CHECK_ARG(tuning == "defaults" || tuning == "agree" || tuning == "measure",
+                  "zcoll: tuning must be 'defaults', 'agree' or 'measure', got '", tuning, "'");
+  if (tuning == "measure") {
+    model_ = measureCostModel(*transport_, topology_, model_, deadline(), &measurement_);
+    log_.info("cost model measured in ", formatSeconds(measurement_.seconds), " (",
+              measurement_.shm ? "shm" : "", measurement_.shm && measurement_.net ? " and " : "",
+              measurement_.net ? "network" : "", measurement_.shm || measurement_.net ? " link" : "no link",
+              "; rank 0's numbers): ", model_.describe());
+    return;
+  }
+  if (tuning == "agree" && agreeCostModel(*transport_, model_, deadline())) {
+    model_.source = "rank 0's";
+    log_.warn("the cost model (", config_.costModel.source, ") differs from rank 0's; using rank 0's: ",
+              model_.describe());
+  }
+  log_.info("cost model (", model_.source, "): ", model_.describe());
 }
 
 ProcessGroupZcoll::~ProcessGroupZcoll() {
@@ -286,16 +316,28 @@ Algorithm ProcessGroupZcoll::choose(Collective c, size_t bytes, CollectiveArgs& 
   const int i = static_cast<int>(c);
   const bool forced = hasForced_[i] && forced_[i] != Algorithm::kHierarchical;
   if (twoLevel(c, hasForced_[i], forced_[i])) {
-    const TwoLevelChoice tuned = tuneTwoLevel(c, bytes, topology_, getRank());
+    const TwoLevelChoice tuned = tuneTwoLevel(model_, c, bytes, topology_, getRank());
     if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
     *levels = tuned.algos;
-    logChoice(collectiveName(c), bytes, Algorithm::kHierarchical, hasForced_[i], a, levels);
+    logChoice(collectiveName(c), bytes, Algorithm::kHierarchical, hasForced_[i], a, nullptr, &tuned);
     return Algorithm::kHierarchical;
   }
-  const TunerChoice tuned = tune(c, bytes, getSize(), transport_->name());
+  // Without INFO logging (which reports predictions), a size seen before is the same choice.
+  const bool logging = log_.enabled(log::Level::kInfo);
+  CachedChoice& cached =
+      choiceCache_[static_cast<size_t>(i) * kChoiceCacheWays + ((bytes * 0x9E3779B97F4A7C15ull) >> 60)];
+  if (!logging && cached.bytes == bytes) {
+    if (!config_.chunkBytes) a.chunkBytes = cached.chunkBytes;
+    return cached.algorithm;
+  }
+  const TunerChoice tuned = tune(model_, c, bytes, getSize(), transport_->name(), ranksPerHost_);
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
-  if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(collectiveName(c), bytes, algo, forced, a);
+  if (!config_.chunkBytes) {  // a forced algorithm gets its own best chunk
+    const Prediction* own = tuned.predictions.find(algo);
+    a.chunkBytes = own ? own->chunkBytes : tuned.chunkBytes;
+  }
+  cached = {bytes, algo, a.chunkBytes};
+  logChoice(collectiveName(c), bytes, algo, forced, a, &tuned.predictions);
   return algo;
 }
 
@@ -308,36 +350,61 @@ Algorithm ProcessGroupZcoll::chooseCompressed(Collective collective, size_t byte
   const int i = static_cast<int>(collective);
   const std::string what = std::string(collectiveName(collective)) + "/" + config_.compression;
   if (levels && twoLevel(collective, hasForced_[i], forced_[i])) {
-    const size_t crossing = bytes / topology_.mostRanksOnAHost();  // one rank's share crosses
-    const TunerChoice inter = tuneCompressed(compression_.codec, crossing, topology_.hosts());
-    const TwoLevelChoice exact = tuneTwoLevel(collective, bytes, topology_, getRank());
-    if (!config_.chunkBytes) a.chunkBytes = std::min(inter.chunkBytes, exact.chunkBytes);
-    *levels = {exact.algos.intra, inter.algorithm};
-    logChoice(what.c_str(), bytes, Algorithm::kHierarchical, hasForced_[i], a, levels);
+    const size_t most = topology_.mostRanksOnAHost();
+    const size_t crossing = bytes / most;  // one rank's share crosses
+    TwoLevelChoice tuned = tuneTwoLevel(model_, collective, bytes, topology_, getRank());
+    tuned.inter = tuneCompressed(model_, compression_.codec, crossing, topology_.hosts(), "net", compression_.block,
+                                 static_cast<int>(most));
+    tuned.algos.inter = tuned.inter.algorithm;
+    tuned.chunkBytes = std::min(tuned.inter.chunkBytes, tuned.intra.chunkBytes);
+    if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
+    *levels = tuned.algos;
+    logChoice(what.c_str(), bytes, Algorithm::kHierarchical, hasForced_[i], a, nullptr, &tuned);
     return Algorithm::kHierarchical;
   }
-  const TunerChoice tuned = tuneCompressed(compression_.codec, bytes, getSize());
+  const TunerChoice tuned =
+      tuneCompressed(model_, compression_.codec, bytes, getSize(), transport_->name(), compression_.block, ranksPerHost_);
   const bool forced = hasForced_[i] && (forced_[i] == Algorithm::kRing || forced_[i] == Algorithm::kTwoShot);
   const Algorithm algo = forced ? forced_[i] : tuned.algorithm;
-  if (!config_.chunkBytes) a.chunkBytes = tuned.chunkBytes;
-  logChoice(what.c_str(), bytes, algo, forced, a);
+  Predictions all = tuned.predictions;
+  if (forced && !all.find(algo)) {  // two-shot only under the error bound: predict the forced ring too
+    all = predictCompressed(model_, compression_.codec, bytes, getSize(), transport_->name(), compression_.block,
+                            ranksPerHost_, false);
+    all.best = all.candidates[0].algorithm == tuned.algorithm ? 0 : 1;
+  }
+  if (!config_.chunkBytes) {
+    const Prediction* own = all.find(algo);
+    a.chunkBytes = own ? own->chunkBytes : tuned.chunkBytes;
+  }
+  logChoice(what.c_str(), bytes, algo, forced, a, &all);
   return algo;
 }
 
-// INFO: one line per distinct choice, not per call (training loops run the same sizes forever).
-// TRACE: every schedule run, with its sequence number, dtype and op.
+// INFO: one line per distinct choice, not per call (training loops run the same sizes forever),
+// with the model's predictions for the first size that made it. TRACE: every schedule run, with
+// its sequence number, dtype and op.
 void ProcessGroupZcoll::logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, const CollectiveArgs& a,
-                                  const TwoLevel* levels) {
+                                  const Predictions* flat, const TwoLevelChoice* two) {
   if (!log_.enabled(log::Level::kInfo)) return;
   std::string how = algorithmName(algo);
+  const TwoLevel* levels = two ? &two->algos : nullptr;
   if (levels)
     how += std::string(" over ") + topology_.describe() + ": " + algorithmName(levels->intra) + " within hosts, " +
            algorithmName(levels->inter) + " between them";
   const std::string choice = c10::str(how, " (", forced ? "ZCOLL_ALGO" : "tuner", "), chunk ", a.chunkBytes, " bytes (",
                                       config_.chunkBytes ? "ZCOLL_CHUNK_BYTES" : "tuner", ")");
   log_.trace(what, " #", a.seq, ": ", bytes, " bytes ", dtypeName(a.dtype), " ", redOpName(a.op), ": ", choice);
-  if (firstTime(std::string("choice:") + what + ": " + choice))
-    log_.info(what, " of ", bytes, " bytes over ", getSize(), " ranks (", transport_->name(), "): ", choice);
+  if (!firstTime(std::string("choice:") + what + ": " + choice)) return;
+  std::string predicted;
+  if (flat) {
+    predicted = "; predicted " + describePredictions(*flat, forced ? &algo : nullptr);
+  } else if (two) {
+    predicted = "; predicted " + formatSeconds(two->seconds()) + ": within hosts " +
+                describePredictions(two->intra.predictions) + ", between hosts " +
+                describePredictions(two->inter.predictions);
+    if (two->allGatherSeconds > 0) predicted += ", all-gather within hosts " + formatSeconds(two->allGatherSeconds);
+  }
+  log_.info(what, " of ", bytes, " bytes over ", getSize(), " ranks (", transport_->name(), "): ", choice, predicted);
 }
 
 bool ProcessGroupZcoll::firstTime(const std::string& key) {

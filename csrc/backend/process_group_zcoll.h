@@ -41,6 +41,13 @@ struct BackendConfig {
   std::string net = "tcp";         // auto's transport between hosts: "tcp" or "ucx" (ZCOLL_NET)
   std::string ucxLibrary;          // libucp to load for ucx ("": the loader's search path)
   size_t chunkBytes = 0;           // 0: the tuner's choice per collective and size
+  // The tuner's cost model (algorithms/cost_model.h): the defaults, or a tuning file's numbers
+  // (ZCOLL_TUNING_FILE, read by zcoll/tuning.py), and what the group does with it at creation
+  // (zcoll/backend.py decides for all ranks alike): "defaults": use it as given (every rank has
+  // the same); "agree": every rank takes rank 0's; "measure" (ZCOLL_TUNING=measure): rank 0
+  // measures alpha, beta and gamma of the group's links and every rank takes that.
+  CostModel costModel = CostModel::defaults();
+  std::string tuning = "defaults";
   // Forced algorithm per collective ("" = the tuner's), from ZCOLL_ALGO / Options.algo.
   std::string allreduceAlgo, reduceAlgo, reduceScatterAlgo;
   // Compressed all-reduce (ZCOLL_COMPRESS*): "none" or a codec; floating SUM/AVG/PREMUL_SUM
@@ -134,6 +141,9 @@ class ProcessGroupZcoll : public c10d::Backend {
   // This rank's shm rings: the collectives' transport, then the point-to-point lane's.
   std::array<Transport::SharedMemoryUse, 2> sharedMemory() const;
   const Topology& topology() const { return topology_; }
+  // The cost model the tuner uses (the same on every rank) and, if it was measured, how.
+  const CostModel& costModel() const { return model_; }
+  const Measurement& measurement() const { return measurement_; }
 
   c10::intrusive_ptr<c10d::Work> allreduce(std::vector<at::Tensor>& tensors,
                                            const c10d::AllreduceOptions& opts) override;
@@ -292,8 +302,11 @@ class ProcessGroupZcoll : public c10d::Backend {
   bool twoLevel(Collective c, bool forced, Algorithm forcedAlgo) const;
   // All-gathers (no tuner choice) run in two levels wherever reduce-scatters would.
   bool twoLevelGather() const { return topology_.twoLevel() && topology_.even(); }
+  // `flat` / `two`: the tuner's predictions, logged next to the choice.
   void logChoice(const char* what, size_t bytes, Algorithm algo, bool forced, const CollectiveArgs& a,
-                 const TwoLevel* levels = nullptr);
+                 const Predictions* flat = nullptr, const TwoLevelChoice* two = nullptr);
+  // Agrees on (or measures) the cost model with the other ranks; part of the constructor.
+  void setUpCostModel();
   void checkRoot(int64_t root, const char* op) const;
   // Posts one message per (peer, buffer) pair and waits for all of them.
   void exchange(const std::vector<at::Tensor>& sendTo, const std::vector<at::Tensor>& recvFrom, uint64_t tag);
@@ -305,6 +318,19 @@ class ProcessGroupZcoll : public c10d::Backend {
   uint64_t shrinks_ = 0;                       // groups shrunk from this one so far
   std::unique_ptr<Store> store_;
   Topology topology_;
+  CostModel model_;          // config_.costModel, agreed or measured (setUpCostModel)
+  Measurement measurement_;  // what the probe measured (tuning "measure")
+  int ranksPerHost_ = 1;     // ranks on the busiest host: how many share its cores
+  // The last flat choices per collective, by size (direct-mapped): evaluating the model costs
+  // ~0.3 us, a twentieth of a small inline all-reduce; training loops repeat their sizes. Used
+  // by the executing collective only (see running_), so unlocked.
+  struct CachedChoice {
+    size_t bytes = ~size_t{0};
+    Algorithm algorithm = Algorithm::kRing;
+    size_t chunkBytes = 0;
+  };
+  static constexpr size_t kChoiceCacheWays = 16;
+  std::array<CachedChoice, 3 * kChoiceCacheWays> choiceCache_{};
   // The group's peer liveness, shared by both lanes' transports (transport/liveness.h).
   std::shared_ptr<Liveness> liveness_;
   std::unique_ptr<Transport> transport_;

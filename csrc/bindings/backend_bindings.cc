@@ -90,6 +90,8 @@ void bindBackend(py::module_& m) {
       .def_readwrite("net", &BackendConfig::net)
       .def_readwrite("ucx_library", &BackendConfig::ucxLibrary)
       .def_readwrite("chunk_bytes", &BackendConfig::chunkBytes)
+      .def_readwrite("cost_model", &BackendConfig::costModel)
+      .def_readwrite("tuning", &BackendConfig::tuning)
       .def_readwrite("allreduce_algo", &BackendConfig::allreduceAlgo)
       .def_readwrite("reduce_algo", &BackendConfig::reduceAlgo)
       .def_readwrite("reduce_scatter_algo", &BackendConfig::reduceScatterAlgo)
@@ -145,6 +147,16 @@ void bindBackend(py::module_& m) {
                              "Each rank's host, numbered in order of each host's lowest rank.")
       .def_property_readonly("topology", [](zcoll::ProcessGroupZcoll& pg) { return pg.topology().describe(); })
       .def_property_readonly("chunk_bytes", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().chunkBytes; })
+      .def_property_readonly("cost_model", [](zcoll::ProcessGroupZcoll& pg) { return pg.costModel(); },
+                             "A copy of the tuner's cost model, the same on every rank (measured, rank 0's or the "
+                             "configured one).")
+      .def_property_readonly("measurement", [](zcoll::ProcessGroupZcoll& pg) {
+             py::dict d;
+             d["shm"] = pg.measurement().shm;
+             d["net"] = pg.measurement().net;
+             d["seconds"] = pg.measurement().seconds;
+             return d;
+           }, "What ZCOLL_TUNING=measure measured: {shm, net: whether that link was, seconds: the probe's time}.")
       .def_property_readonly("compression", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().compression; })
       .def_property_readonly("checksum", [](zcoll::ProcessGroupZcoll& pg) { return pg.config().checksum; })
       .def("shrink", [](zcoll::ProcessGroupZcoll& pg, const std::vector<int64_t>& ranksToExclude, int shrinkFlags,

@@ -413,6 +413,131 @@ py::dict sharedMemoryDict(const zcoll::Transport::SharedMemoryUse& use) {
   return d;
 }
 
+namespace {
+
+zcoll::Collective parseCollective(const std::string& name) {
+  for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
+    if (name == zcoll::collectiveName(c)) return c;
+  throw std::invalid_argument("unknown collective '" + name + "' (allreduce, reduce, reduce_scatter)");
+}
+
+const zcoll::CostModel& modelOr(const zcoll::CostModel* m) { return m ? *m : zcoll::defaultCostModel(); }
+
+// {"algorithm", "chunk_bytes", "seconds", "candidates": {algorithm: (chunk_bytes, seconds)}}
+py::dict predictionsDict(const zcoll::Predictions& p) {
+  py::dict out, candidates;
+  for (int i = 0; i < p.count; ++i) {
+    const auto& c = p.candidates[static_cast<size_t>(i)];
+    candidates[py::str(zcoll::algorithmName(c.algorithm))] = py::make_tuple(c.chunkBytes, c.seconds);
+  }
+  out["algorithm"] = std::string(zcoll::algorithmName(p.choice().algorithm));
+  out["chunk_bytes"] = p.choice().chunkBytes;
+  out["seconds"] = p.choice().seconds;
+  out["candidates"] = candidates;
+  return out;
+}
+
+const char* const kCodecNames[] = {"fp16", "bf16", "int8", "int4"};
+
+void bindTuner(py::module_& m) {
+  using zcoll::CostModel;
+  using zcoll::LinkCost;
+  py::class_<LinkCost>(m, "LinkCost", "One transport kind's costs in the tuner's model (algorithms/cost_model.h).")
+      .def(py::init<>())
+      .def_readwrite("alpha", &LinkCost::alpha, "seconds per message")
+      .def_readwrite("beta", &LinkCost::beta, "bytes/s one rank moves to a peer")
+      .def_readwrite("gamma", &LinkCost::gamma, "bytes/s of reduction")
+      .def_readwrite("sigma", &LinkCost::sigma, "latency of k concurrent messages: 1 + sigma (k-1) messages'")
+      .def_readwrite("kappa", &LinkCost::kappa, "their bandwidth: beta / (1 + kappa (k-1))")
+      .def_readwrite("switch", &LinkCost::switchCost, "seconds per message per extra rank sharing a core")
+      .def_readwrite("overlap", &LinkCost::overlap, "how much chunking overlaps moving and reducing, 0..1")
+      .def_readwrite("max_chunk", &LinkCost::maxChunk, "largest chunk (bytes) the tuner considers")
+      .def("__repr__", [](const LinkCost& l) {
+        return "LinkCost(alpha=" + std::to_string(l.alpha) + ", beta=" + std::to_string(l.beta) +
+               ", gamma=" + std::to_string(l.gamma) + ", ...)";
+      });
+  py::class_<CostModel>(m, "CostModel",
+                        "The tuner's cost model: per link kind (shm, net) alpha, beta, gamma and the contention "
+                        "terms; cores per host; codec rates. CostModel() is the compiled-in defaults.")
+      .def(py::init([] { return CostModel::defaults(); }))
+      .def_readwrite("shm", &CostModel::shm)
+      .def_readwrite("net", &CostModel::net)
+      .def_readwrite("cores", &CostModel::cores)
+      .def_readwrite("source", &CostModel::source)
+      .def("codec", [](const CostModel& c, const std::string& name) {
+             const auto& r = c.codecs[static_cast<size_t>(zcoll::bindings::parseCodec(name))];
+             return py::make_tuple(r.encode, r.decode);
+           }, py::arg("name"), "(encode, decode) bytes/s of float32 data.")
+      .def("set_codec", [](CostModel& c, const std::string& name, double encode, double decode) {
+             c.codecs[static_cast<size_t>(zcoll::bindings::parseCodec(name))] = {encode, decode};
+           }, py::arg("name"), py::arg("encode"), py::arg("decode"))
+      .def_property_readonly_static("codecs", [](py::object) {
+             return std::vector<std::string>(std::begin(kCodecNames), std::end(kCodecNames));
+           })
+      .def("invalid", &CostModel::invalid, "'' when usable, else what is wrong (naming the field).")
+      .def("describe", &CostModel::describe)
+      .def("to_list", &CostModel::toVector, "The numbers in the order ranks exchange them.")
+      .def("copy", [](const CostModel& c) { return c; })
+      .def("__eq__", [](const CostModel& a, const CostModel& b) { return a.toVector() == b.toVector(); })
+      .def("__repr__", [](const CostModel& c) { return "CostModel(" + c.source + ": " + c.describe() + ")"; });
+  m.def("tune", [](const std::string& collective, size_t bytes, int ranks, const std::string& transport,
+                   int ranksPerHost, const CostModel* model) {
+    const auto choice = zcoll::tune(modelOr(model), parseCollective(collective), bytes, ranks, transport, ranksPerHost);
+    return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
+  }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"), py::arg("ranks_per_host") = 0,
+        py::arg("model") = nullptr,
+        "The tuner's (algorithm, chunk bytes) for a collective the user did not configure; ranks_per_host: ranks on "
+        "the busiest host (0: all); model: a CostModel (None: the defaults).");
+  m.def("predict", [](const std::string& collective, size_t bytes, int ranks, const std::string& transport,
+                      int ranksPerHost, const CostModel* model) {
+    return predictionsDict(zcoll::predict(modelOr(model), parseCollective(collective), bytes, ranks, transport,
+                                          ranksPerHost));
+  }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"), py::arg("ranks_per_host") = 0,
+        py::arg("model") = nullptr,
+        "The model's predictions behind tune(): {algorithm, chunk_bytes, seconds, candidates: {algorithm: "
+        "(chunk_bytes, seconds)}}.");
+  m.def("tune_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank, const std::string& collective,
+                             const CostModel* model) {
+    const zcoll::Topology topo(static_cast<int>(hostOf.size()), hostOf);
+    const auto choice = zcoll::tuneTwoLevel(modelOr(model), parseCollective(collective), bytes, topo, rank);
+    return py::make_tuple(std::string(zcoll::algorithmName(choice.algos.intra)),
+                          std::string(zcoll::algorithmName(choice.algos.inter)), choice.chunkBytes);
+  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"), py::arg("collective") = "allreduce",
+        py::arg("model") = nullptr,
+        "The tuner's hierarchical collective for `rank`: (algorithm inside its host, between hosts, chunk bytes); "
+        "host_of numbers hosts in order of their lowest rank.");
+  m.def("predict_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank, const std::string& collective,
+                                const CostModel* model) {
+    const zcoll::Topology topo(static_cast<int>(hostOf.size()), hostOf);
+    const auto choice = zcoll::tuneTwoLevel(modelOr(model), parseCollective(collective), bytes, topo, rank);
+    py::dict d;
+    d["intra"] = predictionsDict(choice.intra.predictions);
+    d["inter"] = predictionsDict(choice.inter.predictions);
+    d["all_gather_seconds"] = choice.allGatherSeconds;
+    d["seconds"] = choice.seconds();
+    d["chunk_bytes"] = choice.chunkBytes;
+    return d;
+  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"), py::arg("collective") = "allreduce",
+        py::arg("model") = nullptr, "tune_two_level's predictions per level and in all.");
+  m.def("tune_compressed", [](const std::string& codec, size_t bytes, int ranks, const std::string& transport,
+                              int block, int ranksPerHost, const CostModel* model) {
+    const auto choice = zcoll::tuneCompressed(modelOr(model), zcoll::bindings::parseCodec(codec), bytes, ranks,
+                                              transport, block, ranksPerHost);
+    return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
+  }, py::arg("codec"), py::arg("bytes"), py::arg("ranks"), py::arg("transport") = "shm", py::arg("block") = 256,
+        py::arg("ranks_per_host") = 0, py::arg("model") = nullptr,
+        "The tuner's (algorithm, chunk bytes) for a compressed all-reduce.");
+  m.def("predict_compressed", [](const std::string& codec, size_t bytes, int ranks, const std::string& transport,
+                                 int block, int ranksPerHost, const CostModel* model, bool errorBound) {
+    return predictionsDict(zcoll::predictCompressed(modelOr(model), zcoll::bindings::parseCodec(codec), bytes, ranks,
+                                                    transport, block, ranksPerHost, errorBound));
+  }, py::arg("codec"), py::arg("bytes"), py::arg("ranks"), py::arg("transport") = "shm", py::arg("block") = 256,
+        py::arg("ranks_per_host") = 0, py::arg("model") = nullptr, py::arg("error_bound") = true,
+        "tune_compressed's predictions; error_bound=False: the ring is a candidate at any ranks and codec.");
+}
+
+}  // namespace
+
 void bindTransport(py::module_& m) {
   m.attr("DEFAULT_SHM_SINGLE_COPY_BYTES") = zcoll::kDefaultShmSingleCopyBytes;
   py::class_<PyTransport>(m, "Transport", "A torch-free zcoll transport (tests and benchmarks).")
@@ -430,6 +555,32 @@ void bindTransport(py::module_& m) {
            "ucx_library: the libucp to load (\"\": the loader's search path); shm_single_copy_bytes: messages "
            "this large or larger are read from the sender's memory (0: never; -1: the default where the ranks "
            "have a core each, else never).")
+      .def("measure_cost_model", [](PyTransport& self, const zcoll::CostModel* base, double timeout, size_t probeBytes) {
+             zcoll::Measurement found;
+             zcoll::CostModel m;
+             {
+               py::gil_scoped_release release;
+               m = zcoll::measureCostModel(self.transport(), self.topology(),
+                                           base ? *base : zcoll::defaultCostModel(), deadlineIn(timeout), &found,
+                                           probeBytes);
+             }
+             py::dict d;
+             d["shm"] = found.shm;
+             d["net"] = found.net;
+             d["seconds"] = found.seconds;
+             return py::make_tuple(m, d);
+           }, py::arg("base") = nullptr, py::arg("timeout") = 30.0, py::arg("probe_bytes") = size_t{256 * 1024},
+           "Collective: measure the group's links (algorithms/cost_model.h); returns (CostModel, "
+           "{shm, net: measured?, seconds}), rank 0's numbers on every rank.")
+      .def("agree_cost_model", [](PyTransport& self, zcoll::CostModel model, double timeout) {
+             bool differed;
+             {
+               py::gil_scoped_release release;
+               differed = zcoll::agreeCostModel(self.transport(), model, deadlineIn(timeout));
+             }
+             return py::make_tuple(model, differed);
+           }, py::arg("model"), py::arg("timeout") = 30.0,
+           "Collective: (rank 0's model, whether this rank's differed).")
       .def_property_readonly("name", [](PyTransport& t) { return std::string(t.transport().name()); })
       .def_property_readonly("rank", [](PyTransport& t) { return t.transport().rank(); })
       .def_property_readonly("size", [](PyTransport& t) { return t.transport().size(); })
@@ -507,30 +658,5 @@ void bindTransport(py::module_& m) {
   }, py::arg("interfaces"), py::arg("socket_ifname") = "", py::arg("route") = "", py::arg("remote_peers") = true,
         py::arg("family") = 0,
         "The address the tcp transport advertises (docs/multi-host.md), from a list like interfaces()'s.");
-  m.def("tune", [](const std::string& collective, size_t bytes, int ranks, const std::string& transport) {
-    for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
-      if (collective == zcoll::collectiveName(c)) {
-        const auto choice = zcoll::tune(c, bytes, ranks, transport);
-        return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
-      }
-    throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
-  }, py::arg("collective"), py::arg("bytes"), py::arg("ranks"), py::arg("transport"),
-        "The tuner's (algorithm, chunk bytes) for a collective the user did not configure.");
-  m.def("tune_two_level", [](size_t bytes, const std::vector<int>& hostOf, int rank, const std::string& collective) {
-    const zcoll::Topology topo(static_cast<int>(hostOf.size()), hostOf);
-    for (auto c : {zcoll::Collective::kAllReduce, zcoll::Collective::kReduce, zcoll::Collective::kReduceScatter})
-      if (collective == zcoll::collectiveName(c)) {
-        const auto choice = zcoll::tuneTwoLevel(c, bytes, topo, rank);
-        return py::make_tuple(std::string(zcoll::algorithmName(choice.algos.intra)),
-                              std::string(zcoll::algorithmName(choice.algos.inter)), choice.chunkBytes);
-      }
-    throw std::invalid_argument("unknown collective '" + collective + "' (allreduce, reduce, reduce_scatter)");
-  }, py::arg("bytes"), py::arg("host_of"), py::arg("rank"), py::arg("collective") = "allreduce",
-        "The tuner's hierarchical collective for `rank`: (algorithm inside its host, between hosts, chunk bytes); "
-        "host_of numbers hosts in order of their lowest rank.");
-  m.def("tune_compressed", [](const std::string& codec, size_t bytes, int ranks) {
-    const auto choice = zcoll::tuneCompressed(zcoll::bindings::parseCodec(codec), bytes, ranks);
-    return py::make_tuple(std::string(zcoll::algorithmName(choice.algorithm)), choice.chunkBytes);
-  }, py::arg("codec"), py::arg("bytes"), py::arg("ranks"),
-        "The tuner's (algorithm, chunk bytes) for a compressed all-reduce.");
+  bindTuner(m);
 }

@@ -15,7 +15,8 @@ constexpr uint64_t mask(int bits) { return (uint64_t{1} << bits) - 1; }
 
 const char* opcodeName(uint64_t op) {
   static const char* const names[] = {"?",      "allreduce", "broadcast", "allgather", "reduce_scatter",
-                                      "gather", "scatter",   "alltoall",  "reduce",    "barrier"};
+                                      "gather", "scatter",   "alltoall",  "reduce",    "barrier",
+                                      "tune"};
   return op < sizeof names / sizeof names[0] ? names[op] : nullptr;
 }
 

@@ -18,6 +18,7 @@ namespace zcoll {
 
 enum class OpCode : uint8_t {
   kAllReduce = 1, kBroadcast, kAllGather, kReduceScatter, kGather, kScatter, kAllToAll, kReduce, kBarrier,
+  kTune,  // the cost model's probe and agreement at group creation (algorithms/cost_model.h)
 };
 
 // redop field of collectives that do not reduce (broadcast, gathers, all-to-all).

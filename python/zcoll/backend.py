@@ -6,6 +6,7 @@ import torch.distributed as dist
 
 from . import _C
 from .config import Options, harness_settings, host_identity, launcher_master_addr, logs, parse_algo
+from .tuning import TuningFileError, load_cost_model
 
 
 def _key_space(store, rank: int) -> str:
@@ -16,14 +17,35 @@ def _key_space(store, rank: int) -> str:
     return f"zcoll/{store.add(f'zcoll/created/{rank}', 1)}"
 
 
-def _topology(store, space: str, rank: int, size: int) -> tuple[list[int], list[str]]:
-    """Every rank's host (numbered in order of each host's lowest rank) and the hosts' names,
-    from each rank's host identity (zcoll.config.host_identity) through the store."""
-    store.set(f"{space}/host/{rank}", host_identity())
-    identities = [store.get(f"{space}/host/{r}").decode() for r in range(size)]
+def _topology(store, space: str, rank: int, size: int, tuning: str = "defaults") -> tuple[list[int], list[str], list[str]]:
+    """Every rank's host (numbered in order of each host's lowest rank), the hosts' names and
+    every rank's `tuning` ("defaults", "file" or "measure"), from each rank's host identity
+    (zcoll.config.host_identity) and tuning, published together through the store."""
+    store.set(f"{space}/host/{rank}", f"{host_identity()}\n{tuning}")
+    entries = [store.get(f"{space}/host/{r}").decode().split("\n") for r in range(size)]
+    identities = [e[0] for e in entries]
+    tunings = [e[1] if len(e) > 1 else "defaults" for e in entries]
     hosts: dict[str, int] = {}
     host_of = [hosts.setdefault(identity, len(hosts)) for identity in identities]
-    return host_of, [identity.split("/")[0] for identity in hosts]
+    return host_of, [identity.split("/")[0] for identity in hosts], tunings
+
+
+def _group_tuning(tunings: list[str]) -> str:
+    """What the group does with its cost model (BackendConfig.tuning), the same on every rank:
+    "measure" if every rank asks for it (some but not all is an error: the probe is collective),
+    "agree" (rank 0's model everywhere) if some rank read a tuning file, else "defaults". A rank
+    whose tuning file could not be read published why: every rank raises it."""
+    for t in tunings:
+        if t.startswith("error "):
+            raise TuningFileError(t[len("error "):])
+    measuring = [r for r, t in enumerate(tunings) if t == "measure"]
+    if measuring and len(measuring) != len(tunings):
+        others = next(r for r, t in enumerate(tunings) if t != "measure")
+        raise ValueError(f"zcoll: rank {measuring[0]} has ZCOLL_TUNING=measure but rank {others} does not: every "
+                         f"rank of a group must set the same ZCOLL_TUNING (Options.tuning)")
+    if measuring:
+        return "measure"
+    return "agree" if "file" in tunings else "defaults"
 
 
 def _store_host(store) -> str:
@@ -43,18 +65,31 @@ def _create_backend(dist_opts, pg_options):
     opts = (pg_options or Options()).resolved()
     store, rank, size = dist_opts.store, dist_opts.group_rank, dist_opts.group_size
     space = _key_space(store, rank)
-    host_of, host_names = _topology(store, space, rank, size)
+    model, mine = None, "measure" if opts.tuning == "measure" else "defaults"
+    if opts.tuning_file:
+        try:
+            model = load_cost_model(opts.tuning_file, opts.net, rank)
+            mine = "measure" if opts.tuning == "measure" else "file"
+        except TuningFileError as e:  # told to every rank, which all raise it (none waits for this one)
+            mine = "error " + " ".join(str(e).split())
+    host_of, host_names, tunings = _topology(store, space, rank, size, mine)
+    tuning = _group_tuning(tunings)
     algos = parse_algo(opts.algo)
     if logs(opts.debug, "INFO"):  # before the bootstrap, which may wait for the other ranks
         chunk = f"{opts.chunk_bytes} bytes" if opts.chunk_bytes else "by the tuner"
         net = f" (between hosts: {opts.net})" if opts.transport == "auto" else ""
+        file = f", tuning file {opts.tuning_file}" if opts.tuning_file else ""
         _C.log("INFO", f"creating a group of {size}: transport {opts.transport}{net}, algorithms "
-               f"{algos or 'by the tuner'}, chunk {chunk}, compression {opts.compression}", rank)
+               f"{algos or 'by the tuner'}, chunk {chunk}, compression {opts.compression}, cost model "
+               f"{opts.tuning}{file}", rank)
     config = _C.BackendConfig()
     config.transport = opts.transport
     config.net = opts.net
     config.ucx_library = opts.ucx_library
     config.chunk_bytes = opts.chunk_bytes
+    if model is not None:
+        config.cost_model = model
+    config.tuning = tuning
     config.allreduce_algo = algos.get("allreduce", "")
     config.reduce_algo = algos.get("reduce", "")
     config.reduce_scatter_algo = algos.get("reduce_scatter", "")

@@ -15,6 +15,9 @@ SOCKET_FAMILIES = {"": 0, "af_inet": socket.AF_INET, "af_inet6": socket.AF_INET6
 COMPRESSIONS = ("none", "fp16", "bf16", "int8", "int4")
 # ZCOLL_DEBUG's levels, each including the ones before it (csrc/util/log.h).
 LOG_LEVELS = ("WARN", "INFO", "TRACE")
+# ZCOLL_TUNING: the tuner's cost model as compiled in (or from ZCOLL_TUNING_FILE), or measured
+# when each group is created (docs/architecture.md, "Algorithms and the tuner").
+TUNINGS = ("defaults", "measure")
 MAX_SHM_RING_BYTES = 1 << 30  # per directed pair (csrc/transport/transport.h, kMaxShmRingBytes)
 # shm messages this large or larger are read from the sender's memory (transport.h,
 # kDefaultShmSingleCopyBytes)
@@ -132,6 +135,12 @@ class Options:
                 "(unnamed collectives: the tuner)"})
     chunk_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_CHUNK_BYTES",
         "help": "pipelining unit: bytes per transport message inside a segment (0: the tuner's)"})
+    tuning: str | None = field(default=None, metadata={"env": "ZCOLL_TUNING",
+        "help": "the tuner's cost model: defaults (compiled in, or ZCOLL_TUNING_FILE's) or measure (each group "
+                "measures latency and bandwidth of its links when it is created, a few ms; every rank must agree)"})
+    tuning_file: str | None = field(default=None, metadata={"env": "ZCOLL_TUNING_FILE",
+        "help": "a JSON file of cost-model parameters (python -m zcoll.tune writes one); with several ranks, "
+                "rank 0's file is the group's"})
     compression: str | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS",
         "help": "none, fp16, bf16, int8 or int4: compress floating SUM/AVG all-reduces (docs/compression.md)"})
     compress_min_bytes: int | None = field(default=None, metadata={"env": "ZCOLL_COMPRESS_MIN_BYTES",
@@ -212,6 +221,15 @@ class Options:
                              f"or hierarchical")
         if out.chunk_bytes is None:
             out.chunk_bytes = _env_int("ZCOLL_CHUNK_BYTES", 0, allow_zero=True)
+        if out.tuning is None:
+            out.tuning = _env_choice("ZCOLL_TUNING", "defaults", TUNINGS)
+        elif out.tuning not in TUNINGS:
+            raise ValueError(f"tuning={out.tuning!r}: expected one of {', '.join(TUNINGS)}")
+        if out.tuning_file is None:
+            out.tuning_file = os.environ.get("ZCOLL_TUNING_FILE", "").strip()
+        if not isinstance(out.tuning_file, (str, os.PathLike)):
+            raise ValueError(f"tuning_file must be a path, got {out.tuning_file!r}")
+        out.tuning_file = os.fspath(out.tuning_file)
         if out.shm_ring_bytes is None:
             out.shm_ring_bytes = _env_int("ZCOLL_SHM_RING_BYTES", 0, allow_zero=True)
         if out.shm_single_copy_bytes is None:
