@@ -81,6 +81,13 @@ void reduceToRoot(Transport& t, void* data, size_t count, int root, const Collec
   else schedule::oneShotReduce(t, data, count, root, a);
 }
 
+bool reduceWritesData(int rank, int size, int root, Algorithm algo) {
+  if (rank == root) return true;
+  if (algo == Algorithm::kOneShot) return false;
+  if (algo == Algorithm::kTree) return 2 * schedule::mod(rank - root, size) + 1 < size;  // has a child in the heap
+  return true;
+}
+
 void allGather(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a) {
   if (t.size() > 1) schedule::ringAllGather(t, data, segBegin, segEnd, a, 0);
 }

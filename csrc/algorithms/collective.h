@@ -67,6 +67,9 @@ void reduceScatter(Transport& t, void* data, const size_t* segBegin, const size_
 // Reduce of `count` elements to `root` (kTree or kOneShot): the root's `data` gets the result;
 // other ranks' `data` is used as scratch and left undefined.
 void reduceToRoot(Transport& t, void* data, size_t count, int root, const CollectiveArgs& a, Algorithm algo);
+// Whether reduceToRoot with `algo` writes into `data` on `rank` (the root, and a tree's inner
+// ranks, which accumulate their children's parts there); other ranks only send it.
+bool reduceWritesData(int rank, int size, int root, Algorithm algo);
 
 // Ring all-gather in place: segment s of `data` comes from rank s.
 void allGather(Transport& t, void* data, const size_t* segBegin, const size_t* segEnd, const CollectiveArgs& a);

@@ -42,7 +42,7 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
   for (size_t k = 0; k < trees.size(); ++k) {
     chunks = std::max(chunks, trees[k].chunks(ce));
     slotBase[k] = scratchElems;
-    scratchElems += static_cast<size_t>(trees[k].childCount) * (trees[k].end - trees[k].begin);
+    if (trees[k].childCount > 1) scratchElems += static_cast<size_t>(trees[k].childCount) * (trees[k].end - trees[k].begin);
   }
   std::vector<char> own;
   char* slots = scratch(a, scratchElems * item, own);
@@ -57,10 +57,24 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
         if (off < trees[k].end) fn(k, c, off, std::min(ce, trees[k].end - off));
       }
   };
+  // A node with one child combines its part as it arrives, straight from the transport (on shm
+  // out of its ring or a single copy's bounce buffer): x_node ⊕ c, rounded once, as from a slot.
+  auto fused = [&](size_t k) { return trees[k].childCount == 1; };
   std::vector<RequestId> recvs, sends;
   forEachItem([&](size_t k, size_t c, size_t off, size_t n) {
+    const uint64_t tag = a.tag(static_cast<uint32_t>(k), c);
+    if (fused(k)) {
+      char* local = at(data, off, a);
+      const int64_t divisor = trees[k].parent < 0 ? a.avgDivisor(p) : 0;
+      recvs.push_back(t.irecvConsume(trees[k].children[0], tag, n * item, [&a, local, item, divisor](
+                                                                            size_t o, const void* in, size_t bytes) {
+        const void* srcs[2] = {local + o, in};
+        kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
+      }));
+      return;
+    }
     for (int i = 0; i < trees[k].childCount; ++i)
-      recvs.push_back(t.irecv(trees[k].children[i], a.tag(static_cast<uint32_t>(k), c), slot(k, i, off), n * item));
+      recvs.push_back(t.irecv(trees[k].children[i], tag, slot(k, i, off), n * item));
   });
   size_t next = 0;
   forEachItem([&](size_t k, size_t c, size_t off, size_t n) {
@@ -71,7 +85,7 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
       srcs[1 + i] = slot(k, i, off);
     }
     const bool root = node.parent < 0;
-    if (node.childCount > 0 || root)
+    if (!fused(k) && (node.childCount > 0 || root))
       kernels::cpu::reduceSources(a.dtype, a.op, srcs, 1 + node.childCount, at(data, off, a), n,
                                   root ? a.avgDivisor(p) : 0);
     if (!root) sends.push_back(t.isend(node.parent, a.tag(static_cast<uint32_t>(k), c), at(data, off, a), n * item));

@@ -708,20 +708,23 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupZcoll::reduce(std::vector<at::Tensor>
   const at::Tensor h = staging ? staging->host(t, true, getRank() == root) : t;
   return enqueue(c10d::OpType::REDUCE, {t}, [this, t = h, op, dtype, premul, root](uint64_t seq) {
     checkSameRoot(root, OpCode::kReduce, seq, "reduce");
-    // The root reduces straight into its tensor; other ranks into a copy (a tree's inner ranks
-    // accumulate their children's parts in it), leaving their tensors as they were.
-    const bool inPlace = getRank() == root && t.is_contiguous();
-    at::Tensor mine = inPlace ? t.view(-1) : scratchCopy(t);
-    const size_t n = static_cast<size_t>(mine.numel());
-    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
+    // The root reduces straight into its tensor; other ranks that accumulate (a tree's inner
+    // ranks) or premultiply do it in a copy, leaving their tensors as they were, and the rest
+    // send their tensors as they are.
     CollectiveArgs a = argsFor(OpCode::kReduce, dtype, op, seq);
     TwoLevel levels;
-    const Algorithm algo = choose(Collective::kReduce, mine.nbytes(), a, &levels);
+    const Algorithm algo = choose(Collective::kReduce, t.nbytes(), a, &levels);
+    const bool isRoot = getRank() == root;
+    const bool direct = t.is_contiguous() && (isRoot || (op != RedOp::kPremulSum && algo != Algorithm::kHierarchical &&
+                                                        !reduceWritesData(getRank(), getSize(), root, algo)));
+    at::Tensor mine = direct ? t.view(-1) : scratchCopy(t);
+    const size_t n = static_cast<size_t>(mine.numel());
+    if (op == RedOp::kPremulSum) kernels::cpu::premultiply(dtype, mine.data_ptr(), mine.data_ptr(), n, premul);
     if (algo == Algorithm::kHierarchical)  // other ranks: `mine` is scratch
       hierarchicalReduce(*transport_, topology_, mine.data_ptr(), n, root, a, levels);
     else
       reduceToRoot(*transport_, mine.data_ptr(), n, root, a, algo);
-    if (getRank() == root && !inPlace) t.copy_(mine.view(t.sizes()));
+    if (isRoot && !direct) t.copy_(mine.view(t.sizes()));
   }, opts.asyncOp, staging);
 }
 
