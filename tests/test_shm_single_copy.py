@@ -194,3 +194,23 @@ def test_collectives_and_point_to_point_take_single_copy_and_checksums_turn_it_o
     for rank, use in run_ranks(backend_use, 2, True, timeout=100).items():
         for lane in ("collectives", "p2p"):
             assert (use[lane]["single_copy_peers"], use[lane]["single_copy_messages"]) == (0, 0), use
+
+
+def operands(rank, world, store):
+    t = open_transport("shm", rank, world, store, shm_single_copy_bytes=THRESHOLD)
+    peer = 1 - rank
+    counts = []
+    for i, (n, operand) in enumerate([(256 * KiB, True), (256 * KiB, False), (MiB, True)]):
+        got = np.empty(n, np.uint8)
+        r = t.irecv(peer, i, got)
+        t.wait(t.isend(peer, i, payload(rank, peer, n, salt=i), operand=operand))
+        t.wait(r)
+        assert np.array_equal(got, payload(peer, rank, n, salt=i))
+        counts.append(t.shared_memory()["single_copy_messages"])
+    return counts
+
+
+@pytest.mark.timeout(60)
+def test_a_reductions_operands_keep_the_rings_below_1_mib():
+    # 256 KiB operand: rings; 256 KiB plain: single copy; 1 MiB operand: single copy
+    assert run_ranks(operands, 2, timeout=50) == {0: [0, 1, 2], 1: [0, 1, 2]}

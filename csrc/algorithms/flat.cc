@@ -66,7 +66,7 @@ void flatReduceScatter(Transport& t, void* data, const size_t* segBegin, const s
   std::vector<RequestId> sends;
   forEachPeer(r, p, [&](int s) {
     forEachChunk(segBegin[s], segEnd[s], ce, [&](size_t off, size_t n, size_t c) {
-      sends.push_back(t.isend(s, a.tag(0, c), at(data, off, a), n * item));
+      sends.push_back(t.isendOperand(s, a.tag(0, c), at(data, off, a), n * item));
     });
   });
   std::vector<char> own;
@@ -100,7 +100,7 @@ void oneShotAllReduce(Transport& t, void* data, size_t count, const CollectiveAr
   std::vector<RequestId> sends;
   forEachPeer(r, p, [&](int q) {
     forEachChunk(0, count, ce, [&](size_t off, size_t n, size_t c) {
-      sends.push_back(t.isend(q, a.tag(0, c), at(data, off, a), n * item));
+      sends.push_back(t.isendOperand(q, a.tag(0, c), at(data, off, a), n * item));
     });
   });
   std::vector<char> own;
@@ -115,7 +115,7 @@ void oneShotReduce(Transport& t, void* data, size_t count, int root, const Colle
   if (r != root) {
     std::vector<RequestId> sends;
     forEachChunk(0, count, ce, [&](size_t off, size_t n, size_t c) {
-      sends.push_back(t.isend(root, a.tag(0, c), at(data, off, a), n * item));
+      sends.push_back(t.isendOperand(root, a.tag(0, c), at(data, off, a), n * item));
     });
     for (RequestId s : sends) t.wait(s, a.deadline);
     return;

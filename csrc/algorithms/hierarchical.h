@@ -24,6 +24,9 @@ class RankView : public Transport {
   RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) override {
     return base_.isend(ranks_[peer], tag, data, bytes);
   }
+  RequestId isendOperand(int peer, uint64_t tag, const void* data, size_t bytes) override {
+    return base_.isendOperand(ranks_[peer], tag, data, bytes);
+  }
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override {
     return base_.irecv(ranks_[peer], tag, data, bytes);
   }

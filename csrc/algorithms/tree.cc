@@ -88,7 +88,7 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
     if (!fused(k) && (node.childCount > 0 || root))
       kernels::cpu::reduceSources(a.dtype, a.op, srcs, 1 + node.childCount, at(data, off, a), n,
                                   root ? a.avgDivisor(p) : 0);
-    if (!root) sends.push_back(t.isend(node.parent, a.tag(static_cast<uint32_t>(k), c), at(data, off, a), n * item));
+    if (!root) sends.push_back(t.isendOperand(node.parent, a.tag(static_cast<uint32_t>(k), c), at(data, off, a), n * item));
   });
   return sends;
 }

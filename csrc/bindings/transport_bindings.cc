@@ -87,8 +87,10 @@ class PyTransport {
     transport_ = zcoll::makeTransport(kind, *store_, prefix, rank, size, options);
   }
 
-  zcoll::RequestId isend(int peer, uint64_t tag, py::array data) {
-    const auto id = transport_->isend(peer, tag, data.data(), static_cast<size_t>(data.nbytes()));
+  zcoll::RequestId isend(int peer, uint64_t tag, py::array data, bool operand) {
+    const size_t bytes = static_cast<size_t>(data.nbytes());
+    const auto id = operand ? transport_->isendOperand(peer, tag, data.data(), bytes)
+                            : transport_->isend(peer, tag, data.data(), bytes);
     pending_[id] = std::move(data);
     return id;
   }
@@ -587,7 +589,8 @@ void bindTransport(py::module_& m) {
       .def("shared_memory", [](PyTransport& t) { return sharedMemoryDict(t.transport().sharedMemory()); },
            "This rank's shm rings: {ring_bytes, rings_allocated, bytes}, and single copy: {single_copy_peers, "
            "single_copy_messages, single_copy_bytes} (zeros without shm).")
-      .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"))
+      .def("isend", &PyTransport::isend, py::arg("peer"), py::arg("tag"), py::arg("data"), py::arg("operand") = false,
+           "operand: isendOperand (a message its receiver reduces as it arrives)")
       .def("irecv", &PyTransport::irecv, py::arg("peer"), py::arg("tag"), py::arg("data"))
       .def("wait", &PyTransport::wait, py::arg("request"), py::arg("timeout") = 30.0)
       .def("recv_pieces", &PyTransport::recvPieces, py::arg("peer"), py::arg("tag"), py::arg("bytes"),

@@ -32,7 +32,10 @@ class Ring {
   // send / the "Send" of every recv*Send: chunk c of `seg` to the next rank.
   void send(const RingStep& s, size_t c) {
     const Chunk k = chunk(s.sendSeg, c);
-    sends_.push_back(t_.isend(next_, a_.tag(s.tagStep, static_cast<uint32_t>(c)), at(data_, k.off, a_), k.n * item_));
+    const uint64_t tag = a_.tag(s.tagStep, static_cast<uint32_t>(c));
+    // The next rank's step is ours: it reduces what we send when we reduce what we receive.
+    sends_.push_back(s.reduce ? t_.isendOperand(next_, tag, at(data_, k.off, a_), k.n * item_)
+                              : t_.isend(next_, tag, at(data_, k.off, a_), k.n * item_));
   }
 
   // recvReduce: chunk c from the previous rank, combined with ours straight out of the transport

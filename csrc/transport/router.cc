@@ -56,6 +56,10 @@ class Router : public Transport {
     const auto [which, to] = route(peer);
     return record(which, subs_[which]->isend(to, tag, data, bytes));
   }
+  RequestId isendOperand(int peer, uint64_t tag, const void* data, size_t bytes) override {
+    const auto [which, to] = route(peer);
+    return record(which, subs_[which]->isendOperand(to, tag, data, bytes));
+  }
   RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) override {
     const auto [which, from] = route(peer);
     return record(which, subs_[which]->irecv(from, tag, data, bytes));

@@ -58,6 +58,13 @@ class Transport {
 
   // Queue a message of `bytes` from `data` to `peer`; `data` must stay valid until waited for.
   virtual RequestId isend(int peer, uint64_t tag, const void* data, size_t bytes) = 0;
+  // isend of a reduction's operand: a message its receiver combines with data of its own as it
+  // arrives (irecvConsume, or a slot reduced at once). shm keeps such messages in its rings up
+  // to a larger size than others: the sender's copy into the ring then runs on its own core
+  // while the receiver reduces, and the sender need not wait for the read (shm_transport.cc).
+  virtual RequestId isendOperand(int peer, uint64_t tag, const void* data, size_t bytes) {
+    return isend(peer, tag, data, bytes);
+  }
   // Queue the receipt of the next message from `peer` into `data` (exactly `bytes`, same tag).
   virtual RequestId irecv(int peer, uint64_t tag, void* data, size_t bytes) = 0;
   // Like irecv, but hands the payload to `consume` as it arrives instead of into a buffer: shm
