@@ -137,8 +137,10 @@ def shared_memory(group=None) -> dict:
     ``{"collectives": lane, "p2p": lane, "bytes": total}``, each lane ``{"ring_bytes",
     "rings_allocated", "bytes"}``: the ring size the group took, how many peers' rings into this
     rank exist so far (a pair's ring is allocated at its first message), and the bytes this
-    rank's segment holds in /dev/shm (docs/architecture.md, shared memory). Zeros where the
-    group's ranks share no host."""
+    rank's segment holds in /dev/shm (docs/architecture.md, shared memory); and
+    ``"single_copy_peers", "single_copy_messages", "single_copy_bytes"``: the peers whose memory
+    this rank reads large messages from directly, and the messages and bytes it has received
+    that way (docs/architecture.md, single copy). Zeros where the group's ranks share no host."""
     backend = (group or dist.group.WORLD)._get_backend(torch.device("cpu"))
     if not isinstance(backend, _C.ProcessGroupZcoll):
         raise TypeError(f"shared_memory needs a zcoll process group, got {type(backend).__name__}")
