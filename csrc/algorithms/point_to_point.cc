@@ -18,6 +18,11 @@ namespace {
 constexpr uint64_t kEnvelopeTag = 0x7032702d656e7600ULL;  // "p2p-env"
 constexpr uint64_t kPayloadTag = 0x7032702d64617461ULL;   // "p2p-data"
 constexpr uint64_t kMessage = 1, kFarewell = 2;
+// Unmatched messages this large are held a moment before their payload is taken in (2 ranks,
+// 16 MiB batch_isend_irecv with the send first: median 2.8-3.2 ms and worst 10-13 ms in 30
+// exchanges when taken in at once, against 1.7 / 4 ms with the receive posted first).
+constexpr size_t kHoldFromBytes = 64 << 10;
+constexpr auto kHoldFor = std::chrono::microseconds(200);
 
 std::string seconds(Clock::duration d) {
   std::ostringstream os;
@@ -33,7 +38,8 @@ void PointToPoint::dropUnexpected(UnexpectedIt u) {
 }
 
 PointToPoint::PointToPoint(Transport& t, size_t maxUnexpectedBytes)
-    : t_(t), maxUnexpectedBytes_(maxUnexpectedBytes), inbox_(t.size()), gone_(t.size(), 0), farewells_(t.size()) {
+    : t_(t), maxUnexpectedBytes_(maxUnexpectedBytes), inbox_(t.size()), held_(t.size()), gone_(t.size(), 0),
+      farewells_(t.size()) {
   gone_[t.rank()] = 1;  // no messages to ourselves: the backend refuses self as a peer
   for (int p = 0; p < t.size(); ++p)
     if (!gone_[p]) postEnvelopeRecv(p);
@@ -72,6 +78,11 @@ void PointToPoint::recv(int peer, int64_t tag, void* data, size_t bytes, Deadlin
     return !m.claimed && !m.discard && (peer == kAnySource || m.source == peer) && m.tag == tag;
   });
   if (u != unexpected_.end()) return claim(op, u);
+  try {
+    if (matchHeld(op)) return;
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
   if (peer != kAnySource && departed(peer))
     return finish(op, errorFor(*op, "rank " + std::to_string(peer) + " has left (destroyed its process group)"));
   if (peer == kAnySource && std::all_of(gone_.begin(), gone_.end(), [](char g) { return g != 0; }))
@@ -92,6 +103,12 @@ bool PointToPoint::poll() {
       onDone();  // may append transfers (the next envelope): this same pass tests them
       completed = true;
     }
+    const auto now = Clock::now();
+    for (int p = 0; p < t_.size(); ++p)
+      if (held_[p].active && now - held_[p].since >= kHoldFor) {
+        release(p, ops_.end());  // no receive came for it: into the unexpected queue
+        completed = true;
+      }
   } catch (const std::exception& e) {
     fail(e.what());
     return true;
@@ -100,8 +117,28 @@ bool PointToPoint::poll() {
   return completed;
 }
 
+void PointToPoint::release(int peer, OpIt match) {
+  const Envelope e = held_[peer].e;
+  held_[peer].active = false;
+  receivePayload(peer, e, match);
+  postEnvelopeRecv(peer);
+}
+
+bool PointToPoint::matchHeld(OpIt op) {
+  for (int p = 0; p < t_.size(); ++p) {
+    if (!held_[p].active || (op->peer != kAnySource && op->peer != p)) continue;
+    if (held_[p].e.tag == op->tag) {
+      release(p, op);
+      return true;
+    }
+    release(p, ops_.end());
+  }
+  return false;
+}
+
 bool PointToPoint::busy() const {
-  return !ops_.empty() || std::any_of(transfers_.begin(), transfers_.end(), [](const Transfer& t) { return !t.standing; });
+  return !ops_.empty() || std::any_of(transfers_.begin(), transfers_.end(), [](const Transfer& t) { return !t.standing; }) ||
+         std::any_of(held_.begin(), held_.end(), [](const Held& h) { return h.active; });
 }
 
 void PointToPoint::onEnvelope(int peer) {
@@ -113,6 +150,14 @@ void PointToPoint::onEnvelope(int peer) {
   const OpIt match = std::find_if(ops_.begin(), ops_.end(), [&](const Op& op) {
     return !op.send && !op.inFlight && (op.peer == peer || op.peer == kAnySource) && op.tag == e.tag;
   });
+  // Unmatched and large, with no receive waiting for a later message from this peer: hold it.
+  const bool awaited = std::any_of(ops_.begin(), ops_.end(), [&](const Op& op) {
+    return !op.send && !op.inFlight && (op.peer == peer || op.peer == kAnySource);
+  });
+  if (match == ops_.end() && !awaited && e.bytes >= kHoldFromBytes) {
+    held_[peer] = {true, e, Clock::now()};
+    return;  // the next envelope's receive is posted when it is released
+  }
   receivePayload(peer, e, match);
   postEnvelopeRecv(peer);  // after the payload's receive: the transport takes frames in order
 }
@@ -230,6 +275,7 @@ void PointToPoint::fail(const std::string& why) {
   transfers_.clear();
   unexpected_.clear();
   unexpectedBytes_ = 0;
+  for (auto& h : held_) h.active = false;
   while (!ops_.empty()) finish(ops_.begin(), errorFor(ops_.front(), failure_));
 }
 

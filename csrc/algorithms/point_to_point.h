@@ -8,7 +8,11 @@
 // envelope is matched against the posted receives (same tag, same or any source, oldest first);
 // an unmatched message is received into an owned buffer on the unexpected queue, where later
 // receives find it (oldest first: MPI's non-overtaking order per source and tag). A sender thus
-// never waits for the receiver to post: symmetric exchanges of large messages cannot deadlock.
+// never waits long for the receiver to post: symmetric exchanges of large messages cannot
+// deadlock. A large unmatched message is first held for a moment (its envelope read, its payload
+// left with the sender): the receive usually follows within microseconds (batch_isend_irecv
+// posts the send first), and taking the payload in at once would cost a buffer and a second
+// copy.
 //
 // Single-threaded: one thread (the backend's p2p thread) makes every call, poll() included.
 #pragma once
@@ -87,6 +91,13 @@ class PointToPoint {
     bool claimed = false, discard = false;
   };
   using UnexpectedIt = std::list<Unexpected>::iterator;
+  // An unmatched envelope whose payload is not taken in yet; that peer's stream pauses behind it
+  // until a receive matches it, a receive asks that peer for another message, or kHoldFor ends.
+  struct Held {
+    bool active = false;
+    Envelope e{};
+    Clock::time_point since{};
+  };
   struct Transfer {  // a transport request and what to do when it completes
     RequestId req;
     bool standing;  // an envelope receive: always posted, not work to wait for
@@ -97,6 +108,13 @@ class PointToPoint {
   void onEnvelope(int peer);
   void onFarewell(int peer);
   void receivePayload(int peer, const Envelope& e, OpIt match);
+  // Takes peer's held payload in (into `match`, or the unexpected queue when it is ops_.end())
+  // and reads on in its stream.
+  void release(int peer, OpIt match);
+  // A receive just posted: a held message it matches goes into its buffer; held messages of
+  // the peers it names that it does not match are taken in, so that the stream reaches its own.
+  // True when a held message matched.
+  bool matchHeld(OpIt op);
   void claim(OpIt op, UnexpectedIt u);
   void dropUnexpected(UnexpectedIt u);
   void onUnexpectedArrived(UnexpectedIt u);
@@ -115,6 +133,7 @@ class PointToPoint {
   size_t unexpectedBytes_ = 0;  // payload bytes held in unexpected_
   std::vector<Transfer> transfers_;
   std::vector<Envelope> inbox_;  // per peer: where its next envelope lands
+  std::vector<Held> held_;       // per peer
   std::vector<char> gone_;       // per peer: said farewell (no envelope receive posted any more)
   std::vector<Envelope> farewells_;
   std::string failure_;  // set once the transport is aborted; every later operation fails with it
