@@ -29,12 +29,7 @@ void reduceFromAll(Transport& t, void* data, size_t begin, size_t end, char* slo
   if (p == 2 && sends.empty()) {
     std::vector<RequestId> recvs;
     forEachChunk(begin, end, ce, [&](size_t off, size_t n, size_t c) {
-      char* local = at(data, off, a);
-      recvs.push_back(t.irecvConsume(1 - r, a.tag(step, c), n * item, [&a, local, item, divisor, r](
-                                                                         size_t o, const void* in, size_t bytes) {
-        const void* srcs[2] = {r == 0 ? local + o : in, r == 0 ? in : local + o};
-        kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
-      }));
+      recvs.push_back(t.irecvConsume(1 - r, a.tag(step, c), n * item, reduceInto(a, at(data, off, a), divisor, r == 0)));
     });
     for (RequestId q : recvs) t.wait(q, a.deadline);
     return;

@@ -151,10 +151,12 @@ void PointToPoint::onEnvelope(int peer) {
     return !op.send && !op.inFlight && (op.peer == peer || op.peer == kAnySource) && op.tag == e.tag;
   });
   // Unmatched and large, with no receive waiting for a later message from this peer: hold it.
-  const bool awaited = std::any_of(ops_.begin(), ops_.end(), [&](const Op& op) {
-    return !op.send && !op.inFlight && (op.peer == peer || op.peer == kAnySource);
-  });
-  if (match == ops_.end() && !awaited && e.bytes >= kHoldFromBytes) {
+  const auto awaited = [&] {
+    return std::any_of(ops_.begin(), ops_.end(), [&](const Op& op) {
+      return !op.send && !op.inFlight && (op.peer == peer || op.peer == kAnySource);
+    });
+  };
+  if (match == ops_.end() && e.bytes >= kHoldFromBytes && !awaited()) {
     held_[peer] = {true, e, Clock::now()};
     return;  // the next envelope's receive is posted when it is released
   }

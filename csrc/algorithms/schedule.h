@@ -7,6 +7,7 @@
 
 #include "algorithms/collective.h"
 #include "algorithms/partition.h"
+#include "kernels/cpu/reduce_cpu.h"
 
 namespace zcoll::schedule {
 
@@ -28,6 +29,16 @@ inline int mod(int x, int p) { return (x % p + p) % p; }
 template <typename Fn>
 void forEachChunk(size_t begin, size_t end, size_t chunkElems, Fn fn) {
   for (size_t off = begin, c = 0; off < end; off += chunkElems, ++c) fn(off, std::min(chunkElems, end - off), c);
+}
+
+// An irecvConsume consumer that combines the arriving bytes with ours at `local`, straight out of
+// the transport, rounding into `local`: in ⊕ local, or local ⊕ in when `localFirst` (the order
+// is the arithmetic contract's, rank order). `divisor` as in reduceSources (AVG at the owner).
+inline Consumer reduceInto(const CollectiveArgs& a, char* local, int64_t divisor, bool localFirst) {
+  return [&a, local, divisor, localFirst](size_t o, const void* in, size_t bytes) {
+    const void* srcs[2] = {localFirst ? local + o : in, localFirst ? in : local + o};
+    kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / itemBytes(a), divisor);
+  };
 }
 
 // The uncompressed all-reduce segments of `count` elements over `parts` (cache-line aligned).

@@ -39,10 +39,13 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
   const size_t ce = chunkElems(a), item = itemBytes(a);
   size_t chunks = 0, scratchElems = 0;
   std::vector<size_t> slotBase(trees.size());
+  // A node with one child combines its part as it arrives, straight from the transport (on shm
+  // out of its ring or a single copy's bounce buffer): x_node ⊕ c, rounded once, as from a slot.
+  auto fused = [&](size_t k) { return trees[k].childCount == 1; };
   for (size_t k = 0; k < trees.size(); ++k) {
     chunks = std::max(chunks, trees[k].chunks(ce));
     slotBase[k] = scratchElems;
-    if (trees[k].childCount > 1) scratchElems += static_cast<size_t>(trees[k].childCount) * (trees[k].end - trees[k].begin);
+    if (!fused(k)) scratchElems += static_cast<size_t>(trees[k].childCount) * (trees[k].end - trees[k].begin);
   }
   std::vector<char> own;
   char* slots = scratch(a, scratchElems * item, own);
@@ -57,20 +60,12 @@ std::vector<RequestId> reduceUp(Transport& t, void* data, const std::vector<Tree
         if (off < trees[k].end) fn(k, c, off, std::min(ce, trees[k].end - off));
       }
   };
-  // A node with one child combines its part as it arrives, straight from the transport (on shm
-  // out of its ring or a single copy's bounce buffer): x_node ⊕ c, rounded once, as from a slot.
-  auto fused = [&](size_t k) { return trees[k].childCount == 1; };
   std::vector<RequestId> recvs, sends;
   forEachItem([&](size_t k, size_t c, size_t off, size_t n) {
     const uint64_t tag = a.tag(static_cast<uint32_t>(k), c);
     if (fused(k)) {
-      char* local = at(data, off, a);
       const int64_t divisor = trees[k].parent < 0 ? a.avgDivisor(p) : 0;
-      recvs.push_back(t.irecvConsume(trees[k].children[0], tag, n * item, [&a, local, item, divisor](
-                                                                            size_t o, const void* in, size_t bytes) {
-        const void* srcs[2] = {local + o, in};
-        kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
-      }));
+      recvs.push_back(t.irecvConsume(trees[k].children[0], tag, n * item, reduceInto(a, at(data, off, a), divisor, true)));
       return;
     }
     for (int i = 0; i < trees[k].childCount; ++i)

@@ -1,7 +1,6 @@
 #include "primitives/ring_pipeline.h"
 
 #include "algorithms/schedule.h"
-#include "kernels/cpu/reduce_cpu.h"
 #include "util/error.h"
 
 namespace zcoll::primitives {
@@ -46,13 +45,7 @@ class Ring {
     char* local = at(data_, k.off, a_);
     const uint64_t tag = a_.tag(s.tagStep, static_cast<uint32_t>(c));
     if (!s.reduce) return t_.irecv(prev_, tag, local, k.n * item_);
-    const CollectiveArgs& a = a_;
-    const size_t item = item_;
-    const int64_t divisor = s.divisor;
-    return t_.irecvConsume(prev_, tag, k.n * item_, [&a, local, item, divisor](size_t o, const void* in, size_t bytes) {
-      const void* srcs[2] = {in, local + o};
-      kernels::cpu::reduceSources(a.dtype, a.op, srcs, 2, local + o, bytes / item, divisor);
-    });
+    return t_.irecvConsume(prev_, tag, k.n * item_, schedule::reduceInto(a_, local, s.divisor, false));
   }
 
   void wait(RequestId q) { t_.wait(q, a_.deadline); }

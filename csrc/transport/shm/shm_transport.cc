@@ -262,13 +262,16 @@ bool canReadMemoryOf(const SegmentHeader& peer, std::string* why) {
   return false;
 }
 
+// Whether a host's `size` ranks each have a core: spinning and single copy pay only then.
+bool ranksHaveCores(int size) { return static_cast<unsigned>(size) <= std::thread::hardware_concurrency(); }
+
 // The configured single-copy threshold, or where not configured, the default when every rank of
 // the host has a core and 0 (off) when they outnumber the cores: a single-copy send completes
 // only once its receiver has run and read it, while the ring lets the sender move on. Measured
 // at 4 ranks on 2 cores, single copy made 16 KiB-4 MiB all-reduces 1.4-2.7x slower.
 size_t singleCopyThreshold(int64_t configured, int size) {
   if (configured >= 0) return static_cast<size_t>(configured);
-  return static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kDefaultShmSingleCopyBytes : 0;
+  return ranksHaveCores(size) ? kDefaultShmSingleCopyBytes : 0;
 }
 
 // Under Yama's ptrace_scope 1 (Ubuntu's default) only an ancestor may read a process's memory:
@@ -327,6 +330,8 @@ class ShmTransport : public Transport {
   void wake(int peer, bool force = false);
   void sleepUntilRung(Deadline deadline);
   void checkPeerAlive(int peer) const;
+  // Throws if `peer` has aborted, with its reason; `when` qualifies "gave up" in the message.
+  void checkPeerNotAborted(int peer, const char* when = "") const;
   void checkPeer(int peer) const;
   std::string pendingSummary() const;
   void checkPendingPeersDrained();
@@ -394,8 +399,7 @@ ShmTransport::ShmTransport(Store& store, const std::string& prefix, int rank, in
       flipAt_(opt.testFlipBitAt),
       singleCopyBytes_(opt.checksum || opt.testFlipBitAt >= 0 ? 0 : singleCopyThreshold(opt.shmSingleCopyBytes, size)),
       peerReadsUs_(size, -1), unacked_(size), singleCopySent_(size), ringAllocated_(size), ringPrefaulted_(size),
-      spinFor_(static_cast<unsigned>(size) <= std::thread::hardware_concurrency() ? kSpinFor
-                                                                                   : std::chrono::microseconds(0)),
+      spinFor_(ranksHaveCores(size) ? kSpinFor : std::chrono::microseconds(0)),
       segs_(size), sendq_(size), recvq_(size) {
   ZCOLL_CHECK(opt.shmRingBytes <= kMaxShmRingBytes, "rank ", g(rank), " shm: ZCOLL_SHM_RING_BYTES=", opt.shmRingBytes,
               " is larger than the ", kMaxShmRingBytes, " bytes a ring may have");
@@ -613,9 +617,7 @@ bool ShmTransport::readSingleCopy(int peer, Request& r) {
   if (r.copied < r.bytes) return false;
   // A sender that gave up may have freed the buffer while we read it: its abort flag, set before
   // it frees anything, tells us whether the bytes are its message.
-  const SegmentHeader* h = segs_[peer].header();
-  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer),
-              " gave up while its message was read: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+  checkPeerNotAborted(peer, " while its message was read");
   ++singleCopyMessages_;
   singleCopyReceived_ += r.bytes;
   RingControl* ctl = segs_[rank_].control(peer);
@@ -864,10 +866,14 @@ void ShmTransport::sleepUntilRung(Deadline deadline) {
   d.sleepers.fetch_sub(1, std::memory_order_relaxed);
 }
 
-void ShmTransport::checkPeerAlive(int peer) const {
+void ShmTransport::checkPeerNotAborted(int peer, const char* when) const {
   const SegmentHeader* h = segs_[peer].header();
-  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer),
-              " gave up: ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+  ZCOLL_CHECK(h->aborted.load(std::memory_order_acquire) == 0, "rank ", g(rank_), " shm: rank ", g(peer), " gave up",
+              when, ": ", std::string(h->abortReason, strnlen(h->abortReason, kAbortReasonBytes)));
+}
+
+void ShmTransport::checkPeerAlive(int peer) const {
+  checkPeerNotAborted(peer);
   if (liveness_ && liveness_->gone(g(peer)))
     throw Error("rank " + std::to_string(g(rank_)) + " shm: " + liveness_->whyGone(g(peer)) + "; " + pendingSummary());
 }
