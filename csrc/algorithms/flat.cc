@@ -98,9 +98,12 @@ void oneShotAllReduce(Transport& t, void* data, size_t count, const CollectiveAr
       sends.push_back(t.isendOperand(q, a.tag(0, c), at(data, off, a), n * item));
     });
   });
+  // The reduction overwrites `data`, which the sends read: the first chunk waits for those still
+  // reading it. On shm a small message is copied into its ring as it is posted, so usually none
+  // is, and at 2 ranks the peer's part is then combined straight out of the ring.
+  std::erase_if(sends, [&](RequestId s) { return t.test(s); });
   std::vector<char> own;
-  char* slots = scratch(a, static_cast<size_t>(p) * count * item, own);
-  // The reduction overwrites `data`, which the sends read: the first chunk waits for all of them.
+  char* slots = p == 2 && sends.empty() ? nullptr : scratch(a, static_cast<size_t>(p) * count * item, own);
   reduceFromAll(t, data, 0, count, slots, a, 0, a.avgDivisor(p), sends);
 }
 
