@@ -6,6 +6,8 @@
 #include "algorithms/schedule.h"
 #include "kernels/codec_device.h"
 #include "kernels/cpu/codec_cpu.h"
+#include "primitives/codec_wire.h"
+#include "primitives/compressed_ring.h"
 #include "util/error.h"
 
 namespace zcoll {
@@ -13,62 +15,7 @@ namespace {
 
 using kernels::Codec;
 
-// How one compressed collective lays out its wire: segments partitioned on the codec's
-// alignment, chunks of whole blocks inside them, so encoding a segment chunk by chunk writes the
-// same bytes as encoding it at once (docs/arithmetic.md §1: results do not depend on chunking).
-struct Wire {
-  const Compression& c;
-  size_t chunkElems;
-  float* residual = nullptr;  // error feedback: new residuals at the positions we encode (global index)
-
-  size_t bytes(size_t elems) const { return kernels::encodedBytes(c.codec, elems, c.block); }
-  // Byte offset of the chunk that starts `elemOffset` elements into its segment.
-  size_t offset(size_t elemOffset) const { return elemOffset / chunkElems * bytes(chunkElems); }
-  // What E_{rank,stage} of values starting at global index `begin` needs besides the values.
-  kernels::CodecParams params(int rank, uint32_t stage, size_t begin) const {
-    kernels::CodecParams p;
-    p.codec = c.codec;
-    p.block = c.block;
-    p.key = kernels::streamKey(c.seed, c.step, static_cast<uint32_t>(rank), stage);
-    p.base = c.elementBase + begin;
-    return p;
-  }
-  // E_{rank,stage}(x[begin, begin+n)) into out; `begin` is the global index (the hash's).
-  // `scale`: the residual's factor (p for an AVG result, docs/arithmetic.md §6).
-  void encode(const float* x, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out,
-              float scale = 1.0f) const {
-    encodeValues(x + begin, begin, n, rank, stage, out, scale);
-  }
-  // The same for values not stored at their global position (`v[0]` is element `begin`).
-  void encodeValues(const float* v, size_t begin, size_t n, int rank, uint32_t stage, uint8_t* out,
-                    float scale = 1.0f) const {
-    kernels::cpu::encode(params(rank, stage, begin), v, n, out, residual ? residual + begin : nullptr, scale);
-  }
-  void decode(const uint8_t* in, size_t n, float* out) const { kernels::cpu::decode(c.codec, c.block, in, n, out); }
-
-  // Elements per tile of the fused step: whole codec blocks, about 4096 floats (fits in L1/L2).
-  size_t tileElems() const {
-    const size_t unit = kernels::isBlockwise(c.codec) ? static_cast<size_t>(c.block) : 32;
-    return std::max<size_t>(1, 4096 / unit) * unit;
-  }
-
-  // One ring hop on a chunk, tile by tile so each tile's values stay in cache across the three
-  // steps: acc = D(in) + x[begin, begin+n) (AVG: / divisor), stored in x, then E(acc) into `out`
-  // (null: no encode). `tile` has tileElems() floats.
-  void decodeAddEncode(const uint8_t* in, float* x, size_t begin, size_t n, float divisor, int rank, uint32_t stage,
-                       uint8_t* out, float residualScale, float* tile) const {
-    const size_t step = tileElems();
-    for (size_t at = 0; at < n; at += step) {
-      const size_t m = std::min(step, n - at);
-      decode(in + bytes(at), m, tile);  // `at` is whole blocks: byte offsets add up
-      float* acc = x + begin + at;
-      for (size_t i = 0; i < m; ++i) acc[i] = tile[i] + acc[i];
-      if (divisor != 0.0f)
-        for (size_t i = 0; i < m; ++i) acc[i] = acc[i] / divisor;
-      if (out) encode(x, begin + at, m, rank, stage, out + bytes(at), residualScale);
-    }
-  }
-};
+using primitives::Wire;
 
 size_t chunkElemsFor(const CollectiveArgs& a, size_t align) {
   return std::max(align, a.chunkBytes / sizeof(float) / align * align);
@@ -115,62 +62,6 @@ void exchangeContribution(Transport& t, const CollectiveArgs& a, const Wire& w, 
   schedule::forEachChunk(0, segs[t.rank()].size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
     recvs.push_back(t.irecv(q, a.tag(0, c), into + w.offset(off), w.bytes(m)));
   });
-}
-
-// The reduce phase leaves the owner's float32 sum in x[its segment]; with `gather`, the owner
-// encodes it instead and every rank decodes every segment (all-reduce). Pipelined across steps
-// (the compressed twin of primitives/ring_pipeline.h's recvReduceSend): chunk c of a step goes on
-// to the next rank as soon as it has been decoded, added and re-encoded, while later chunks of
-// the step are still arriving. Every value is encoded and decoded as in step-by-step order.
-void compressedRing(Transport& t, float* x, const CollectiveArgs& a, const Wire& w, const std::vector<Segment>& segs,
-                    bool gather) {
-  const int p = t.size(), r = t.rank(), next = (r + 1) % p, prev = (r + p - 1) % p;
-  size_t maxSeg = 0, total = 0;
-  for (const auto& s : segs) maxSeg = std::max(maxSeg, s.size()), total += w.bytes(s.size());
-  // Steps alternate between two send and two receive buffers: step k sends from send[k % 2] and
-  // encodes what step k+1 sends into send[(k + 1) % 2], chunk by chunk once that chunk's step
-  // k-1 message has gone; step k+1 receives into recv[(k + 1) % 2] while step k's chunks are
-  // still being decoded out of recv[k % 2]. `wire` holds every encoded segment for the gather.
-  std::vector<uint8_t> send[2] = {std::vector<uint8_t>(w.bytes(maxSeg)), std::vector<uint8_t>(w.bytes(maxSeg))};
-  std::vector<uint8_t> recv[2] = {std::vector<uint8_t>(w.bytes(maxSeg)), std::vector<uint8_t>(w.bytes(maxSeg))};
-  std::vector<uint8_t> wire(gather ? total : 0);
-  std::vector<float> tile(w.tileElems());
-  auto sendSeg = [&](int k) { return segs[schedule::mod(r - k - 1, p)]; };  // recvSeg(k) == sendSeg(k + 1)
-  auto recvSeg = [&](int k) { return segs[schedule::mod(r - k - 2, p)]; };
-  std::vector<std::vector<RequestId>> sends(p - 1), recvs(p - 1);
-  auto postRecvs = [&](int k) {
-    schedule::forEachChunk(0, recvSeg(k).size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      recvs[k].push_back(t.irecv(prev, a.tag(k, c), recv[k % 2].data() + w.offset(off), w.bytes(m)));
-    });
-  };
-  auto postSend = [&](int k, size_t off, size_t m, size_t c) {
-    sends[k].push_back(t.isend(next, a.tag(k, c), send[k % 2].data() + w.offset(off), w.bytes(m)));
-  };
-  // Segment s starts at rank s+1 with E_{s+1,0}(x_{s+1}); at hop j (rank s+j) acc = D(in) + x,
-  // re-encoded at stage j-1 until the owner s, which encodes for the gather stage.
-  const Segment first = sendSeg(0);
-  w.encode(x, first.begin, first.size(), r, 0, send[0].data());
-  postRecvs(0);
-  schedule::forEachChunk(0, first.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) { postSend(0, off, m, c); });
-  for (int k = 0; k < p - 1; ++k) {
-    const Segment in = recvSeg(k);
-    const bool owner = k == p - 2;
-    if (!owner) postRecvs(k + 1);
-    uint8_t* out = !owner ? send[(k + 1) % 2].data() : gather ? wire.data() + wireOffset(segs, w, r) : nullptr;
-    schedule::forEachChunk(0, in.size(), w.chunkElems, [&](size_t off, size_t m, size_t c) {
-      t.wait(recvs[k][c], a.deadline);  // chunk c is in; c+1 keeps moving while we work on this one
-      // Its buffer's last message (step k-1's chunk c, where that segment had one) has gone.
-      if (!owner && k > 0 && c < sends[k - 1].size()) t.wait(sends[k - 1][c], a.deadline);
-      const float divisor = owner ? static_cast<float>(a.avgDivisor(p)) : 0.0f;  // AVG divides at the owner
-      w.decodeAddEncode(recv[k % 2].data() + w.offset(off), x, in.begin + off, m, divisor, r,
-                        owner ? kernels::kGatherStage : static_cast<uint32_t>(k + 1),
-                        out ? out + w.offset(off) : nullptr, divisor != 0.0f ? divisor : 1.0f, tile.data());
-      if (!owner) postSend(k + 1, off, m, c);  // on at once: the next rank can start on it
-    });
-  }
-  for (auto& step : sends)
-    for (RequestId q : step) t.wait(q, a.deadline);
-  if (gather) gatherEncoded(t, x, segs, w, wire.data(), a, 0x800, false);
 }
 
 // Two-shot, pipelined chunk by chunk: every receive is posted first; each chunk of a
@@ -367,7 +258,7 @@ void compressedAllReduce(Transport& t, float* data, size_t count, const Collecti
   const size_t align = compressionAlign(c);
   const Wire w{c, chunkElemsFor(a, align), residual};
   const auto segs = partition(count, static_cast<size_t>(t.size()), align);
-  if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, true);
+  if (algo == Algorithm::kRing) primitives::runCompressedRing(t, data, a, w, segs, true);
   else compressedTwoShot(t, data, a, w, segs, true);
 }
 
@@ -380,7 +271,7 @@ void compressedReduceScatter(Transport& t, float* data, const size_t* segBegin, 
   if (t.size() == 1) return;
   const Wire w{c, chunkElemsFor(a, compressionAlign(c)), residual};
   const auto segs = segmentsFrom(t.size(), segBegin, segEnd);
-  if (algo == Algorithm::kRing) compressedRing(t, data, a, w, segs, false);
+  if (algo == Algorithm::kRing) primitives::runCompressedRing(t, data, a, w, segs, false);
   else compressedTwoShot(t, data, a, w, segs, false);
 }
 
