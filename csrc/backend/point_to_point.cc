@@ -281,7 +281,7 @@ void P2PLane::drive(P2PWork& work) {
     ++idle;  // as the thread: spin, then yield, then nap (8 ranks on 2 cores still progress)
     if (idle <= kSpinPolls) continue;
     if (idle <= kSpinPolls + kYieldPolls) sched_yield();
-    else std::this_thread::sleep_for(nap(idle));
+    else transport_->idle(nap(idle));  // on shm until the peer rings: a read of our message, its reply
   }
 }
 

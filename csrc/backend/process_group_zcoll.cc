@@ -548,7 +548,12 @@ void ProcessGroupZcoll::exchange(const std::vector<at::Tensor>& sendTo, const st
     if (has(recvFrom, p)) reqs.push_back(transport_->irecv(p, tag, recvFrom[p].data_ptr(), recvFrom[p].nbytes()));
     if (has(sendTo, p)) reqs.push_back(transport_->isend(p, tag, sendTo[p].data_ptr(), sendTo[p].nbytes()));
   }
-  if (toSelf) std::memmove(recvFrom[me].data_ptr(), sendTo[me].data_ptr(), sendTo[me].nbytes());  // while they move
+  if (toSelf) {
+    // One pass of progress first, so our messages (on shm the descriptors peers read from) are
+    // out before the copy to ourselves and the peers' part moves while we copy.
+    if (!reqs.empty()) transport_->test(reqs.front());
+    std::memmove(recvFrom[me].data_ptr(), sendTo[me].data_ptr(), sendTo[me].nbytes());
+  }
   const Deadline d = deadline();
   for (RequestId r : reqs) transport_->wait(r, d);
 }

@@ -15,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "util/error.h"
@@ -81,6 +82,11 @@ class Transport {
   // completed request: true; an unknown one throws). Throws what wait() throws, except timeouts:
   // the caller owns the clock. For engines that poll many requests (algorithms/point_to_point).
   virtual bool test(RequestId req) = 0;
+  // For pollers between passes of test() that found nothing to do: returns once a peer may have
+  // made progress possible (on shm: it rang this rank's doorbell, as it does after publishing
+  // data, freeing ring space or reading a single-copy message) or after `upTo`, whichever comes
+  // first. The default sleeps `upTo`.
+  virtual void idle(std::chrono::microseconds upTo) { std::this_thread::sleep_for(upTo); }
   // Make every current and future wait() throw with `why` (group shutdown, an earlier failure).
   // The one method that may be called from any thread.
   virtual void abort(const std::string& why) = 0;

@@ -303,6 +303,7 @@ class ShmTransport : public Transport {
   RequestId irecvConsume(int peer, uint64_t tag, size_t bytes, Consumer consume) override;
   void wait(RequestId req, Deadline deadline) override;
   bool test(RequestId req) override;
+  void idle(std::chrono::microseconds upTo) override { sleepUntilRung(Clock::now() + upTo); }
   SharedMemoryUse sharedMemory() const override;
   void abort(const std::string& why) override {
     std::lock_guard<std::mutex> lock(abortMutex_);
