@@ -6,6 +6,7 @@
 
 #include "kernels/common/codec_check.h"
 #include "kernels/common/codec_grid.h"
+#include "kernels/cpu/vector_clones.h"
 #include "util/error.h"
 
 namespace zcoll::kernels::cpu {
@@ -15,14 +16,9 @@ namespace {
 // every element still goes through the per-element math of codec_math.h / hash.h (the same
 // float32 operations in the same order; no contraction, no fast-math), so the result is the
 // common bodies' bit for bit (tests/test_native_math.py compares every path with the
-// reference). On x86-64 each loop is also built for AVX2 and picked at run time. (CMakeLists.txt
-// compiles this file with -fno-trapping-math, without which floorf and float selects block
-// vectorisation; no value changes.)
-#if defined(__x86_64__) && defined(__GNUC__)
-#define ZCOLL_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define ZCOLL_VECTOR_CLONES
-#endif
+// reference). On x86-64 each loop is also built for AVX-512 and AVX2 (vector_clones.h).
+// (CMakeLists.txt compiles this file with -fno-trapping-math, without which floorf and float
+// selects block vectorisation; no value changes.)
 
 // absmaxBody with one thread: the largest |x| as bits (non-negative floats order like their
 // bits), and whether anything is inf/NaN (then the block's scale is NaN and absmax is unused).

@@ -5,6 +5,7 @@
 #include <type_traits>
 
 #include "kernels/common/float_convert.h"
+#include "kernels/cpu/vector_clones.h"
 #include "util/error.h"
 
 namespace zcoll::kernels::cpu {
@@ -78,13 +79,7 @@ constexpr size_t kTile = 512;
 
 // The hot case of every schedule (a ring step, a tree's one child, two ranks): a float32 sum of
 // two sources, dst[i] = a[i] + b[i] (then / divisor), in one pass and with the widest vectors the
-// CPU has. The same IEEE operations element by element at any width (no contraction: the build
-// has -ffp-contract=off), so every clone gives the same bits.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define ZCOLL_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define ZCOLL_VECTOR_CLONES
-#endif
+// CPU has (vector_clones.h): the same bits from every clone.
 // Written with vector types rather than left to the auto-vectoriser, which falls back to scalar
 // code when `out` is `a` (in place, the usual case).
 typedef float Float16x __attribute__((vector_size(64), aligned(4), may_alias));
