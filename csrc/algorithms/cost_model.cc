@@ -33,7 +33,9 @@ constexpr size_t KiB = 1024, MiB = 1024 * KiB;
 //        own); two-shot's 2 rounds of 3 messages cost 62 us (sigma = 0.37) and its bytes 1.6x
 //        the ring's (kappa = 0.46: three streams into a rank at once thrash what two cores share).
 //   shm, 2 ranks: 4 KiB all-reduce 9 us in place, mostly the call's own overhead: alpha =
-//        1.5 us (one-shot then stays ahead of two-shot to ~32 KiB).
+//        1.5 us. One-shot / two-shot 64 KiB 17.8 / 25.1 us, 256 KiB 44.5 / 62.4, 512 KiB 87 / 83
+//        (rings only), 4 MiB 1008 / 698: a gathering round's copy into place costs like a
+//        reduction, and one-shot from max_chunk pays an uncached pass (one-shot to 512 KiB).
 //   tcp (loopback), 3 ranks: 4 KiB ring 135 us (4 steps: alpha + switchCost/2 = 33.8 us),
 //        one-shot 74 (sigma = 0.9), tree 106; 8 ranks: 4 KiB tree 329 (7 latencies: alpha +
 //        3 switchCost = 47 us), one-shot 377; 64 KiB tree 447, two-shot 737.
