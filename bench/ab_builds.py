@@ -132,6 +132,8 @@ def parse_nproc(text: str) -> list[int]:
     return out
 
 
+# (zcoll-bench's cli.py has the same validator; this script never imports zcoll itself, since
+# which zcoll a process imports is exactly what it controls.)
 def _at_least(minimum: int, name: str):
     def parse(text: str) -> int:
         try:
