@@ -115,24 +115,21 @@ class Trees {
 
 }  // namespace
 
-void runTrees(Transport& t, void* data, const std::vector<TreeNode>& trees, const CollectiveArgs& a, bool broadcast,
-              int depth) {
+void runTrees(Transport& t, void* data, const std::vector<TreeNode>& trees, const CollectiveArgs& a, bool broadcast) {
   ZCOLL_CHECK(trees.size() <= 2, "at most two trees at once, got ", trees.size());
   Trees run(t, data, trees, a);
-  // A chunk comes down while the next ones go up: enough of them to cover a round trip.
-  const size_t lag = broadcast ? static_cast<size_t>(2 * depth + 1) : 0;
-  const size_t steps = run.chunks() + (broadcast ? lag : 0);
-  // Every receive up front, in the order of the steps (and of the peers' sends).
-  auto forEachItem = [&](auto upItem, auto downItem) {
-    for (size_t s = 0; s < steps; ++s) {
-      if (s < run.chunks())
-        for (size_t k = 0; k < run.treeCount(); ++k) upItem(k, s);
-      if (broadcast && s >= lag)
-        for (size_t k = 0; k < run.treeCount(); ++k) downItem(k, s - lag);
-    }
+  // Every receive up front, in the order of the steps (and of the peers' sends): each chunk up
+  // every tree, then each chunk down. (Bringing chunk c down while chunks c+1... still go up,
+  // as NCCL does, measured 5-14% slower over tcp and up to 1.4x on shm at 4 ranks on 2 cores:
+  // with ranks sharing cores the down steps only add waits between the up steps.)
+  auto forEachItem = [&](auto item) {
+    for (size_t c = 0; c < run.chunks(); ++c)
+      for (size_t k = 0; k < run.treeCount(); ++k) item(k, c);
   };
-  forEachItem([&](size_t k, size_t c) { run.postUp(k, c); }, [&](size_t k, size_t c) { run.postDown(k, c); });
-  forEachItem([&](size_t k, size_t c) { run.up(k, c); }, [&](size_t k, size_t c) { run.down(k, c); });
+  forEachItem([&](size_t k, size_t c) { run.postUp(k, c); });
+  if (broadcast) forEachItem([&](size_t k, size_t c) { run.postDown(k, c); });
+  forEachItem([&](size_t k, size_t c) { run.up(k, c); });
+  if (broadcast) forEachItem([&](size_t k, size_t c) { run.down(k, c); });
   run.waitSends();
 }
 

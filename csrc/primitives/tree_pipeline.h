@@ -9,10 +9,11 @@
 //                        and passes it to its children; the root starts it
 //
 // Several trees may run at once on different elements (the all-reduce's two mirrored heaps).
-// Chunk c goes down a tree while later chunks still go up: step s runs every tree's up item
-// for chunk s, then its down item for chunk s - lag. Every rank posts its receives and sends its
-// messages in that one order, so the per-pair FIFO of the transports lines up. The arithmetic is
-// the tree's of arithmetic.md whatever the timing: results are bit-identical.
+// Chunks pipeline through the levels: a node passes chunk c on as soon as it has it, while
+// chunk c+1 is still on its way. Every rank posts its receives and sends its messages in one
+// order (each chunk up every tree, then each chunk down), so the per-pair FIFO of the transports
+// lines up. The arithmetic is the tree's of arithmetic.md whatever the timing: results are
+// bit-identical.
 #pragma once
 
 #include <cstddef>
@@ -41,8 +42,7 @@ struct TreeNode {
 
 // Runs `trees` over `data` in chunks of schedule::chunkElems(a): up to each root (reduce) and,
 // with `broadcast`, back down to every rank (all-reduce). Tree k's messages are step k up and
-// step 2 + k down (at most two trees). `depth` is the deepest tree's levels below its root.
-void runTrees(Transport& t, void* data, const std::vector<TreeNode>& trees, const CollectiveArgs& a, bool broadcast,
-              int depth);
+// step 2 + k down (at most two trees).
+void runTrees(Transport& t, void* data, const std::vector<TreeNode>& trees, const CollectiveArgs& a, bool broadcast);
 
 }  // namespace zcoll::primitives
