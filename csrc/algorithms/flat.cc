@@ -99,9 +99,10 @@ void oneShotAllReduce(Transport& t, void* data, size_t count, const CollectiveAr
     });
   });
   // The reduction overwrites `data`, which the sends read: the first chunk waits for those still
-  // reading it. On shm a small message is copied into its ring as it is posted, so usually none
-  // is, and at 2 ranks the peer's part is then combined straight out of the ring.
-  std::erase_if(sends, [&](RequestId s) { return t.test(s); });
+  // reading it. At 2 ranks, where the peer's part can be combined straight out of the transport
+  // once no send reads `data` any more, one pass of progress sees whether they are done (on shm a
+  // small message is copied into its ring then); more ranks reduce from slots either way.
+  if (p == 2) std::erase_if(sends, [&](RequestId s) { return t.test(s); });
   std::vector<char> own;
   char* slots = p == 2 && sends.empty() ? nullptr : scratch(a, static_cast<size_t>(p) * count * item, own);
   reduceFromAll(t, data, 0, count, slots, a, 0, a.avgDivisor(p), sends);
